@@ -1,0 +1,33 @@
+# Thin wrapper over CMake: the README's two commands start here.
+#   make run [ARGS="date --interval 0.5"]   install what is missing, build, run loopctl
+#   make test                                install what is missing, build, run every test
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+ARGS ?= hello
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure build run test clean format bench package
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	$(BUILD_DIR)/cmd/loopctl/loopctl $(ARGS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+format:
+	@find libloop cmd examples tests bench -name '*.[ch]pp' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,44 @@
+// SocketAddress: a sockaddr of any family, printable as asyncio prints peernames.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+
+#include <cstring>
+#include <string>
+
+namespace loop {
+
+class SocketAddress {
+ public:
+  SocketAddress() { std::memset(&storage_, 0, sizeof storage_); }
+  SocketAddress(const sockaddr* sa, socklen_t len);
+  /// From a numeric host ("127.0.0.1", "::1") and a port; throws std::invalid_argument.
+  static SocketAddress from_ip(const std::string& host, unsigned short port);
+  /// A unix-domain address; a leading '@' names the Linux abstract namespace.
+  static SocketAddress from_unix_path(const std::string& path);
+
+  int family() const { return storage_.ss_family; }
+  const sockaddr* data() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+  sockaddr* data() { return reinterpret_cast<sockaddr*>(&storage_); }
+  socklen_t size() const { return len_; }
+  void set_size(socklen_t len) { len_ = len; }
+  static constexpr socklen_t capacity() { return sizeof(sockaddr_storage); }
+
+  /// The numeric host ("127.0.0.1", "::1"), or the unix path ("@name" for abstract ones).
+  std::string host() const;
+  /// The port, or 0 for unix addresses.
+  unsigned short port() const;
+  /// "127.0.0.1:8888", "[::1]:8888", "unix:/tmp/s", "unix:@name".
+  std::string to_string() const;
+  bool operator==(const SocketAddress& o) const {
+    return len_ == o.len_ && std::memcmp(&storage_, &o.storage_, len_) == 0;
+  }
+
+ private:
+  sockaddr_storage storage_;
+  socklen_t len_ = 0;
+};
+
+}  // namespace loop

@@ -1,0 +1,281 @@
+// loop::EventLoop: asyncio's BaseEventLoop, on an asio::io_context.
+// Its member templates (futures, tasks, the executor) are defined in the headers that
+// <loop/loop.hpp> gathers: include that one.
+#pragma once
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "loop/clock.hpp"
+#include "loop/context.hpp"
+#include "loop/exception_context.hpp"
+#include "loop/executor.hpp"
+#include "loop/handle.hpp"
+#include "loop/trace.hpp"
+
+namespace loop {
+
+template <class T>
+class Future;
+template <class T>
+class Task;
+template <class T>
+class Coroutine;
+class TaskBase;
+class AnyCoroutine;
+
+namespace detail {
+class FutureStateBase;
+class TaskStateBase;
+class AsyncGenStateBase;
+struct LoopLink;
+}  // namespace detail
+
+class EventLoop {
+ public:
+  using ExceptionHandler = std::function<void(EventLoop&, const ExceptionContext&)>;
+  using TaskFactory = std::function<TaskBase(EventLoop&, AnyCoroutine)>;
+
+  /// A loop on the steady clock; pass make_virtual_clock() for simulated time.
+  explicit EventLoop(std::unique_ptr<Clock> clock = nullptr);
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // ---- Running and stopping the loop -------------------------------------------------------
+  /// Runs until stop() is called.
+  void run_forever();
+  /// Runs until `future` is done; returns its result or rethrows its exception.
+  template <class T>
+  T run_until_complete(Future<T> future);
+  template <class T>
+  T run_until_complete(Task<T> task);
+  /// Wraps the coroutine in a Task first.
+  template <class T>
+  T run_until_complete(Coroutine<T> coro);
+  /// Stops after the batch of callbacks now running (or, before run_forever, after one
+  /// iteration that polls with a zero timeout).
+  void stop();
+  bool is_running() const { return running_; }
+  bool is_closed() const { return closed_; }
+  /// Drops pending callbacks and shuts the default executor down without waiting. Throws
+  /// std::runtime_error if the loop is running; a second call does nothing.
+  void close();
+  /// Closes every async generator this loop iterated that is still open.
+  Coroutine<void> shutdown_asyncgens();
+
+  // ---- Scheduling callbacks ----------------------------------------------------------------
+  /// Runs callback(args...) in the next iteration; FIFO; exactly once unless cancelled.
+  template <class F, class... Args>
+  Handle call_soon(F&& callback, Args&&... args);
+  /// call_soon with an explicit Context to run in.
+  template <class F, class... Args>
+  Handle call_soon_in(const Context& ctx, F&& callback, Args&&... args);
+  /// call_soon from any thread; wakes the loop if it sleeps in its poll.
+  template <class F, class... Args>
+  Handle call_soon_threadsafe(F&& callback, Args&&... args);
+
+  // ---- Scheduling delayed callbacks --------------------------------------------------------
+  template <class F, class... Args>
+  TimerHandle call_later(double delay, F&& callback, Args&&... args);
+  template <class F, class... Args>
+  TimerHandle call_at(double when, F&& callback, Args&&... args);
+  /// The loop's clock, in seconds.
+  double time() const { return clock_->now(); }
+  const Clock& clock() const { return *clock_; }
+
+  // ---- Futures and tasks -------------------------------------------------------------------
+  template <class T = void>
+  Future<T> create_future();
+  template <class T>
+  Task<T> create_task(Coroutine<T> coro, std::string name = {});
+  void set_task_factory(TaskFactory factory) { task_factory_ = std::move(factory); }
+  const TaskFactory& get_task_factory() const { return task_factory_; }
+
+  // ---- The executor ------------------------------------------------------------------------
+  /// Runs fn(args...) on `executor` (nullptr = the default thread pool); the Future gets its
+  /// result or exception.
+  template <class F, class... Args>
+  auto run_in_executor(Executor* executor, F&& fn, Args&&... args)
+      -> Future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
+  void set_default_executor(std::unique_ptr<Executor> executor);
+
+  // ---- Error handling ----------------------------------------------------------------------
+  void set_exception_handler(ExceptionHandler handler) { exception_handler_ = std::move(handler); }
+  const ExceptionHandler& get_exception_handler() const { return exception_handler_; }
+  /// Logs the context to stderr (asyncio logs it with logging.error).
+  void default_exception_handler(const ExceptionContext& context);
+  /// Calls the handler set, else the default one; never throws.
+  void call_exception_handler(const ExceptionContext& context) noexcept;
+
+  // ---- Debug mode --------------------------------------------------------------------------
+  bool get_debug() const { return debug_; }
+  void set_debug(bool enabled) { debug_ = enabled; }
+  /// Callbacks running longer than this are reported in debug mode (seconds, default 0.1).
+  double slow_callback_duration = 0.1;
+
+  // ---- Tracing -----------------------------------------------------------------------------
+  void set_tracer(std::shared_ptr<Tracer> tracer) { tracer_ = std::move(tracer); }
+  Tracer* tracer() const { return tracer_.get(); }
+  /// Adds "ts" and sends the record to the tracer, if there is one.
+  void trace(const char* ev, nlohmann::json fields = nlohmann::json::object());
+
+  // ---- Watching file descriptors (libloop/src/io/fd_watch.cpp) -----------------------------
+
+  // ---- Low-level socket operations (libloop/src/io/sock_ops.cpp) ---------------------------
+
+  // ---- DNS (libloop/src/io/dns.cpp) ---------------------------------------------------------
+
+  // ---- UNIX signals (libloop/src/io/signals.cpp) --------------------------------------------
+
+  // ---- Streaming connections and servers (libloop/src/transports/) ------------------------
+
+  // ---- Datagrams (libloop/src/transports/datagram*.cpp) -------------------------------------
+
+  // ---- Pipes (libloop/src/transports/pipe*.cpp) ---------------------------------------------
+
+  // ---- Sending files (libloop/src/transports/sendfile.cpp) ---------------------------------
+
+  // ---- For the library's own layers (transports, futures, tasks) ----------------------------
+  asio::io_context& io_context() { return io_; }
+  /// Throws std::runtime_error("Event loop is closed") after close().
+  void check_closed() const;
+  /// In debug mode, refuses a call from a thread other than the one running the loop.
+  void check_thread() const;
+  /// Puts a handle on the ready queue (call_soon's second half).
+  Handle schedule(detail::HandleRef handle, const char* caller);
+  /// Puts a handle on the ready queue from another thread.
+  void schedule_threadsafe(detail::HandleRef handle);
+  TimerHandle schedule_timer(detail::HandleRef handle, double when);
+  void timer_handle_cancelled(detail::HandleImpl& handle);
+  void register_task(std::shared_ptr<detail::TaskStateBase> task);
+  void unregister_task(detail::TaskStateBase* task);
+  std::size_t pending_task_count() const { return tasks_.size(); }
+  template <class F>
+  void for_each_task(F&& fn) const {
+    for (auto& [ptr, task] : tasks_) fn(task);
+  }
+  void register_asyncgen(detail::AsyncGenStateBase* gen);
+  void unregister_asyncgen(detail::AsyncGenStateBase* gen);
+  Executor& default_executor();
+  /// A weak link other threads use to reach this loop (and find it gone after destruction).
+  std::shared_ptr<detail::LoopLink> link() const { return link_; }
+  /// How many callbacks are ready (for tests and the trace).
+  std::size_t ready_count() const { return ready_.size(); }
+  std::size_t scheduled_timer_count() const { return timers_.size(); }
+
+ private:
+  void run_once();
+  double poll(double timeout);  // returns the number of asio completions processed
+  void run_handle(detail::HandleImpl& handle);
+  void drop_cancelled_timers();
+  template <class T>
+  T run_future_until_complete(Future<T> future);
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::unique_ptr<Clock> clock_;
+  std::deque<detail::HandleRef> ready_;
+  std::vector<detail::HandleRef> timers_;  // a min-heap on (when, seq)
+  std::size_t timer_cancelled_count_ = 0;
+  std::uint64_t next_handle_id_ = 1;
+  std::uint64_t next_timer_seq_ = 0;
+  bool running_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+  bool debug_ = false;
+  std::thread::id thread_id_{};
+  ExceptionHandler exception_handler_;
+  TaskFactory task_factory_;
+  std::shared_ptr<Tracer> tracer_;
+  std::unique_ptr<Executor> default_executor_;
+  std::unordered_map<detail::TaskStateBase*, std::shared_ptr<detail::TaskStateBase>> tasks_;
+  std::vector<detail::AsyncGenStateBase*> asyncgens_;
+  bool asyncgens_shutdown_called_ = false;
+  detail::ContextData empty_context_;  // where handles without a captured context run
+  std::shared_ptr<detail::LoopLink> link_;
+};
+
+// ---- The event loop of the current thread (asyncio.get_event_loop and friends) ------------
+/// The loop running in this thread; throws std::runtime_error("no running event loop").
+EventLoop& get_running_loop();
+/// The running loop, else the one set for this thread; the main thread gets one made on
+/// first use; elsewhere throws std::runtime_error.
+EventLoop& get_event_loop();
+/// Makes `loop` this thread's loop (nullptr clears it). Does not take ownership.
+void set_event_loop(EventLoop* loop);
+/// A new loop (on the steady clock, debug mode from LOOP_DEBUG).
+std::unique_ptr<EventLoop> new_event_loop();
+
+namespace detail {
+EventLoop* running_loop() noexcept;
+void set_running_loop(EventLoop* loop) noexcept;
+
+// Another thread's way into a loop that may be gone by the time it calls.
+struct LoopLink {
+  std::mutex mutex;
+  EventLoop* loop = nullptr;
+  /// call_soon_threadsafe if the loop still exists and is open; false otherwise.
+  bool post(HandleRef handle);
+};
+}  // namespace detail
+
+// ---- Template definitions ----------------------------------------------------------------
+
+template <class F, class... Args>
+Handle EventLoop::call_soon(F&& callback, Args&&... args) {
+  check_closed();
+  if (debug_) check_thread();
+  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  h->context = detail::capture_context();
+  return schedule(std::move(h), "call_soon");
+}
+
+template <class F, class... Args>
+Handle EventLoop::call_soon_in(const Context& ctx, F&& callback, Args&&... args) {
+  check_closed();
+  if (debug_) check_thread();
+  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  h->context = ctx.data();
+  return schedule(std::move(h), "call_soon");
+}
+
+template <class F, class... Args>
+Handle EventLoop::call_soon_threadsafe(F&& callback, Args&&... args) {
+  check_closed();
+  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  h->context = detail::capture_context();
+  h->kind = detail::HandleKind::threadsafe;
+  Handle result(h);
+  schedule_threadsafe(std::move(h));
+  return result;
+}
+
+template <class F, class... Args>
+TimerHandle EventLoop::call_later(double delay, F&& callback, Args&&... args) {
+  return call_at(time() + delay, std::forward<F>(callback), std::forward<Args>(args)...);
+}
+
+template <class F, class... Args>
+TimerHandle EventLoop::call_at(double when, F&& callback, Args&&... args) {
+  check_closed();
+  if (debug_) check_thread();
+  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  h->context = detail::capture_context();
+  h->kind = detail::HandleKind::timer;
+  return schedule_timer(std::move(h), when);
+}
+
+}  // namespace loop

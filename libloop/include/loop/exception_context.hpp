@@ -1,0 +1,42 @@
+// The context dict asyncio passes to exception handlers, as a C++ struct.
+#pragma once
+
+#include <exception>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "loop/handle.hpp"
+
+namespace loop {
+
+namespace detail {
+class FutureStateBase;
+}
+class BaseTransport;
+class BaseProtocol;
+
+/// What went wrong, for EventLoop::call_exception_handler. Only `message` is always present;
+/// the rest are set when known (asyncio leaves the keys out).
+struct ExceptionContext {
+  std::string message;
+  std::exception_ptr exception;
+  std::shared_ptr<detail::FutureStateBase> future;  // the Future or Task concerned
+  std::optional<Handle> handle;
+  BaseProtocol* protocol = nullptr;
+  BaseTransport* transport = nullptr;
+  std::optional<int> socket;
+  std::optional<std::string> source_traceback;   // where the handle was created (debug mode)
+  std::shared_ptr<ExceptionContext> context;     // the original one, when a handler itself failed
+
+  /// The keys present, as JSON: {"message": ..., "exception": {"type": ..., "what": ...}, ...}.
+  nlohmann::json to_json() const;
+  /// The multi-line text default_exception_handler logs.
+  std::string format() const;
+};
+
+/// "std::runtime_error: boom" for an exception_ptr (empty string for null).
+std::string describe_exception(const std::exception_ptr& e);
+
+}  // namespace loop

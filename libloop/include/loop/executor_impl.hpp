@@ -1,0 +1,47 @@
+// EventLoop::run_in_executor: work on another thread, its outcome delivered as a Future.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+#include "loop/future.hpp"
+
+namespace loop {
+
+template <class F, class... Args>
+auto EventLoop::run_in_executor(Executor* executor, F&& fn, Args&&... args)
+    -> Future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+  using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+  check_closed();
+  if (debug_) check_thread();
+  Future<R> fut = create_future<R>();
+  Executor& ex = executor ? *executor : default_executor();
+  // The worker reaches the loop through its link: the loop may be closed or gone by then.
+  ex.submit([link = link(), state = fut.state(), fn = std::forward<F>(fn),
+             ... args = std::forward<Args>(args)]() mutable {
+    std::function<void()> deliver;
+    try {
+      if constexpr (std::is_void_v<R>) {
+        std::invoke(fn, args...);
+        deliver = [state] {
+          if (!state->done()) state->set_result();
+        };
+      } else {
+        deliver = [state, r = std::make_shared<R>(std::invoke(fn, args...))]() mutable {
+          if (!state->done()) state->set_result(std::move(*r));
+        };
+      }
+    } catch (...) {
+      deliver = [state, e = std::current_exception()] {
+        if (!state->done()) state->set_exception(e);
+      };
+    }
+    link->post(detail::make_handle(std::move(deliver)));
+  });
+  return fut;
+}
+
+}  // namespace loop

@@ -1,0 +1,210 @@
+// loop::Future<T>: asyncio.Future. Done-callbacks are scheduled with call_soon, never run inline.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "loop/context.hpp"
+#include "loop/errors.hpp"
+#include "loop/event_loop.hpp"
+
+namespace loop {
+
+namespace detail {
+
+enum class FutureStatus : std::uint8_t { pending, cancelled, finished };
+
+// The untyped part of a future's state: status, exception and callbacks.
+class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
+ public:
+  explicit FutureStateBase(EventLoop* loop) : loop_(loop) {}
+  virtual ~FutureStateBase();  // reports an exception nobody retrieved
+  FutureStateBase(const FutureStateBase&) = delete;
+  FutureStateBase& operator=(const FutureStateBase&) = delete;
+
+  EventLoop& loop() const { return *loop_; }
+  FutureStatus status() const { return status_; }
+  bool done() const { return status_ != FutureStatus::pending; }
+  bool cancelled() const { return status_ == FutureStatus::cancelled; }
+
+  /// Future.cancel(); a Task overrides it to cancel what it waits on.
+  virtual bool cancel(std::string msg = {});
+  void set_exception(std::exception_ptr e);
+  /// Throws CancelledError if cancelled, InvalidStateError if pending.
+  std::exception_ptr exception();
+  /// Throws unless finished with a result (the shared half of result()).
+  void check_result();
+
+  using Callback = std::function<void()>;
+  std::uint64_t add_done_callback(Callback cb, std::shared_ptr<ContextData> ctx);
+  std::size_t remove_done_callback(std::uint64_t id);
+
+  /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
+  virtual std::string repr() const;
+  virtual bool is_task() const { return false; }
+  const std::string& cancel_message() const { return cancel_message_; }
+
+ protected:
+  void assert_pending(const char* what) const;
+  void mark_finished();  // status finished + schedule callbacks
+  void schedule_callbacks();
+  virtual std::string result_repr() const { return {}; }
+
+  EventLoop* loop_;
+  FutureStatus status_ = FutureStatus::pending;
+  std::exception_ptr exception_;
+  bool exception_retrieved_ = false;
+  std::string cancel_message_;
+
+ private:
+  struct DoneCallback {
+    std::uint64_t id;
+    Callback fn;
+    std::shared_ptr<ContextData> ctx;
+  };
+  std::vector<DoneCallback> callbacks_;
+  std::uint64_t next_callback_id_ = 1;
+};
+
+template <class T>
+class FutureState : public FutureStateBase {
+ public:
+  using FutureStateBase::FutureStateBase;
+  void set_result(T value) {
+    assert_pending("set_result");
+    value_.emplace(std::move(value));
+    mark_finished();
+  }
+  const T& result() {
+    check_result();
+    return *value_;
+  }
+  T take_result() {
+    check_result();
+    return std::move(*value_);
+  }
+
+ protected:
+  std::string result_repr() const override;
+
+ private:
+  std::optional<T> value_;
+};
+
+template <>
+class FutureState<void> : public FutureStateBase {
+ public:
+  using FutureStateBase::FutureStateBase;
+  void set_result() {
+    assert_pending("set_result");
+    mark_finished();
+  }
+  void result() { check_result(); }
+  void take_result() { check_result(); }
+};
+
+std::string repr_value(const std::string& v);
+template <class T>
+std::string FutureState<T>::result_repr() const {
+  if constexpr (std::is_arithmetic_v<T>) {
+    return std::to_string(*value_);
+  } else if constexpr (std::is_convertible_v<const T&, std::string>) {
+    return repr_value(std::string(*value_));
+  } else {
+    return "...";
+  }
+}
+
+template <class Promise>
+concept LoopPromise = requires(Promise& p) { p.task; };
+
+}  // namespace detail
+
+/// The result of an asynchronous operation (asyncio.Future). A cheap handle to shared state:
+/// copies refer to the same future.
+template <class T = void>
+class Future {
+ public:
+  using value_type = T;
+  using State = detail::FutureState<T>;
+
+  Future() = default;
+  explicit Future(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+  bool done() const { return state_->done(); }
+  bool cancelled() const { return state_->cancelled(); }
+  /// The result; rethrows the exception; CancelledError if cancelled; InvalidStateError if
+  /// not done yet.
+  decltype(auto) result() const { return state_->result(); }
+  /// The exception (null if it finished with a result); CancelledError if cancelled;
+  /// InvalidStateError if not done yet.
+  std::exception_ptr exception() const { return state_->exception(); }
+
+  template <class U = T>
+    requires(!std::is_void_v<U>)
+  void set_result(U value) const {
+    state_->set_result(std::move(value));
+  }
+  void set_result() const
+    requires std::is_void_v<T>
+  {
+    state_->set_result();
+  }
+  void set_exception(std::exception_ptr e) const { state_->set_exception(std::move(e)); }
+  template <class E>
+    requires std::is_base_of_v<std::exception, E>
+  void set_exception(E e) const {
+    state_->set_exception(std::make_exception_ptr(std::move(e)));
+  }
+  /// Cancels the future and schedules its callbacks; false if it was already done.
+  bool cancel(std::string msg = {}) const { return state_->cancel(std::move(msg)); }
+
+  /// Schedules cb(future) with call_soon once done (at once, if it is). Returns an id for
+  /// remove_done_callback (C++ callables cannot be compared as Python's can).
+  std::uint64_t add_done_callback(std::function<void(Future<T>)> cb) const {
+    return add_done_callback(std::move(cb), detail::capture_context());
+  }
+  std::uint64_t add_done_callback(std::function<void(Future<T>)> cb, const Context& ctx) const {
+    return add_done_callback(std::move(cb), ctx.data());
+  }
+  /// Returns the number of callbacks removed (0 or 1).
+  std::size_t remove_done_callback(std::uint64_t id) const {
+    return state_->remove_done_callback(id);
+  }
+
+  EventLoop& get_loop() const { return state_->loop(); }
+  std::string repr() const { return state_->repr(); }
+  const std::shared_ptr<State>& state() const { return state_; }
+  explicit operator bool() const { return static_cast<bool>(state_); }
+  bool operator==(const Future& o) const { return state_ == o.state_; }
+
+  /// `co_await future` inside a coroutine run by a Task.
+  auto operator co_await() const;
+
+ protected:
+  std::uint64_t add_done_callback(std::function<void(Future<T>)> cb,
+                                  std::shared_ptr<detail::ContextData> ctx) const {
+    std::weak_ptr<State> weak = state_;
+    return state_->add_done_callback(
+        [cb = std::move(cb), weak]() {
+          if (auto s = weak.lock()) cb(Future<T>(std::move(s)));
+        },
+        std::move(ctx));
+  }
+
+  std::shared_ptr<State> state_;
+};
+
+template <class T>
+Future<T> EventLoop::create_future() {
+  return Future<T>(std::make_shared<detail::FutureState<T>>(this));
+}
+
+}  // namespace loop

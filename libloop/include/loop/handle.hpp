@@ -1,0 +1,169 @@
+// Handle and TimerHandle: a scheduled callback, as asyncio.Handle / asyncio.TimerHandle.
+#pragma once
+
+#include <atomic>
+#include <concepts>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "loop/context.hpp"
+
+namespace loop {
+
+class EventLoop;
+
+/// Gives a callback a readable name in reports and traces, as functools.partial's repr does
+/// for asyncio: loop.call_soon(loop::named("print_hello", fn), args...).
+template <class F>
+struct Named {
+  const char* name;
+  F fn;
+  template <class... A>
+  decltype(auto) operator()(A&&... a) {
+    return std::invoke(fn, std::forward<A>(a)...);
+  }
+};
+template <class F>
+Named<std::decay_t<F>> named(const char* name, F&& fn) {
+  return {name, std::forward<F>(fn)};
+}
+
+namespace detail {
+
+// Readable names for callables: demangled types, symbol names for function pointers.
+std::string demangle(const char* mangled);
+std::string function_name(const void* fn_address, const std::type_info& type);
+// Where a handle was created, captured in debug mode (asyncio's _source_traceback).
+struct Origin {
+  std::vector<void*> frames;
+  std::string describe() const;
+};
+std::unique_ptr<Origin> capture_origin();
+
+template <class F>
+std::string callable_name(const F& fn) {
+  if constexpr (requires { { fn.name } -> std::convertible_to<const char*>; }) {
+    return fn.name;
+  } else if constexpr (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) {
+    return function_name(reinterpret_cast<const void*>(fn), typeid(F));
+  } else {
+    return demangle(typeid(F).name());
+  }
+}
+
+enum class HandleKind : std::uint8_t { soon, timer, threadsafe, io, signal, task, future };
+const char* kind_name(HandleKind kind);
+
+// The shared state behind Handle/TimerHandle; reference counted because both the loop's
+// queues and the caller may hold it.
+class HandleImpl {
+ public:
+  virtual ~HandleImpl() = default;
+  virtual void invoke() = 0;
+  virtual std::string callback_name() const = 0;
+
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  EventLoop* loop = nullptr;
+  std::uint64_t id = 0;
+  double when = 0;       // TimerHandle: the deadline; otherwise when it was scheduled
+  std::uint64_t seq = 0;  // FIFO among timers with the same deadline
+  HandleKind kind = HandleKind::soon;
+  bool cancelled = false;
+  bool scheduled = false;  // TimerHandle: still in the loop's heap
+  std::shared_ptr<ContextData> context;  // null: run in a fresh empty context
+  std::unique_ptr<Origin> origin;        // debug mode only
+
+ private:
+  std::atomic<std::uint32_t> refs_{0};
+};
+
+template <class F, class... Args>
+class CallbackImpl final : public HandleImpl {
+ public:
+  template <class G, class... A>
+  explicit CallbackImpl(G&& fn, A&&... args)
+      : fn_(std::forward<G>(fn)), args_(std::forward<A>(args)...) {}
+  void invoke() override { std::apply(fn_, args_); }
+  std::string callback_name() const override { return callable_name(fn_); }
+
+ private:
+  F fn_;
+  std::tuple<Args...> args_;
+};
+
+// An intrusive pointer to a HandleImpl.
+class HandleRef {
+ public:
+  HandleRef() = default;
+  explicit HandleRef(HandleImpl* p) noexcept : p_(p) {
+    if (p_) p_->add_ref();
+  }
+  HandleRef(const HandleRef& o) noexcept : HandleRef(o.p_) {}
+  HandleRef(HandleRef&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  HandleRef& operator=(HandleRef o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~HandleRef() {
+    if (p_) p_->release();
+  }
+  HandleImpl* get() const noexcept { return p_; }
+  HandleImpl* operator->() const noexcept { return p_; }
+  HandleImpl& operator*() const noexcept { return *p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+
+ private:
+  HandleImpl* p_ = nullptr;
+};
+
+template <class F, class... Args>
+HandleRef make_handle(F&& fn, Args&&... args) {
+  return HandleRef(new CallbackImpl<std::decay_t<F>, std::decay_t<Args>...>(
+      std::forward<F>(fn), std::forward<Args>(args)...));
+}
+
+}  // namespace detail
+
+/// A callback wrapper returned by call_soon and friends (asyncio.Handle).
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(detail::HandleRef ref) : ref_(std::move(ref)) {}
+
+  /// Cancels the callback; no effect if it already ran or was cancelled.
+  void cancel();
+  bool cancelled() const { return ref_ && ref_->cancelled; }
+  /// The callback's readable name: its function, lambda or loop::named() name.
+  std::string name() const { return ref_ ? ref_->callback_name() : std::string("<none>"); }
+  /// e.g. "<Handle print_hello() created at main>" (the origin only in debug mode).
+  std::string repr() const;
+  Context get_context() const;
+  std::uint64_t id() const { return ref_ ? ref_->id : 0; }
+  explicit operator bool() const { return static_cast<bool>(ref_); }
+  const detail::HandleRef& ref() const { return ref_; }
+
+ protected:
+  detail::HandleRef ref_;
+};
+
+/// A callback scheduled for a point in time (asyncio.TimerHandle).
+class TimerHandle : public Handle {
+ public:
+  TimerHandle() = default;
+  explicit TimerHandle(detail::HandleRef ref) : Handle(std::move(ref)) {}
+  /// The scheduled time, on the loop's clock (loop.time()).
+  double when() const { return ref_ ? ref_->when : 0.0; }
+};
+
+}  // namespace loop

@@ -1,0 +1,228 @@
+// asyncio's task helpers: sleep, gather, wait_for, shield, ensure_future.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "loop/task.hpp"
+
+namespace loop {
+
+/// Suspends the current task for `delay` seconds (asyncio.sleep). sleep(0) yields for exactly
+/// one loop iteration.
+Coroutine<void> sleep(double delay);
+
+/// Like asyncio.sleep(delay, result).
+template <class T>
+Coroutine<T> sleep(double delay, T result) {
+  co_await sleep(delay);
+  co_return result;
+}
+
+/// A Future for anything awaitable (asyncio.ensure_future): futures and tasks as they are,
+/// coroutines wrapped in a Task.
+template <class T>
+Future<T> ensure_future(Future<T> f) {
+  return f;
+}
+template <class T>
+Future<T> ensure_future(Task<T> t) {
+  return t;
+}
+template <class T>
+Future<T> ensure_future(Coroutine<T> c, EventLoop* loop = nullptr) {
+  EventLoop& l = loop ? *loop : get_event_loop();
+  return l.create_task(std::move(c));
+}
+
+namespace detail {
+template <class A>
+struct awaitable_result;
+template <class T>
+struct awaitable_result<Future<T>> {
+  using type = T;
+};
+template <class T>
+struct awaitable_result<Task<T>> {
+  using type = T;
+};
+template <class T>
+struct awaitable_result<Coroutine<T>> {
+  using type = T;
+};
+template <class A>
+using awaitable_result_t = typename awaitable_result<std::decay_t<A>>::type;
+
+// void results become std::monostate in gather's tuple.
+template <class T>
+using gather_slot_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+template <class T>
+gather_slot_t<T> take_slot(const Future<T>& f) {
+  if constexpr (std::is_void_v<T>) {
+    f.result();
+    return {};
+  } else {
+    return f.result();
+  }
+}
+}  // namespace detail
+
+/// Runs awaitables concurrently; the result is the results in order (asyncio.gather). The first
+/// exception is propagated to the gathering future at once; cancelling the gathering future
+/// cancels every child.
+template <class T>
+Future<std::vector<detail::gather_slot_t<T>>> gather(std::vector<Future<T>> children) {
+  using Slot = detail::gather_slot_t<T>;
+  EventLoop& loop = children.empty() ? get_event_loop() : children.front().get_loop();
+  auto outer = loop.create_future<std::vector<Slot>>();
+  if (children.empty()) {
+    outer.set_result({});
+    return outer;
+  }
+  struct Shared {
+    std::vector<Future<T>> children;
+    std::size_t finished = 0;
+  };
+  auto shared = std::make_shared<Shared>(Shared{children, 0});
+  for (auto& child : children) {
+    child.add_done_callback([shared, outer](Future<T> fut) {
+      ++shared->finished;
+      if (outer.done()) {
+        if (!fut.cancelled()) (void)fut.exception();  // mark it retrieved
+        return;
+      }
+      if (fut.cancelled()) {
+        outer.set_exception(CancelledError());
+        return;
+      }
+      if (auto e = fut.exception()) {
+        outer.set_exception(e);
+        return;
+      }
+      if (shared->finished == shared->children.size()) {
+        std::vector<Slot> results;
+        results.reserve(shared->children.size());
+        for (auto& c : shared->children) results.push_back(detail::take_slot(c));
+        outer.set_result(std::move(results));
+      }
+    });
+  }
+  // Cancelling the gathering future cancels the children.
+  outer.add_done_callback([shared](Future<std::vector<Slot>> f) {
+    if (f.cancelled())
+      for (auto& c : shared->children) c.cancel();
+  });
+  return outer;
+}
+
+/// gather over different awaitables: co_await gather(a(), b(), fut) -> std::tuple (void results
+/// are std::monostate). If the gathering task is cancelled, every child is cancelled.
+template <class... A>
+  requires(sizeof...(A) > 0)
+Coroutine<std::tuple<detail::gather_slot_t<detail::awaitable_result_t<A>>...>> gather(A... aws) {
+  auto futures = std::make_tuple(ensure_future(std::move(aws))...);
+  EventLoop& loop = std::get<0>(futures).get_loop();
+  auto all = loop.create_future<void>();
+  auto remaining = std::make_shared<std::size_t>(sizeof...(A));
+  std::apply(
+      [&](auto&... f) {
+        (f.add_done_callback([all, remaining](auto fut) {
+          --*remaining;
+          if (all.done()) return;
+          if (fut.cancelled()) return all.set_exception(CancelledError());
+          if (auto e = fut.exception()) return all.set_exception(e);
+          if (*remaining == 0) all.set_result();
+        }),
+         ...);
+      },
+      futures);
+  bool cancel_children = false;
+  try {
+    co_await all;
+  } catch (const CancelledError&) {
+    cancel_children = all.cancelled();  // our task was cancelled, not a child
+    if (!cancel_children) throw;
+  }
+  if (cancel_children) {
+    std::apply([](auto&... f) { (f.cancel(), ...); }, futures);
+    throw CancelledError();
+  }
+  co_return std::apply([](auto&... f) { return std::make_tuple(detail::take_slot(f)...); },
+                       futures);
+}
+
+namespace detail {
+// Cancels `fut` and waits until it is really done (asyncio's _cancel_and_wait).
+Coroutine<void> cancel_and_wait(std::shared_ptr<FutureStateBase> fut);
+}  // namespace detail
+
+/// Waits for `aw` with a deadline (asyncio.wait_for): TimeoutError after `timeout` seconds, once
+/// the awaitable has been cancelled. Cancelling the waiting task cancels the awaitable too.
+template <class A>
+Coroutine<detail::awaitable_result_t<A>> wait_for(A aw, double timeout) {
+  using T = detail::awaitable_result_t<A>;
+  Future<T> fut = ensure_future(std::move(aw));
+  EventLoop& loop = fut.get_loop();
+  if (timeout <= 0) {
+    if (fut.done()) co_return fut.result();
+    co_await detail::cancel_and_wait(fut.state());
+    throw TimeoutError();
+  }
+  auto waiter = loop.create_future<void>();
+  auto release = [waiter]() {
+    if (!waiter.done()) waiter.set_result();
+  };
+  TimerHandle timeout_handle = loop.call_later(timeout, release);
+  std::uint64_t cb = fut.add_done_callback([release](Future<T>) { release(); });
+  bool cancelled = false;
+  try {
+    co_await waiter;
+  } catch (const CancelledError&) {
+    cancelled = true;
+  }
+  timeout_handle.cancel();
+  if (cancelled) {
+    fut.remove_done_callback(cb);
+    fut.cancel();
+    throw CancelledError();
+  }
+  if (fut.done()) co_return fut.result();
+  fut.remove_done_callback(cb);
+  co_await detail::cancel_and_wait(fut.state());
+  throw TimeoutError();
+}
+
+/// Protects an awaitable from cancellation (asyncio.shield): cancelling the returned future
+/// leaves `inner` running.
+template <class T>
+Future<T> shield(Future<T> inner) {
+  if (inner.done()) return inner;
+  auto outer = inner.get_loop().template create_future<T>();
+  std::uint64_t id = inner.add_done_callback([outer](Future<T> in) {
+    if (outer.cancelled()) {
+      if (!in.cancelled()) (void)in.exception();
+      return;
+    }
+    if (in.cancelled()) {
+      outer.cancel();
+    } else if (auto e = in.exception()) {
+      outer.set_exception(e);
+    } else if constexpr (std::is_void_v<T>) {
+      outer.set_result();
+    } else {
+      outer.set_result(in.result());
+    }
+  });
+  outer.add_done_callback([inner, id](Future<T>) {
+    if (!inner.done()) inner.remove_done_callback(id);
+  });
+  return outer;
+}
+
+}  // namespace loop

@@ -1,0 +1,334 @@
+// EventLoop: construction, the iteration (asyncio's _run_once), run/stop/close.
+#include "loop/event_loop.hpp"
+
+#include <algorithm>
+#include <asio/post.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include "loop/task.hpp"
+
+namespace loop {
+
+namespace {
+
+// asyncio's MAXIMUM_SELECT_TIMEOUT: never sleep longer than a day in one poll.
+constexpr double kMaximumSelectTimeout = 24 * 3600;
+// Rebuild the timer heap when more than this many timers are scheduled and more than this
+// fraction of them are cancelled (asyncio's _MIN_SCHEDULED_TIMER_HANDLES and
+// _MIN_CANCELLED_TIMER_HANDLES_FRACTION).
+constexpr std::size_t kMinScheduledTimerHandles = 100;
+constexpr double kMinCancelledTimerHandlesFraction = 0.5;
+
+// Min-heap order on (when, seq): the earliest deadline first, FIFO among equal deadlines.
+struct TimerLater {
+  bool operator()(const detail::HandleRef& a, const detail::HandleRef& b) const {
+    if (a->when != b->when) return a->when > b->when;
+    return a->seq > b->seq;
+  }
+};
+
+bool env_debug() {
+  const char* v = std::getenv("LOOP_DEBUG");
+  return v && *v;
+}
+
+}  // namespace
+
+EventLoop::EventLoop(std::unique_ptr<Clock> clock)
+    : io_(1),
+      work_(asio::make_work_guard(io_)),
+      clock_(clock ? std::move(clock) : make_steady_clock()),
+      debug_(env_debug()),
+      link_(std::make_shared<detail::LoopLink>()) {
+  link_->loop = this;
+}
+
+EventLoop::~EventLoop() {
+  {
+    // Other threads (executor workers) find the loop gone from now on.
+    std::lock_guard<std::mutex> lock(link_->mutex);
+    link_->loop = nullptr;
+  }
+  if (default_executor_) default_executor_->shutdown(true);
+  for (auto& [ptr, task] : tasks_) {
+    ExceptionContext ctx;
+    ctx.message = "Task was destroyed but it is pending!";
+    ctx.future = task->as_future().shared_from_this();
+    call_exception_handler(ctx);
+  }
+  // Destroy frames, callbacks and timers while the loop they may report to still exists.
+  auto tasks = std::move(tasks_);
+  tasks.clear();
+  ready_.clear();
+  timers_.clear();
+  default_executor_.reset();
+  if (tracer_) tracer_->finish();
+}
+
+// ---- Running and stopping ----------------------------------------------------------------
+
+void EventLoop::run_forever() {
+  check_closed();
+  if (running_) throw std::runtime_error("This event loop is already running");
+  if (detail::running_loop() != nullptr)
+    throw std::runtime_error("Cannot run the event loop while another loop is running");
+  struct RunningScope {
+    EventLoop& loop;
+    explicit RunningScope(EventLoop& l) : loop(l) {
+      loop.running_ = true;
+      loop.thread_id_ = std::this_thread::get_id();
+      detail::set_running_loop(&loop);
+    }
+    ~RunningScope() {
+      loop.stopping_ = false;
+      loop.running_ = false;
+      loop.thread_id_ = {};
+      detail::set_running_loop(nullptr);
+    }
+  } scope(*this);
+  trace("loop_start");
+  for (;;) {
+    run_once();
+    if (stopping_) break;
+  }
+  trace("loop_stop");
+}
+
+void EventLoop::stop() { stopping_ = true; }
+
+void EventLoop::close() {
+  if (running_) throw std::runtime_error("Cannot close a running event loop");
+  if (closed_) return;
+  closed_ = true;
+  trace("loop_close", {{"ready", ready_.size()}, {"timers", timers_.size()}});
+  ready_.clear();
+  for (auto& t : timers_) t->scheduled = false;
+  timers_.clear();
+  timer_cancelled_count_ = 0;
+  if (default_executor_) default_executor_->shutdown(false);
+  if (tracer_) tracer_->flush();
+}
+
+void EventLoop::check_closed() const {
+  if (closed_) throw std::runtime_error("Event loop is closed");
+}
+
+void EventLoop::check_thread() const {
+  if (thread_id_ == std::thread::id{}) return;
+  if (std::this_thread::get_id() != thread_id_)
+    throw std::runtime_error(
+        "Non-thread-safe operation invoked on an event loop other than the current one");
+}
+
+// ---- The iteration -----------------------------------------------------------------------
+
+void EventLoop::drop_cancelled_timers() {
+  std::size_t sched_count = timers_.size();
+  if (sched_count > kMinScheduledTimerHandles &&
+      static_cast<double>(timer_cancelled_count_) / static_cast<double>(sched_count) >
+          kMinCancelledTimerHandlesFraction) {
+    // Too many cancelled timers waste the heap: rebuild it from the live ones.
+    std::vector<detail::HandleRef> live;
+    live.reserve(sched_count - timer_cancelled_count_);
+    for (auto& t : timers_) {
+      if (t->cancelled)
+        t->scheduled = false;
+      else
+        live.push_back(std::move(t));
+    }
+    timers_ = std::move(live);
+    std::make_heap(timers_.begin(), timers_.end(), TimerLater{});
+    timer_cancelled_count_ = 0;
+  } else {
+    // Remove cancelled timers from the front of the heap.
+    while (!timers_.empty() && timers_.front()->cancelled) {
+      --timer_cancelled_count_;
+      std::pop_heap(timers_.begin(), timers_.end(), TimerLater{});
+      timers_.back()->scheduled = false;
+      timers_.pop_back();
+    }
+  }
+}
+
+double EventLoop::poll(double timeout) {
+  std::size_t events = 0;
+  try {
+    if (clock_->is_virtual() && timeout > 0) {
+      // Simulated time: look at I/O without waiting; if nothing happened, jump to the timer.
+      events = io_.poll();
+      if (events == 0 && ready_.empty() && !timers_.empty())
+        clock_->advance_to(timers_.front()->when);
+    } else if (timeout == 0) {
+      events = io_.poll();
+    } else if (timeout < 0) {
+      events = io_.run_one();
+      events += io_.poll();
+    } else {
+      events = io_.run_one_for(std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::duration<double>(timeout)));
+      events += io_.poll();
+    }
+  } catch (...) {
+    // asio handlers only enqueue callbacks; one that throws is a bug in a layer of ours.
+    ExceptionContext ctx;
+    ctx.message = "Exception in the I/O poll";
+    ctx.exception = std::current_exception();
+    call_exception_handler(ctx);
+  }
+  return static_cast<double>(events);
+}
+
+void EventLoop::run_once() {
+  drop_cancelled_timers();
+
+  double timeout = -1;  // infinite
+  if (!ready_.empty() || stopping_) {
+    timeout = 0;
+  } else if (!timers_.empty()) {
+    timeout = std::clamp(timers_.front()->when - time(), 0.0, kMaximumSelectTimeout);
+  }
+
+  double poll_start = tracer_ ? time() : 0;
+  double events = poll(timeout);
+
+  // Handle the timers that are due.
+  double end_time = time() + clock_->resolution();
+  while (!timers_.empty()) {
+    if (timers_.front()->when >= end_time) break;
+    std::pop_heap(timers_.begin(), timers_.end(), TimerLater{});
+    detail::HandleRef h = std::move(timers_.back());
+    timers_.pop_back();
+    h->scheduled = false;
+    ready_.push_back(std::move(h));
+  }
+
+  // Run exactly the callbacks that are ready now; what they schedule runs next iteration.
+  std::size_t ntodo = ready_.size();
+  if (tracer_) [[unlikely]] {
+    nlohmann::json rec = {{"timeout", timeout < 0 ? nlohmann::json(nullptr) : nlohmann::json(timeout)},
+                          {"events", static_cast<std::size_t>(events)},
+                          {"ready", ntodo},
+                          {"timers", timers_.size()},
+                          {"poll", end_time - clock_->resolution() - poll_start}};
+    trace("iteration", std::move(rec));
+  }
+  for (std::size_t i = 0; i < ntodo && !ready_.empty(); ++i) {
+    detail::HandleRef h = std::move(ready_.front());
+    ready_.pop_front();
+    if (h->cancelled) continue;
+    run_handle(*h.get());
+  }
+}
+
+void EventLoop::run_handle(detail::HandleImpl& h) {
+  detail::ContextData* ctx = h.context.get();
+  if (!ctx) {
+    empty_context_.vars.reset();
+    ctx = &empty_context_;
+  }
+  const bool timed = debug_ || tracer_;
+  double t0 = timed ? time() : 0;
+  try {
+    detail::ContextScope scope(ctx);
+    h.invoke();
+  } catch (...) {
+    ExceptionContext context;
+    context.message = "Exception in callback " + h.callback_name() + "()";
+    context.exception = std::current_exception();
+    context.handle = Handle(detail::HandleRef(&h));
+    if (h.origin) context.source_traceback = h.origin->describe();
+    call_exception_handler(context);
+  }
+  if (!timed) [[likely]]
+    return;
+  double dt = time() - t0;
+  if (tracer_) {
+    trace("callback", {{"id", h.id},
+                       {"name", h.callback_name()},
+                       {"kind", detail::kind_name(h.kind)},
+                       {"scheduled", h.when},
+                       {"started", t0},
+                       {"duration", dt}});
+  }
+  if (debug_ && dt >= slow_callback_duration) {
+    std::string origin = h.origin ? " created at " + h.origin->describe() : "";
+    std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n",
+                 h.callback_name().c_str(), origin.c_str(), dt);
+    trace("slow_callback", {{"id", h.id}, {"name", h.callback_name()}, {"duration", dt}});
+  }
+}
+
+// ---- Scheduling --------------------------------------------------------------------------
+
+Handle EventLoop::schedule(detail::HandleRef h, const char* /*caller*/) {
+  h->loop = this;
+  h->id = next_handle_id_++;
+  if (debug_) h->origin = detail::capture_origin();
+  if (tracer_) [[unlikely]]
+    h->when = time();
+  ready_.push_back(h);
+  return Handle(std::move(h));
+}
+
+void EventLoop::schedule_threadsafe(detail::HandleRef h) {
+  h->loop = this;
+  // asio::post is thread-safe and wakes a loop blocked in its poll; the completion only puts
+  // the handle on the ready queue, on the loop's thread.
+  asio::post(io_, [this, h = std::move(h)]() mutable {
+    h->id = next_handle_id_++;
+    if (tracer_) h->when = time();
+    ready_.push_back(std::move(h));
+  });
+}
+
+TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
+  h->loop = this;
+  h->id = next_handle_id_++;
+  h->when = when;
+  h->seq = next_timer_seq_++;
+  h->scheduled = true;
+  if (debug_) h->origin = detail::capture_origin();
+  timers_.push_back(h);
+  std::push_heap(timers_.begin(), timers_.end(), TimerLater{});
+  if (tracer_) [[unlikely]]
+    trace("timer_scheduled", {{"id", h->id}, {"name", h->callback_name()}, {"when", when}});
+  return TimerHandle(std::move(h));
+}
+
+void EventLoop::timer_handle_cancelled(detail::HandleImpl& h) {
+  if (h.scheduled) ++timer_cancelled_count_;
+  if (tracer_) [[unlikely]]
+    trace("timer_cancelled", {{"id", h.id}, {"name", h.callback_name()}, {"when", h.when}});
+}
+
+void EventLoop::register_task(std::shared_ptr<detail::TaskStateBase> task) {
+  detail::TaskStateBase* key = task.get();
+  tasks_.emplace(key, std::move(task));
+}
+
+void EventLoop::unregister_task(detail::TaskStateBase* task) { tasks_.erase(task); }
+
+// ---- Executor ----------------------------------------------------------------------------
+
+Executor& EventLoop::default_executor() {
+  if (!default_executor_) default_executor_ = std::make_unique<ThreadPoolExecutor>();
+  return *default_executor_;
+}
+
+void EventLoop::set_default_executor(std::unique_ptr<Executor> executor) {
+  if (default_executor_) default_executor_->shutdown(false);
+  default_executor_ = std::move(executor);
+}
+
+// ---- Tracing -----------------------------------------------------------------------------
+
+void EventLoop::trace(const char* ev, nlohmann::json fields) {
+  if (!tracer_) return;
+  fields["ts"] = time();
+  fields["ev"] = ev;
+  tracer_->record(fields);
+}
+
+}  // namespace loop

@@ -1,0 +1,99 @@
+// The exception handler API: call_exception_handler, default_exception_handler, and the
+// context's rendering.
+#include <cstdio>
+#include <typeinfo>
+
+#include "loop/event_loop.hpp"
+#include "loop/future.hpp"
+
+namespace loop {
+
+std::string describe_exception(const std::exception_ptr& e) {
+  if (!e) return {};
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return detail::demangle(typeid(ex).name()) + ": " + ex.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+namespace {
+nlohmann::json exception_json(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return {{"type", detail::demangle(typeid(ex).name())}, {"what", ex.what()}};
+  } catch (...) {
+    return {{"type", "unknown"}, {"what", ""}};
+  }
+}
+}  // namespace
+
+nlohmann::json ExceptionContext::to_json() const {
+  nlohmann::json j = {{"message", message}};
+  if (exception) j["exception"] = exception_json(exception);
+  if (future) j["future"] = future->repr();
+  if (handle) j["handle"] = handle->repr();
+  if (protocol) j["protocol"] = "protocol";
+  if (transport) j["transport"] = "transport";
+  if (socket) j["socket"] = *socket;
+  if (source_traceback) j["source_traceback"] = *source_traceback;
+  if (context) j["context"] = context->to_json();
+  return j;
+}
+
+std::string ExceptionContext::format() const {
+  // As asyncio's default_exception_handler: the message, then "key: value" for the others.
+  std::string out = message.empty() ? "Unhandled exception in event loop" : message;
+  nlohmann::json j = to_json();
+  for (auto& [key, value] : j.items()) {
+    if (key == "message" || key == "exception") continue;
+    out += "\n" + key + ": " + (value.is_string() ? value.get<std::string>() : value.dump());
+  }
+  if (exception) out += "\n" + describe_exception(exception);
+  return out;
+}
+
+void EventLoop::default_exception_handler(const ExceptionContext& context) {
+  std::string text = context.format();
+  std::fprintf(stderr, "loop: %s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
+  if (tracer_) {
+    try {
+      trace("exception", {{"context", context.to_json()}});
+    } catch (...) {
+    }
+  }
+  if (!exception_handler_) {
+    try {
+      default_exception_handler(context);
+    } catch (...) {
+      std::fputs("loop: Exception in default exception handler\n", stderr);
+    }
+    return;
+  }
+  try {
+    exception_handler_(*this, context);
+  } catch (...) {
+    // The handler itself failed: report that, with the original context inside.
+    try {
+      ExceptionContext failed;
+      failed.message = "Unhandled error in exception handler";
+      failed.exception = std::current_exception();
+      failed.context = std::make_shared<ExceptionContext>(context);
+      default_exception_handler(failed);
+    } catch (...) {
+      std::fputs(
+          "loop: Exception in default exception handler while handling an unexpected error in "
+          "custom exception handler\n",
+          stderr);
+    }
+  }
+}
+
+}  // namespace loop

@@ -1,0 +1,134 @@
+// FutureStateBase: asyncio.Future's state machine, shared by every Future<T> and Task<T>.
+#include "loop/future.hpp"
+
+namespace loop::detail {
+
+namespace {
+// The handle a done-callback runs in; named after the future for reports and traces.
+class DoneCallbackHandle final : public HandleImpl {
+ public:
+  DoneCallbackHandle(std::shared_ptr<FutureStateBase> fut, FutureStateBase::Callback fn)
+      : fut_(std::move(fut)), fn_(std::move(fn)) {
+    kind = HandleKind::future;
+  }
+  void invoke() override { fn_(); }
+  std::string callback_name() const override {
+    return fut_->is_task() ? "Task.__wakeup" : "Future.done_callback";
+  }
+
+ private:
+  std::shared_ptr<FutureStateBase> fut_;  // keeps the future alive until the callback ran
+  FutureStateBase::Callback fn_;
+};
+}  // namespace
+
+FutureStateBase::~FutureStateBase() {
+  if (exception_ && !exception_retrieved_) {
+    ExceptionContext ctx;
+    ctx.message = std::string(is_task() ? "Task" : "Future") + " exception was never retrieved";
+    ctx.exception = exception_;
+    loop_->call_exception_handler(ctx);
+  }
+}
+
+void FutureStateBase::assert_pending(const char* what) const {
+  if (status_ != FutureStatus::pending)
+    throw InvalidStateError(std::string("invalid state: ") + what + " on a done future");
+}
+
+bool FutureStateBase::cancel(std::string msg) {
+  exception_retrieved_ = true;
+  if (status_ != FutureStatus::pending) return false;
+  status_ = FutureStatus::cancelled;
+  cancel_message_ = std::move(msg);
+  schedule_callbacks();
+  return true;
+}
+
+void FutureStateBase::set_exception(std::exception_ptr e) {
+  assert_pending("set_exception");
+  if (!e) throw std::invalid_argument("set_exception needs an exception");
+  try {
+    std::rethrow_exception(e);
+  } catch (const CancelledError&) {
+    // asyncio refuses StopIteration here; a CancelledError would make a cancelled future
+    // look finished, so it cancels instead.
+    cancel();
+    return;
+  } catch (...) {
+  }
+  exception_ = std::move(e);
+  mark_finished();
+}
+
+void FutureStateBase::mark_finished() {
+  status_ = FutureStatus::finished;
+  schedule_callbacks();
+}
+
+std::exception_ptr FutureStateBase::exception() {
+  if (status_ == FutureStatus::cancelled) throw CancelledError(cancel_message_);
+  if (status_ != FutureStatus::finished) throw InvalidStateError("Exception is not set.");
+  exception_retrieved_ = true;
+  return exception_;
+}
+
+void FutureStateBase::check_result() {
+  if (status_ == FutureStatus::cancelled) throw CancelledError(cancel_message_);
+  if (status_ != FutureStatus::finished) throw InvalidStateError("Result is not ready.");
+  exception_retrieved_ = true;
+  if (exception_) std::rethrow_exception(exception_);
+}
+
+std::uint64_t FutureStateBase::add_done_callback(Callback cb, std::shared_ptr<ContextData> ctx) {
+  std::uint64_t id = next_callback_id_++;
+  if (status_ != FutureStatus::pending) {
+    HandleRef h(new DoneCallbackHandle(shared_from_this(), std::move(cb)));
+    h->context = std::move(ctx);
+    loop_->schedule(std::move(h), "add_done_callback");
+  } else {
+    callbacks_.push_back({id, std::move(cb), std::move(ctx)});
+  }
+  return id;
+}
+
+std::size_t FutureStateBase::remove_done_callback(std::uint64_t id) {
+  auto before = callbacks_.size();
+  std::erase_if(callbacks_, [id](const DoneCallback& c) { return c.id == id; });
+  return before - callbacks_.size();
+}
+
+void FutureStateBase::schedule_callbacks() {
+  auto callbacks = std::move(callbacks_);
+  callbacks_.clear();
+  if (callbacks.empty()) return;
+  auto self = shared_from_this();
+  for (auto& c : callbacks) {
+    HandleRef h(new DoneCallbackHandle(self, std::move(c.fn)));
+    h->context = std::move(c.ctx);
+    loop_->schedule(std::move(h), "schedule_callbacks");
+  }
+}
+
+std::string repr_value(const std::string& v) {
+  std::string out = "'";
+  for (char c : v.substr(0, 40)) out += (c == '\'' ? std::string("\\'") : std::string(1, c));
+  if (v.size() > 40) out += "...";
+  return out + "'";
+}
+
+std::string FutureStateBase::repr() const {
+  switch (status_) {
+    case FutureStatus::pending: return "<Future pending>";
+    case FutureStatus::cancelled: return "<Future cancelled>";
+    case FutureStatus::finished:
+      if (exception_) return "<Future finished exception=" + describe_exception(exception_) + ">";
+      {
+        std::string r = result_repr();
+        return r.empty() ? "<Future finished>" : "<Future finished result=" + r + ">";
+      }
+  }
+  return "<Future>";
+}
+
+}  // namespace loop::detail

@@ -1,0 +1,98 @@
+// The Chrome Trace Event Format sink: a JSON array that chrome://tracing and Perfetto open.
+// Callbacks and polls become complete ("X") events on the loop's track; everything else is an
+// instant ("i") event with its fields as args. Timestamps are microseconds of loop.time().
+#include <cstdio>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "loop/trace.hpp"
+
+namespace loop {
+
+namespace {
+
+class ChromeTracer final : public Tracer {
+ public:
+  ChromeTracer(std::FILE* out, bool owned) : out_(out), owned_(owned) {
+    std::fputs("[\n", out_);
+    write({{"name", "process_name"}, {"ph", "M"}, {"pid", pid_}, {"tid", 1},
+           {"args", {{"name", "libloop"}}}});
+    write({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid_}, {"tid", 1},
+           {"args", {{"name", "event loop"}}}});
+  }
+  ~ChromeTracer() override { finish(); }
+
+  void record(const nlohmann::json& rec) override {
+    if (!out_) return;
+    const std::string ev = rec.value("ev", "");
+    nlohmann::json args = rec;
+    args.erase("ts");
+    args.erase("ev");
+    if (ev == "callback") {
+      double started = rec.value("started", rec.value("ts", 0.0));
+      write({{"name", rec.value("name", "callback")}, {"cat", rec.value("kind", "callback")},
+             {"ph", "X"}, {"pid", pid_}, {"tid", 1}, {"ts", us(started)},
+             {"dur", us(rec.value("duration", 0.0))}, {"args", args}});
+    } else if (ev == "iteration") {
+      double poll = rec.value("poll", 0.0);
+      double end = rec.value("ts", 0.0);
+      write({{"name", "poll"}, {"cat", "iteration"}, {"ph", "X"}, {"pid", pid_}, {"tid", 1},
+             {"ts", us(end - poll)}, {"dur", us(poll)}, {"args", args}});
+    } else {
+      write({{"name", ev}, {"cat", category(ev)}, {"ph", "i"}, {"s", "t"}, {"pid", pid_},
+             {"tid", 1}, {"ts", us(rec.value("ts", 0.0))}, {"args", args}});
+    }
+  }
+  void flush() override {
+    if (out_) std::fflush(out_);
+  }
+  void finish() override {
+    if (!out_) return;
+    // The closing bracket makes the document valid JSON (the viewers accept it either way).
+    std::fputs("\n]\n", out_);
+    std::fflush(out_);
+    if (owned_) std::fclose(out_);
+    out_ = nullptr;
+  }
+
+ private:
+  static double us(double seconds) { return seconds * 1e6; }
+  static std::string category(const std::string& ev) {
+    auto dot = ev.find('_');
+    return dot == std::string::npos ? ev : ev.substr(0, dot);
+  }
+  void write(const nlohmann::json& e) {
+    if (!first_) std::fputs(",\n", out_);
+    first_ = false;
+    std::string s = e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::fwrite(s.data(), 1, s.size(), out_);
+  }
+
+  std::FILE* out_;
+  bool owned_;
+  bool first_ = true;
+  int pid_ = static_cast<int>(::getpid());
+};
+
+}  // namespace
+
+std::shared_ptr<Tracer> make_chrome_tracer(std::FILE* out, bool owned) {
+  return std::make_shared<ChromeTracer>(out, owned);
+}
+
+std::shared_ptr<Tracer> open_tracer(const std::string& dest, const std::string& format) {
+  if (format != "jsonl" && format != "chrome")
+    throw std::invalid_argument("unknown trace format '" + format + "' (jsonl or chrome)");
+  std::FILE* out = stderr;
+  bool owned = false;
+  if (!dest.empty() && dest != "-") {
+    out = std::fopen(dest.c_str(), "w");
+    if (!out) throw std::runtime_error("cannot open trace file " + dest + ": " + std::strerror(errno));
+    owned = true;
+  }
+  return format == "jsonl" ? make_jsonl_tracer(out, owned) : make_chrome_tracer(out, owned);
+}
+
+}  // namespace loop
