@@ -135,6 +135,13 @@ class EventLoop {
   // ---- Watching file descriptors (libloop/src/io/fd_watch.cpp) -----------------------------
 
   // ---- Low-level socket operations (libloop/src/io/sock_ops.cpp) ---------------------------
+  /// Sends `count` bytes (all to EOF if nullopt) of `file_fd` from `offset` over the connected
+  /// non-blocking socket `sock`: sendfile(2) where the kernel allows, else (fallback=true) read
+  /// and send; SendfileNotAvailableError when neither. Returns the bytes sent; the file's
+  /// position is left after the last byte sent, also on error (asyncio's sock_sendfile).
+  Coroutine<std::size_t> sock_sendfile(int sock, int file_fd, std::size_t offset = 0,
+                                       std::optional<std::size_t> count = std::nullopt,
+                                       bool fallback = true);
 
   // ---- DNS (libloop/src/io/dns.cpp) ---------------------------------------------------------
 
