@@ -1,0 +1,16 @@
+// The list of subcommands. Each make_* lives in its own cmd_*.cpp.
+#include "command.hpp"
+
+namespace loopctl {
+
+std::unique_ptr<Command> make_hello();
+std::unique_ptr<Command> make_date();
+
+std::vector<std::unique_ptr<Command>> all_commands() {
+  std::vector<std::unique_ptr<Command>> cmds;
+  cmds.push_back(make_hello());
+  cmds.push_back(make_date());
+  return cmds;
+}
+
+}  // namespace loopctl
