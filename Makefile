@@ -26,6 +26,9 @@ run: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
+package: build
+	cd $(BUILD_DIR) && cpack
+
 format:
 	@find libloop cmd examples tests bench -name '*.[ch]pp' | xargs clang-format -i
 
