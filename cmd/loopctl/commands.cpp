@@ -5,11 +5,15 @@ namespace loopctl {
 
 std::unique_ptr<Command> make_hello();
 std::unique_ptr<Command> make_date();
+std::unique_ptr<Command> make_completion();
+std::unique_ptr<Command> make_manpage();
 
 std::vector<std::unique_ptr<Command>> all_commands() {
   std::vector<std::unique_ptr<Command>> cmds;
   cmds.push_back(make_hello());
   cmds.push_back(make_date());
+  cmds.push_back(make_completion());
+  cmds.push_back(make_manpage());
   return cmds;
 }
 
