@@ -69,9 +69,11 @@ class Date final : public Command {
     Ticker t{lp, interval_, lp.time() + duration_, wall_now(), lp.time()};
     // Schedule the first call to display_date(); it reschedules itself while time remains.
     lp.call_soon(display_date, &t);
+    int caught = 0;
+    stop_on_interrupt(lp, caught);
     lp.run_forever();
     lp.close();
-    return 0;
+    return caught ? 128 + caught : 0;
   }
 
  private:

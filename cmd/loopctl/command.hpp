@@ -53,6 +53,10 @@ std::vector<std::unique_ptr<Command>> all_commands();
 /// The loop a subcommand runs on, as the global options ask (clock, debug mode, tracer).
 std::unique_ptr<loop::EventLoop> make_loop(const GlobalOptions& options);
 
+/// SIGINT/SIGTERM stop the loop cleanly (so traces are complete); returns the signal number
+/// caught, 0 if none, through `caught`. Exit code for an interrupted client: 128 + signal.
+void stop_on_interrupt(loop::EventLoop& lp, int& caught);
+
 /// Prints `loopctl: error: <what>` on stderr.
 void print_error(const std::string& what);
 

@@ -5,6 +5,8 @@ namespace loopctl {
 
 std::unique_ptr<Command> make_hello();
 std::unique_ptr<Command> make_date();
+std::unique_ptr<Command> make_watch_fd();
+std::unique_ptr<Command> make_signals();
 std::unique_ptr<Command> make_completion();
 std::unique_ptr<Command> make_manpage();
 
@@ -12,6 +14,8 @@ std::vector<std::unique_ptr<Command>> all_commands() {
   std::vector<std::unique_ptr<Command>> cmds;
   cmds.push_back(make_hello());
   cmds.push_back(make_date());
+  cmds.push_back(make_watch_fd());
+  cmds.push_back(make_signals());
   cmds.push_back(make_completion());
   cmds.push_back(make_manpage());
   return cmds;

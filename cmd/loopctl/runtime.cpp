@@ -1,4 +1,5 @@
 // The loop a subcommand runs on, and how loopctl reports errors.
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 
@@ -33,6 +34,15 @@ CLI::Validator positive_number() {
 }
 CLI::Validator non_negative_number() {
   return number_check("NONNEGATIVE", [](double v) { return v >= 0; }, "a number >= 0");
+}
+
+void stop_on_interrupt(loop::EventLoop& lp, int& caught) {
+  for (int sig : {SIGINT, SIGTERM}) {
+    lp.add_signal_handler(sig, [&lp, &caught, sig] {
+      if (!caught) caught = sig;
+      lp.stop();
+    });
+  }
 }
 
 std::unique_ptr<loop::EventLoop> make_loop(const GlobalOptions& options) {
