@@ -196,6 +196,7 @@ class FdWatchers {
 }  // namespace detail
 
 Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
+  if (debug_) check_thread();
   if (fd < 0) throw std::invalid_argument("Invalid file descriptor: " + std::to_string(fd));
   if (!fd_watchers_) fd_watchers_ = std::make_shared<detail::FdWatchers>();
   auto& map = fd_watchers_->map;
@@ -226,6 +227,7 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
 bool EventLoop::remove_fd_watch(int fd, int direction) {
   // asyncio: removing from a closed loop is not an error, it just reports nothing removed.
   if (closed_ || !fd_watchers_) return false;
+  if (debug_) check_thread();
   auto& map = fd_watchers_->map;
   auto it = map.find(fd);
   if (it == map.end()) return false;

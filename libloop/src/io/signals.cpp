@@ -134,6 +134,7 @@ void check_signal(int sig) {
 
 void EventLoop::add_signal_handle(int sig, detail::HandleRef cb) {
   check_signal(sig);
+  if (get_debug()) check_thread();
   if (!signal_handlers_) signal_handlers_ = std::make_shared<detail::SignalHandlers>(*this);
   cb->loop = this;
   // As asyncio, the handle replaced is not cancelled: a delivery already queued still runs.

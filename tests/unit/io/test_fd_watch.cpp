@@ -349,3 +349,43 @@ TEST_CASE("reader callbacks join the ready queue after the callbacks already the
   CHECK(order[1] == "reader");
   lp.close();
 }
+
+namespace {
+struct Recorder : loop::Tracer {
+  std::vector<nlohmann::json> records;
+  void record(const nlohmann::json& r) override { records.push_back(r); }
+};
+}  // namespace
+
+TEST_CASE("reader/writer added and removed are traced, in debug mode too") {
+  loop::EventLoop lp;
+  lp.set_debug(true);
+  auto rec = std::make_shared<Recorder>();
+  lp.set_tracer(rec);
+  SocketPair sp;
+  int calls = 0;
+  lp.add_reader(sp.a, loop::named("on_readable", [&] {
+                  ++calls;
+                  drain(sp.a);
+                }));
+  lp.add_writer(sp.a, [] {});
+  REQUIRE(::write(sp.b, "q", 1) == 1);
+  run_iterations(lp, 2);
+  CHECK(calls == 1);
+  CHECK(lp.remove_reader(sp.a));
+  CHECK(lp.remove_writer(sp.a));
+  std::vector<std::string> evs;
+  bool callback_named = false;
+  for (auto& r : rec->records) {
+    std::string ev = r["ev"];
+    if (ev.find("reader_") == 0 || ev.find("writer_") == 0) {
+      CHECK(r["fd"] == sp.a);
+      evs.push_back(ev);
+    }
+    if (ev == "callback" && r["name"] == "on_readable" && r["kind"] == "io") callback_named = true;
+  }
+  CHECK(evs == std::vector<std::string>{"reader_added", "writer_added", "reader_removed",
+                                        "writer_removed"});
+  CHECK(callback_named);
+  lp.close();
+}
