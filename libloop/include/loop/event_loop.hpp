@@ -22,10 +22,12 @@
 
 #include "loop/clock.hpp"
 #include "loop/context.hpp"
+#include "loop/datagram.hpp"
 #include "loop/exception_context.hpp"
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
 #include "loop/trace.hpp"
+#include "loop/transports.hpp"
 
 namespace loop {
 
@@ -201,8 +203,28 @@ class EventLoop {
   // ---- Streaming connections and servers (libloop/src/transports/) ------------------------
 
   // ---- Datagrams (libloop/src/transports/datagram*.cpp) -------------------------------------
+  /// asyncio's create_datagram_endpoint: a UDP (or unix datagram) socket bound to
+  /// options.local_addr and/or connected to options.remote_addr (host names resolved off the
+  /// loop's thread), or options.sock. protocol_factory() returns std::shared_ptr<P>, P a
+  /// DatagramProtocol; the result is (transport, protocol) once connection_made has run.
+  /// std::invalid_argument for reuse_address=true and for options that contradict each other.
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<DatagramTransport>, std::invoke_result_t<Factory&>>>
+  create_datagram_endpoint(Factory protocol_factory, DatagramEndpointOptions options = {});
 
   // ---- Pipes (libloop/src/transports/pipe*.cpp) ---------------------------------------------
+  /// Reads the pipe (FIFO, socket or character device) `fd` into a Protocol; the fd is made
+  /// non-blocking and the transport owns it (closes it after connection_lost).
+  /// std::invalid_argument for a regular file. Result: (transport, protocol).
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<ReadTransport>, std::invoke_result_t<Factory&>>>
+  connect_read_pipe(Factory protocol_factory, int fd);
+  /// Writes to the pipe `fd` (flow control at the write-buffer water marks); a reader that
+  /// goes away surfaces as connection_lost(BrokenPipeError-like std::system_error(EPIPE)),
+  /// never as SIGPIPE. The transport owns the fd.
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<WriteTransport>, std::invoke_result_t<Factory&>>>
+  connect_write_pipe(Factory protocol_factory, int fd);
 
   // ---- Sending files (libloop/src/transports/sendfile.cpp) ---------------------------------
 

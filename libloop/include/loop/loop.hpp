@@ -18,3 +18,5 @@
 #include "loop/task.hpp"
 #include "loop/tasks.hpp"
 #include "loop/executor_impl.hpp"
+#include "loop/datagram_impl.hpp"
+#include "loop/pipes_impl.hpp"

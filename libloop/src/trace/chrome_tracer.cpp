@@ -1,10 +1,11 @@
 // The Chrome Trace Event Format sink: a JSON array that chrome://tracing and Perfetto open.
 // Callbacks and polls become complete ("X") events on the loop's track; everything else is an
 // instant ("i") event with its fields as args. Timestamps are microseconds of loop.time().
-#include <cstdio>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "loop/trace.hpp"
@@ -17,9 +18,15 @@ class ChromeTracer final : public Tracer {
  public:
   ChromeTracer(std::FILE* out, bool owned) : out_(out), owned_(owned) {
     std::fputs("[\n", out_);
-    write({{"name", "process_name"}, {"ph", "M"}, {"pid", pid_}, {"tid", 1},
+    write({{"name", "process_name"},
+           {"ph", "M"},
+           {"pid", pid_},
+           {"tid", 1},
            {"args", {{"name", "libloop"}}}});
-    write({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid_}, {"tid", 1},
+    write({{"name", "thread_name"},
+           {"ph", "M"},
+           {"pid", pid_},
+           {"tid", 1},
            {"args", {{"name", "event loop"}}}});
   }
   ~ChromeTracer() override { finish(); }
@@ -32,17 +39,57 @@ class ChromeTracer final : public Tracer {
     args.erase("ev");
     if (ev == "callback") {
       double started = rec.value("started", rec.value("ts", 0.0));
-      write({{"name", rec.value("name", "callback")}, {"cat", rec.value("kind", "callback")},
-             {"ph", "X"}, {"pid", pid_}, {"tid", 1}, {"ts", us(started)},
-             {"dur", us(rec.value("duration", 0.0))}, {"args", args}});
+      double scheduled = rec.value("scheduled", 0.0);
+      std::string kind = rec.value("kind", "callback");
+      write({{"name", rec.value("name", "callback")},
+             {"cat", kind},
+             {"ph", "X"},
+             {"pid", pid_},
+             {"tid", 1},
+             {"ts", us(started)},
+             {"dur", us(rec.value("duration", 0.0))},
+             {"args", args}});
+      // A flow arrow from where the callback was queued to where it ran. A timer's
+      // "scheduled" is its deadline, not the moment call_later ran, so timers get none; nor
+      // do handles queued before the tracer was set (scheduled 0).
+      if (kind != "timer" && scheduled > 0 && scheduled <= started) {
+        auto id = rec.value("id", std::uint64_t{0});
+        write({{"name", "scheduled"},
+               {"cat", "flow"},
+               {"ph", "s"},
+               {"id", id},
+               {"pid", pid_},
+               {"tid", 1},
+               {"ts", us(scheduled)}});
+        write({{"name", "scheduled"},
+               {"cat", "flow"},
+               {"ph", "f"},
+               {"bp", "e"},
+               {"id", id},
+               {"pid", pid_},
+               {"tid", 1},
+               {"ts", us(started)}});
+      }
     } else if (ev == "iteration") {
       double poll = rec.value("poll", 0.0);
       double end = rec.value("ts", 0.0);
-      write({{"name", "poll"}, {"cat", "iteration"}, {"ph", "X"}, {"pid", pid_}, {"tid", 1},
-             {"ts", us(end - poll)}, {"dur", us(poll)}, {"args", args}});
+      write({{"name", "poll"},
+             {"cat", "iteration"},
+             {"ph", "X"},
+             {"pid", pid_},
+             {"tid", 1},
+             {"ts", us(end - poll)},
+             {"dur", us(poll)},
+             {"args", args}});
     } else {
-      write({{"name", ev}, {"cat", category(ev)}, {"ph", "i"}, {"s", "t"}, {"pid", pid_},
-             {"tid", 1}, {"ts", us(rec.value("ts", 0.0))}, {"args", args}});
+      write({{"name", ev},
+             {"cat", category(ev)},
+             {"ph", "i"},
+             {"s", "t"},
+             {"pid", pid_},
+             {"tid", 1},
+             {"ts", us(rec.value("ts", 0.0))},
+             {"args", args}});
     }
   }
   void flush() override {
@@ -89,7 +136,8 @@ std::shared_ptr<Tracer> open_tracer(const std::string& dest, const std::string& 
   bool owned = false;
   if (!dest.empty() && dest != "-") {
     out = std::fopen(dest.c_str(), "w");
-    if (!out) throw std::runtime_error("cannot open trace file " + dest + ": " + std::strerror(errno));
+    if (!out)
+      throw std::runtime_error("cannot open trace file " + dest + ": " + std::strerror(errno));
     owned = true;
   }
   return format == "jsonl" ? make_jsonl_tracer(out, owned) : make_chrome_tracer(out, owned);

@@ -1,0 +1,95 @@
+// connect_read_pipe / connect_write_pipe (asyncio's unix_events), and the two helpers the pipe
+// transports share: which fds are accepted, and writing without SIGPIPE.
+#include "transports/pipe_transport.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "loop/loop.hpp"
+
+namespace loop::detail {
+
+bool check_pipe_fd(int fd, const char* message) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw std::system_error(errno, std::generic_category(), "fstat");
+  if (!(S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode)))
+    throw std::invalid_argument(message);
+  return S_ISSOCK(st.st_mode);
+}
+
+// SIGPIPE policy (documented in event_loop.hpp): the library never changes the process's
+// SIGPIPE disposition. Sockets use MSG_NOSIGNAL. For a pipe, write(2) to a pipe without a
+// reader raises SIGPIPE in the writing thread; with SIGPIPE blocked in this thread it stays
+// pending instead, and we take it back with sigtimedwait unless one was already pending
+// before (that one belongs to someone else). Cost: a few syscalls per write, only on pipes.
+ssize_t write_no_sigpipe(int fd, bool is_socket, const char* data, std::size_t size) {
+  if (is_socket) return ::send(fd, data, size, MSG_NOSIGNAL);
+  sigset_t pipe_set, old_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigemptyset(&pending);
+  sigpending(&pending);
+  bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+  ssize_t n = ::write(fd, data, size);
+  int err = errno;
+  if (n < 0 && err == EPIPE && !was_pending) {
+    timespec zero{0, 0};
+    while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
+  errno = err;
+  return n;
+}
+
+Coroutine<std::shared_ptr<ReadTransport>> connect_read_pipe(
+    EventLoop& lp, std::function<std::shared_ptr<Protocol>()> protocol_factory, int fd) {
+  lp.check_closed();
+  if (lp.get_debug()) lp.check_thread();
+  auto protocol = protocol_factory();
+  if (!protocol) throw std::invalid_argument("protocol_factory returned no protocol");
+  auto transport = std::make_shared<ReadPipeTransport>(lp, fd, protocol);
+  Future<void> waiter = lp.create_future<void>();
+  transport->start(waiter);
+  std::exception_ptr failed;
+  try {
+    co_await waiter;
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (failed) {
+    transport->close();
+    std::rethrow_exception(failed);
+  }
+  co_return transport;
+}
+
+Coroutine<std::shared_ptr<WriteTransport>> connect_write_pipe(
+    EventLoop& lp, std::function<std::shared_ptr<BaseProtocol>()> protocol_factory, int fd) {
+  lp.check_closed();
+  if (lp.get_debug()) lp.check_thread();
+  auto protocol = protocol_factory();
+  if (!protocol) throw std::invalid_argument("protocol_factory returned no protocol");
+  auto transport = std::make_shared<WritePipeTransport>(lp, fd, protocol);
+  Future<void> waiter = lp.create_future<void>();
+  transport->start(waiter);
+  std::exception_ptr failed;
+  try {
+    co_await waiter;
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (failed) {
+    transport->close();
+    std::rethrow_exception(failed);
+  }
+  co_return transport;
+}
+
+}  // namespace loop::detail
