@@ -276,8 +276,9 @@ void SSLProtocol::write_appdata(std::string_view data) {
 void SSLProtocol::start_handshake() {
   in_handshake_ = true;
   if (loop_.tracer()) loop_.trace("tls_handshake_start", {{"transport", trace_id_}});
-  // ("", 1) is the handshake's place in the backlog, as in asyncio.
-  write_backlog_.emplace_back(std::string(), 1);
+  // ("", 1) is the handshake's place in the backlog, as in asyncio; first, ahead of what the
+  // application wrote before connection_made, which must not pass through unencrypted.
+  write_backlog_.emplace_front(std::string(), 1);
   std::weak_ptr<SSLProtocol> weak = weak_from_this();
   handshake_timeout_handle_ = loop_.call_later(handshake_timeout_, [weak] {
     if (auto self = weak.lock()) self->check_handshake_timeout();
