@@ -386,7 +386,12 @@ void SSLProtocol::fatal_error(std::exception_ptr exc, const std::string& message
 
 void SSLProtocol::finalize() {
   pipe_done_ = true;  // the pipe itself stays: we may be inside one of its methods
-  if (transport_) transport_->close();
+  // Our caller still has to write the last records (our close_notify answer): close after.
+  std::weak_ptr<SSLProtocol> weak = weak_from_this();
+  loop_.call_soon([weak] {
+    if (auto self = weak.lock())
+      if (self->transport_) self->transport_->close();
+  });
 }
 
 void SSLProtocol::do_abort() {
