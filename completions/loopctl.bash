@@ -11,17 +11,22 @@ _loopctl() {
     case "${path:+$path }$word" in
       "hello") path="hello" ;;
       "date") path="date" ;;
+      "watch-fd") path="watch-fd" ;;
+      "signals") path="signals" ;;
       "completion") path="completion" ;;
     esac
   done
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
-    --duration|--interval|--slow-callback-ms) return ;;
+    --path) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --duration|--fd|--interval|--signals|--slow-callback-ms) return ;;
   esac
   case "$path" in
-    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date completion" ;;
+    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals completion" ;;
     "hello") words="-h --help" ;;
     "date") words="-h --help --interval --duration" ;;
+    "watch-fd") words="-h --help --fd --path --raw" ;;
+    "signals") words="-h --help --signals" ;;
     "completion") words="-h --help bash zsh fish" ;;
   esac
   COMPREPLY=($(compgen -W "$words" -- "$cur"))

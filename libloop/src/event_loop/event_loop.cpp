@@ -232,6 +232,8 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
   }
   const bool timed = debug_ || tracer_;
   double t0 = timed ? time() : 0;
+  // Named before it runs: a callback may remove or replace itself (e.g. remove_reader).
+  std::string name = timed ? h.callback_name() : std::string();
   try {
     detail::ContextScope scope(ctx);
     h.invoke();
@@ -248,7 +250,7 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
   double dt = time() - t0;
   if (tracer_) {
     trace("callback", {{"id", h.id},
-                       {"name", h.callback_name()},
+                       {"name", name},
                        {"kind", detail::kind_name(h.kind)},
                        {"scheduled", h.when},
                        {"started", t0},
@@ -257,8 +259,8 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
   if (debug_ && dt >= slow_callback_duration) {
     std::string origin = h.origin ? " created at " + h.origin->describe() : "";
     std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n",
-                 h.callback_name().c_str(), origin.c_str(), dt);
-    trace("slow_callback", {{"id", h.id}, {"name", h.callback_name()}, {"duration", dt}});
+                 name.c_str(), origin.c_str(), dt);
+    trace("slow_callback", {{"id", h.id}, {"name", name}, {"duration", dt}});
   }
 }
 
