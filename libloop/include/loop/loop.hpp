@@ -14,3 +14,6 @@
 #include "loop/task.hpp"
 #include "loop/tasks.hpp"
 #include "loop/executor_impl.hpp"
+#include "loop/transports.hpp"
+#include "loop/server.hpp"
+#include "loop/connections.hpp"
