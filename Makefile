@@ -7,7 +7,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS ?= hello
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test clean format bench package
+.PHONY: all deps configure build run test clean format bench package completions
 
 all: build
 
@@ -25,6 +25,12 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+package: build
+	cd $(BUILD_DIR) && cpack
+
+completions: build
+	scripts/gen-cli-docs.sh $(BUILD_DIR)/cmd/loopctl/loopctl
 
 format:
 	@find libloop cmd examples tests bench -name '*.[ch]pp' | xargs clang-format -i

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake make pkg-config
+  g++ cmake make pkg-config dpkg-dev file
   libasio-dev libcli11-dev nlohmann-json3-dev catch2 libssl-dev
   openssl python3 procps
 )

@@ -1,1 +1,100 @@
-int main() { return 0; }
+// loopctl: main() wires CLI11 to the subcommands; each lives in its own cmd_*.cpp.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "command.hpp"
+
+#ifndef LOOPCTL_VERSION
+#define LOOPCTL_VERSION "0.0.0"
+#endif
+
+namespace {
+
+// `--trace` takes its value only when attached with '=': `loopctl --trace hello` traces hello to
+// stderr. CLI11 would take "hello" as the value, so a bare --trace becomes --trace=- first.
+std::vector<std::string> normalize_args(int argc, char** argv) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--trace") a = "--trace=-";
+    args.push_back(a);
+  }
+  return args;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace loopctl;
+  CLI::App app{"loopctl: quick servers and clients, and the asyncio event loop's documented "
+               "examples, on libloop. Every subcommand can print a JSON trace of each loop "
+               "iteration and callback (--trace).",
+               "loopctl"};
+  app.set_version_flag("--version", std::string("loopctl ") + LOOPCTL_VERSION,
+                       "Print the version and exit");
+  app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();
+  app.footer("Exit codes: 0 success, 1 runtime failure, 2 usage error.\n"
+             "Environment: LOOP_DEBUG=1 turns on debug mode, as --debug does.");
+
+  GlobalOptions global;
+  std::string trace_dest;
+  auto* trace_opt = app.add_option("--trace", trace_dest,
+                                   "Write a trace of every loop iteration, callback and "
+                                   "transport event to DEST (a file; '-' = stderr). The value "
+                                   "only when attached with '=': --trace=FILE")
+                        ->type_name("[=DEST]");
+  app.add_option("--trace-format", global.trace_format,
+                 "jsonl: one JSON object per line (docs/trace.md); chrome: a Chrome Trace "
+                 "Event document for Perfetto / chrome://tracing")
+      ->check(CLI::IsMember({"jsonl", "chrome"}));
+  app.add_option("--slow-callback-ms", global.slow_callback_ms,
+                 "Debug mode reports callbacks slower than this many milliseconds")
+      ->check(non_negative_number());
+  app.add_flag("--debug", global.debug,
+               "The loop's debug mode: slow callbacks and never-retrieved exceptions are "
+               "reported, calls from a wrong thread are refused");
+  app.add_flag("--virtual-clock", global.virtual_clock,
+               "Run timers in simulated time: no real waiting, same output order");
+
+  auto commands = all_commands();
+  Command* chosen = nullptr;
+  for (auto& cmd : commands) {
+    CLI::App* sub = app.add_subcommand(cmd->name(), cmd->description());
+    sub->option_defaults()->always_capture_default();
+    cmd->setup(*sub);
+    sub->final_callback([&chosen, c = cmd.get()] { chosen = c; });
+  }
+
+  auto args = normalize_args(argc, argv);
+  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+  try {
+    app.parse(args);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    print_error(e.what());
+    std::fprintf(stderr, "Run 'loopctl --help' for usage.\n");
+    return 2;
+  }
+  if (*trace_opt) global.trace = trace_dest.empty() ? std::string("-") : trace_dest;
+
+  try {
+    auto loop = make_loop(global);
+    int code = chosen->run(*loop);
+    if (!loop->is_closed()) loop->close();
+    std::fflush(stdout);
+    return code;
+  } catch (const UsageError& e) {
+    print_error(e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    print_error(e.what());
+    return 1;
+  }
+}

@@ -11,7 +11,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
@@ -37,8 +39,12 @@ class Coroutine;
 class TaskBase;
 class AnyCoroutine;
 class Server;
+class SocketAddress;
+struct AddrInfo;
 
 namespace detail {
+class FdWatchers;
+class SignalHandlers;
 class FutureStateBase;
 class TaskStateBase;
 class AsyncGenStateBase;
@@ -135,8 +141,37 @@ class EventLoop {
   void trace(const char* ev, nlohmann::json fields = nlohmann::json::object());
 
   // ---- Watching file descriptors (libloop/src/io/fd_watch.cpp) -----------------------------
+  /// Runs callback(args...) in every iteration in which `fd` is readable (level-triggered, as
+  /// asyncio's selector); re-adding replaces the callback. Sockets, pipes, FIFOs, ttys;
+  /// a regular file is refused with std::system_error(EPERM), as epoll (and asyncio) refuse it.
+  /// The fd stays the caller's: remove the reader before closing it.
+  template <class F, class... Args>
+  Handle add_reader(int fd, F&& callback, Args&&... args);
+  /// Stops watching `fd` for reading; returns whether a reader was registered.
+  bool remove_reader(int fd);
+  /// As add_reader, for writability.
+  template <class F, class... Args>
+  Handle add_writer(int fd, F&& callback, Args&&... args);
+  bool remove_writer(int fd);
 
   // ---- Low-level socket operations (libloop/src/io/sock_ops.cpp) ---------------------------
+  // `sock` is a raw fd the caller owns; it must be non-blocking (std::invalid_argument
+  // otherwise). Errors are std::system_error with the errno. Cancelling the awaiting task
+  // stops watching the socket. Buffers and data passed by view must stay valid until the
+  // coroutine is done (the coroutine is lazy: it starts when awaited).
+  /// Receives up to `nbytes` bytes; an empty string means EOF.
+  Coroutine<std::string> sock_recv(int sock, std::size_t nbytes);
+  /// Receives into `buf`; returns the number of bytes (0 at EOF).
+  Coroutine<std::size_t> sock_recv_into(int sock, std::span<char> buf);
+  /// Sends all of `data` (it must stay valid until done), waiting for room as needed.
+  Coroutine<void> sock_sendall(int sock, std::string_view data);
+  /// Connects to `address`; ECONNREFUSED and the like as std::system_error.
+  Coroutine<void> sock_connect(int sock, SocketAddress address);
+  /// Resolves host/port with getaddrinfo (for the socket's family) first, then connects.
+  Coroutine<void> sock_connect(int sock, std::string host, unsigned short port);
+  /// Accepts a connection: the new socket (non-blocking, close-on-exec, the caller's to
+  /// close) and the peer's address.
+  Coroutine<std::pair<int, SocketAddress>> sock_accept(int sock);
   /// Sends `count` bytes (all to EOF if nullopt) of `file_fd` from `offset` over the connected
   /// non-blocking socket `sock`: sendfile(2) where the kernel allows, else (fallback=true) read
   /// and send; SendfileNotAvailableError when neither. Returns the bytes sent; the file's
@@ -146,8 +181,24 @@ class EventLoop {
                                        bool fallback = true);
 
   // ---- DNS (libloop/src/io/dns.cpp) ---------------------------------------------------------
+  /// getaddrinfo(3) in the default executor, so the loop never blocks; an empty host or port
+  /// is passed as NULL. Failures throw loop::GaiError (dns.hpp) naming the host.
+  Coroutine<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string port,
+                                               int family = 0, int type = 0, int proto = 0,
+                                               int flags = 0);
+  /// getnameinfo(3) in the default executor: {host, service}.
+  Coroutine<std::pair<std::string, std::string>> getnameinfo(SocketAddress address,
+                                                              int flags = 0);
 
   // ---- UNIX signals (libloop/src/io/signals.cpp) --------------------------------------------
+  /// Runs callback(args...) as an ordinary loop callback (never in signal context) each time
+  /// `sig` is delivered; re-adding replaces. std::invalid_argument for an invalid or
+  /// uncatchable signal (SIGKILL, SIGSTOP), std::runtime_error if the setup fails.
+  template <class F, class... Args>
+  void add_signal_handler(int sig, F&& callback, Args&&... args);
+  /// Removes the handler and restores the default disposition (SIG_DFL); returns whether a
+  /// handler was registered. close() removes them all.
+  bool remove_signal_handler(int sig);
 
   // ---- Streaming connections and servers (libloop/src/transports/) ------------------------
   // protocol_factory: any callable returning std::shared_ptr<P>, P a Protocol. Defined in
@@ -259,6 +310,16 @@ class EventLoop {
   bool asyncgens_shutdown_called_ = false;
   detail::ContextData empty_context_;  // where handles without a captured context run
   std::shared_ptr<detail::LoopLink> link_;
+
+  // ---- Watching file descriptors, UNIX signals (libloop/src/io/) --------------------------
+  // Declared last so that they are destroyed first, while io_ still exists.
+  Handle add_fd_watch(int fd, int direction, detail::HandleRef callback);
+  bool remove_fd_watch(int fd, int direction);
+  void close_fd_watchers();
+  void add_signal_handle(int sig, detail::HandleRef callback);
+  void close_signal_handlers();
+  std::shared_ptr<detail::FdWatchers> fd_watchers_;
+  std::shared_ptr<detail::SignalHandlers> signal_handlers_;
 };
 
 // ---- The event loop of the current thread (asyncio.get_event_loop and friends) ------------
@@ -329,6 +390,35 @@ TimerHandle EventLoop::call_at(double when, F&& callback, Args&&... args) {
   h->context = detail::capture_context();
   h->kind = detail::HandleKind::timer;
   return schedule_timer(std::move(h), when);
+}
+
+// ---- Watching file descriptors, UNIX signals: the template halves ---------------------------
+
+template <class F, class... Args>
+Handle EventLoop::add_reader(int fd, F&& callback, Args&&... args) {
+  check_closed();
+  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  h->context = detail::capture_context();
+  h->kind = detail::HandleKind::io;
+  return add_fd_watch(fd, 0, std::move(h));
+}
+
+template <class F, class... Args>
+Handle EventLoop::add_writer(int fd, F&& callback, Args&&... args) {
+  check_closed();
+  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  h->context = detail::capture_context();
+  h->kind = detail::HandleKind::io;
+  return add_fd_watch(fd, 1, std::move(h));
+}
+
+template <class F, class... Args>
+void EventLoop::add_signal_handler(int sig, F&& callback, Args&&... args) {
+  check_closed();
+  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  h->context = detail::capture_context();
+  h->kind = detail::HandleKind::signal;
+  add_signal_handle(sig, std::move(h));
 }
 
 }  // namespace loop

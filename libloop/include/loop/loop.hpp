@@ -1,13 +1,16 @@
 // The whole public API of libloop: #include <loop/loop.hpp>.
 #pragma once
 
+#include "loop/address.hpp"
 #include "loop/clock.hpp"
+#include "loop/dns.hpp"
 #include "loop/context.hpp"
 #include "loop/errors.hpp"
 #include "loop/event_loop.hpp"
 #include "loop/exception_context.hpp"
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
+#include "loop/signals.hpp"
 #include "loop/trace.hpp"
 #include "loop/future.hpp"
 #include "loop/coroutine.hpp"

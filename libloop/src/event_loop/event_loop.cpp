@@ -103,6 +103,8 @@ void EventLoop::close() {
   if (closed_) return;
   closed_ = true;
   trace("loop_close", {{"ready", ready_.size()}, {"timers", timers_.size()}});
+  close_signal_handlers();  // as asyncio's unix loop: closing removes them
+  close_fd_watchers();      // and forgets the selector's registrations
   ready_.clear();
   for (auto& t : timers_) t->scheduled = false;
   timers_.clear();

@@ -61,7 +61,8 @@ std::string SocketAddress::host() const {
       return buf;
     case AF_UNIX: {
       auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
-      std::size_t n = len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
+      std::size_t n =
+          len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
       if (n == 0) return {};
       if (un->sun_path[0] == '\0') return "@" + std::string(un->sun_path + 1, n - 1);
       return std::string(un->sun_path, strnlen(un->sun_path, n));
@@ -72,17 +73,22 @@ std::string SocketAddress::host() const {
 
 unsigned short SocketAddress::port() const {
   switch (storage_.ss_family) {
-    case AF_INET: return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
-    case AF_INET6: return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+    case AF_INET:
+      return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+    case AF_INET6:
+      return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
   }
   return 0;
 }
 
 std::string SocketAddress::to_string() const {
   switch (storage_.ss_family) {
-    case AF_INET: return host() + ":" + std::to_string(port());
-    case AF_INET6: return "[" + host() + "]:" + std::to_string(port());
-    case AF_UNIX: return "unix:" + host();
+    case AF_INET:
+      return host() + ":" + std::to_string(port());
+    case AF_INET6:
+      return "[" + host() + "]:" + std::to_string(port());
+    case AF_UNIX:
+      return "unix:" + host();
   }
   return "<unknown address>";
 }

@@ -1,0 +1,59 @@
+// What every loopctl subcommand is: a name, its CLI11 options, and a run on a prepared loop.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <loop/loop.hpp>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace loopctl {
+
+// The options accepted before the subcommand (../shared/spec/loopctl.md, "Global options").
+struct GlobalOptions {
+  std::optional<std::string> trace;  // destination: a path or "-" (stderr)
+  std::string trace_format = "jsonl";
+  double slow_callback_ms = 100;
+  bool debug = false;
+  bool virtual_clock = false;
+};
+
+// A failure the user caused at run time (exit 1), printed as one `loopctl: error:` line.
+class RuntimeFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A bad value found after parsing (exit 2, like CLI11's own errors).
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Command {
+ public:
+  virtual ~Command() = default;
+  virtual const char* name() const = 0;
+  virtual const char* description() const = 0;
+  /// Adds the subcommand's options to `app` (already named and described).
+  virtual void setup(CLI::App& app) = 0;
+  /// Runs on `loop`; returns the exit code.
+  virtual int run(loop::EventLoop& loop) = 0;
+};
+
+/// CLI11 validators with messages people can read ("must be a number > 0").
+CLI::Validator positive_number();
+CLI::Validator non_negative_number();
+
+/// Every subcommand, in the order `loopctl --help` lists them.
+std::vector<std::unique_ptr<Command>> all_commands();
+
+/// The loop a subcommand runs on, as the global options ask (clock, debug mode, tracer).
+std::unique_ptr<loop::EventLoop> make_loop(const GlobalOptions& options);
+
+/// Prints `loopctl: error: <what>` on stderr.
+void print_error(const std::string& what);
+
+}  // namespace loopctl

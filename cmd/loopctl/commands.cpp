@@ -1,0 +1,20 @@
+// The list of subcommands. Each make_* lives in its own cmd_*.cpp.
+#include "command.hpp"
+
+namespace loopctl {
+
+std::unique_ptr<Command> make_hello();
+std::unique_ptr<Command> make_date();
+std::unique_ptr<Command> make_completion();
+std::unique_ptr<Command> make_manpage();
+
+std::vector<std::unique_ptr<Command>> all_commands() {
+  std::vector<std::unique_ptr<Command>> cmds;
+  cmds.push_back(make_hello());
+  cmds.push_back(make_date());
+  cmds.push_back(make_completion());
+  cmds.push_back(make_manpage());
+  return cmds;
+}
+
+}  // namespace loopctl

@@ -1,0 +1,54 @@
+// The loop a subcommand runs on, and how loopctl reports errors.
+#include <cstdio>
+#include <cstdlib>
+
+#include "command.hpp"
+
+namespace loopctl {
+
+void print_error(const std::string& what) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "loopctl: error: %s\n", what.c_str());
+  std::fflush(stderr);
+}
+
+namespace {
+CLI::Validator number_check(const char* desc, bool (*ok)(double), const char* what) {
+  return CLI::Validator(
+      [ok, what](std::string& value) -> std::string {
+        try {
+          std::size_t used = 0;
+          double v = std::stod(value, &used);
+          if (used == value.size() && ok(v)) return {};
+        } catch (const std::exception&) {
+        }
+        return "'" + value + "' is not " + what;
+      },
+      desc);
+}
+}  // namespace
+
+CLI::Validator positive_number() {
+  return number_check("POSITIVE", [](double v) { return v > 0; }, "a number greater than 0");
+}
+CLI::Validator non_negative_number() {
+  return number_check("NONNEGATIVE", [](double v) { return v >= 0; }, "a number >= 0");
+}
+
+std::unique_ptr<loop::EventLoop> make_loop(const GlobalOptions& options) {
+  auto lp = std::make_unique<loop::EventLoop>(options.virtual_clock ? loop::make_virtual_clock()
+                                                                    : nullptr);
+  if (options.debug) lp->set_debug(true);
+  lp->slow_callback_duration = options.slow_callback_ms / 1000.0;
+  if (options.trace) {
+    try {
+      lp->set_tracer(loop::open_tracer(*options.trace, options.trace_format));
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+  }
+  loop::set_event_loop(lp.get());
+  return lp;
+}
+
+}  // namespace loopctl

@@ -1,0 +1,29 @@
+# bash completion for loopctl. Generated from its CLI11 definitions by
+# `loopctl completion bash`; do not edit by hand.
+_loopctl() {
+  local cur prev path word i words
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  prev="${COMP_WORDS[COMP_CWORD-1]}"
+  # The subcommand path typed so far (e.g. "sendfile serve").
+  path=""
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    word="${COMP_WORDS[i]}"
+    case "${path:+$path }$word" in
+      "hello") path="hello" ;;
+      "date") path="date" ;;
+      "completion") path="completion" ;;
+    esac
+  done
+  case "$prev" in
+    --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
+    --duration|--interval|--slow-callback-ms) return ;;
+  esac
+  case "$path" in
+    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date completion" ;;
+    "hello") words="-h --help" ;;
+    "date") words="-h --help --interval --duration" ;;
+    "completion") words="-h --help bash zsh fish" ;;
+  esac
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -F _loopctl loopctl

@@ -1,0 +1,17 @@
+# fish completion for loopctl. Generated from its CLI11 definitions by
+# `loopctl completion fish`; do not edit by hand.
+complete -c loopctl -n '__fish_use_subcommand' -s h -l help -d 'Print this help message and exit'
+complete -c loopctl -n '__fish_use_subcommand' -l version -d 'Print the version and exit'
+complete -c loopctl -n '__fish_use_subcommand' -l trace -d 'Write a trace of every loop iteration, callback and transport event to DEST (a f'
+complete -c loopctl -n '__fish_use_subcommand' -l trace-format -r -f -a 'jsonl chrome' -d 'jsonl: one JSON object per line (docs/trace.md); chrome: a Chrome Trace Event do'
+complete -c loopctl -n '__fish_use_subcommand' -l slow-callback-ms -r -f -d 'Debug mode reports callbacks slower than this many milliseconds'
+complete -c loopctl -n '__fish_use_subcommand' -l debug -d 'The loop\'s debug mode: slow callbacks and never-retrieved exceptions are reporte'
+complete -c loopctl -n '__fish_use_subcommand' -l virtual-clock -d 'Run timers in simulated time: no real waiting, same output order'
+complete -c loopctl -f -n '__fish_use_subcommand' -a hello -d 'Schedule a callback with call_soon(); it prints \'Hello World\' and stops the loop'
+complete -c loopctl -f -n '__fish_use_subcommand' -a date -d 'Print the local date every --interval seconds with call_later() for --duration s'
+complete -c loopctl -f -n '__fish_use_subcommand' -a completion -d 'Print a shell completion script: source <(loopctl completion bash)'
+complete -c loopctl -n '__fish_seen_subcommand_from hello' -s h -l help -d 'Print this help message and exit'
+complete -c loopctl -n '__fish_seen_subcommand_from date' -s h -l help -d 'Print this help message and exit'
+complete -c loopctl -n '__fish_seen_subcommand_from date' -l interval -r -f -d 'Seconds between two lines'
+complete -c loopctl -n '__fish_seen_subcommand_from date' -l duration -r -f -d 'Seconds to run'
+complete -c loopctl -n '__fish_seen_subcommand_from completion' -s h -l help -d 'Print this help message and exit'

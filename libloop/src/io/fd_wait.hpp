@@ -1,0 +1,51 @@
+// Private helpers of the socket coroutines: wait for an fd through add_reader/add_writer.
+#pragma once
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "loop/loop.hpp"
+
+namespace loop::detail {
+
+[[noreturn]] inline void throw_errno(int err, const std::string& what) {
+  throw std::system_error(err, std::system_category(), what);
+}
+
+inline bool would_block(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
+/// asyncio's debug check, always on here: a blocking socket would block the whole loop.
+inline void check_nonblocking(int sock) {
+  int flags = ::fcntl(sock, F_GETFL);
+  if (flags < 0) throw_errno(errno, "bad socket " + std::to_string(sock));
+  if (!(flags & O_NONBLOCK)) throw std::invalid_argument("the socket must be non-blocking");
+}
+
+/// Suspends the task until `fd` is ready for reading (direction 0) or writing (1), the way
+/// asyncio's sock_* methods do: add_reader/add_writer, and a done-callback on the future that
+/// removes the watch again — also when the awaiting task is cancelled.
+inline Coroutine<void> wait_fd(EventLoop& loop, int fd, int direction) {
+  Future<void> fut = loop.create_future<void>();
+  auto on_ready = [fut] {
+    if (!fut.done()) fut.set_result();
+  };
+  if (direction == 0)
+    loop.add_reader(fd, named("sock_wait_readable", on_ready));
+  else
+    loop.add_writer(fd, named("sock_wait_writable", on_ready));
+  fut.add_done_callback([&loop, fd, direction](Future<void>) {
+    if (direction == 0)
+      loop.remove_reader(fd);
+    else
+      loop.remove_writer(fd);
+  });
+  co_await fut;
+}
+
+}  // namespace loop::detail
