@@ -6,9 +6,11 @@
 #include <netdb.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <stdexcept>
 
+#include "loop/dns.hpp"
 #include "loop/executor_impl.hpp"
 #include "loop/task.hpp"
 
@@ -93,40 +95,19 @@ std::optional<std::vector<AddrInfo>> numeric_info(const std::string& host, int p
   return std::vector<AddrInfo>{{a.family(), type, proto ? proto : IPPROTO_TCP, a}};
 }
 
-std::vector<AddrInfo> blocking_getaddrinfo(const std::string& host, int port, int family, int type,
-                                           int proto, int flags) {
-  addrinfo hints{};
-  hints.ai_family = family;
-  hints.ai_socktype = type;
-  hints.ai_protocol = proto;
-  hints.ai_flags = flags;
-  std::string service = port >= 0 ? std::to_string(port) : std::string();
-  addrinfo* res = nullptr;
-  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(),
-                         service.empty() ? nullptr : service.c_str(), &hints, &res);
-  if (rc != 0) {
-    std::string why = rc == EAI_SYSTEM ? std::string(std::strerror(errno)) : gai_strerror(rc);
-    throw std::runtime_error("getaddrinfo('" + host + "', " + service + ") failed: " + why);
-  }
-  std::vector<AddrInfo> out;
-  for (addrinfo* p = res; p; p = p->ai_next) {
-    AddrInfo info{p->ai_family, p->ai_socktype, p->ai_protocol,
-                  SocketAddress(p->ai_addr, p->ai_addrlen)};
-    bool dup = false;
-    for (auto& o : out) dup = dup || o == info;
-    if (!dup) out.push_back(info);
-  }
-  ::freeaddrinfo(res);
-  return out;
-}
-
 }  // namespace
 
 Coroutine<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, int port, int family,
                                          int type, int proto, int flags) {
   if (auto numeric = numeric_info(host, port, family, type, proto)) co_return *numeric;
-  co_return co_await loop.run_in_executor(nullptr, blocking_getaddrinfo, host, port, family, type,
-                                          proto, flags);
+  auto found = co_await loop.getaddrinfo(host, port >= 0 ? std::to_string(port) : std::string(),
+                                        family, type, proto, flags);
+  std::vector<AddrInfo> out;
+  for (auto& f : found) {
+    AddrInfo info{f.family, f.type, f.proto, f.address};
+    if (std::find(out.begin(), out.end(), info) == out.end()) out.push_back(info);
+  }
+  co_return out;
 }
 
 Coroutine<void> connect(EventLoop& loop, int fd, int family, SocketAddress addr) {

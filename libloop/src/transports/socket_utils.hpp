@@ -24,11 +24,9 @@ struct AddrInfo {
   }
 };
 
-/// asyncio's _ensure_resolved: a numeric host is converted at once; anything else goes to the
-/// libc getaddrinfo on the loop's default executor so the loop never blocks. An empty host is
-/// getaddrinfo's NULL (the wildcard with AI_PASSIVE, else loopback). Throws std::runtime_error
-/// naming host and port when resolution fails.
-// TODO(lead): unify with EventLoop::getaddrinfo (the DNS helper's branch).
+/// asyncio's _ensure_resolved: a numeric host is converted at once; anything else goes to
+/// EventLoop::getaddrinfo (off the loop). An empty host is getaddrinfo's NULL (the wildcard
+/// with AI_PASSIVE, else loopback). Throws loop::GaiError naming the host on failure.
 Coroutine<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, int port, int family,
                                          int type, int proto, int flags);
 
