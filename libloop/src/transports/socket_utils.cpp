@@ -100,8 +100,11 @@ std::optional<std::vector<AddrInfo>> numeric_info(const std::string& host, int p
 Coroutine<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, int port, int family,
                                          int type, int proto, int flags) {
   if (auto numeric = numeric_info(host, port, family, type, proto)) co_return *numeric;
-  auto found = co_await loop.getaddrinfo(host, port >= 0 ? std::to_string(port) : std::string(),
-                                        family, type, proto, flags);
+  // Named arguments, not temporaries: GCC 12 mis-copies a prvalue std::string argument of a
+  // coroutine awaited inside another coroutine (its SSO pointer is left dangling).
+  std::string service = port >= 0 ? std::to_string(port) : std::string();
+  std::string node = host;
+  auto found = co_await loop.getaddrinfo(node, service, family, type, proto, flags);
   std::vector<AddrInfo> out;
   for (auto& f : found) {
     AddrInfo info{f.family, f.type, f.proto, f.address};

@@ -62,7 +62,8 @@ TEST_CASE("a refused connect names the address") {
     FAIL("connected to a closed port");
   } catch (const std::system_error& e) {
     REQUIRE(e.code().value() == ECONNREFUSED);
-    REQUIRE_THAT(e.what(), Catch::Contains("Connect call failed 127.0.0.1:" + std::to_string(port)));
+    REQUIRE_THAT(e.what(),
+                 Catch::Contains("Connect call failed 127.0.0.1:" + std::to_string(port)));
   }
 }
 
@@ -166,8 +167,8 @@ TEST_CASE("sock, local_addr and connect_accepted_socket") {
     // connect_accepted_socket: the server side of a socketpair.
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    auto [t3, p3] = co_await lp.connect_accepted_socket(
-        [] { return std::make_shared<Echo>(); }, sv[0]);
+    auto [t3, p3] =
+        co_await lp.connect_accepted_socket([] { return std::make_shared<Echo>(); }, sv[0]);
     REQUIRE(::write(sv[1], "pair", 4) == 4);
     char buf[4];
     co_await loop::sleep(0.05);
