@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "loop/clock.hpp"
+#include "loop/connection_options.hpp"
 #include "loop/context.hpp"
 #include "loop/datagram.hpp"
 #include "loop/exception_context.hpp"
@@ -39,6 +40,7 @@ template <class T>
 class Coroutine;
 class TaskBase;
 class AnyCoroutine;
+class Server;
 class SocketAddress;
 struct AddrInfo;
 
@@ -201,6 +203,44 @@ class EventLoop {
   bool remove_signal_handler(int sig);
 
   // ---- Streaming connections and servers (libloop/src/transports/) ------------------------
+  // protocol_factory: any callable returning std::shared_ptr<P>, P a Protocol. Defined in
+  // <loop/connections.hpp>.
+  /// Connects to host:port (resolved without blocking; each address tried in turn, the errors
+  /// combined) and returns (transport, protocol) once connection_made has run.
+  template <class F>
+  auto create_connection(F protocol_factory, std::string host, int port,
+                         ConnectionOptions options = {})
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// The same over the connected socket options.sock.
+  template <class F>
+  auto create_connection(F protocol_factory, ConnectionOptions options)
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// Connects to a unix socket path ('@name': Linux abstract namespace); empty: options.sock.
+  template <class F>
+  auto create_unix_connection(F protocol_factory, std::string path,
+                              ConnectionOptions options = {})
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// Wraps a socket accepted outside the loop (the transport owns it).
+  template <class F>
+  auto connect_accepted_socket(F protocol_factory, int sock, ConnectionOptions options = {})
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// Listens on host:port; an empty host: every interface, one socket per family.
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_server(F protocol_factory, std::string host, int port,
+                                                   ServerOptions options = {});
+  /// Listens on every host of the list (empty list: every interface).
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_server(F protocol_factory,
+                                                   std::vector<std::string> hosts, int port,
+                                                   ServerOptions options = {});
+  /// Listens on the bound socket options.sock.
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_server(F protocol_factory, ServerOptions options);
+  /// Listens on a unix socket path (a stale socket file is replaced) or on options.sock when
+  /// path is empty.
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_unix_server(F protocol_factory, std::string path,
+                                                        ServerOptions options = {});
 
   // ---- Datagrams (libloop/src/transports/datagram*.cpp) -------------------------------------
   /// asyncio's create_datagram_endpoint: a UDP (or unix datagram) socket bound to
@@ -227,6 +267,12 @@ class EventLoop {
   connect_write_pipe(Factory protocol_factory, int fd);
 
   // ---- Sending files (libloop/src/transports/sendfile.cpp) ---------------------------------
+  /// Sends `count` bytes (to EOF if nullopt) of `file_fd` from `offset` over `transport` once its
+  /// write buffer is flushed: sendfile(2) on plain sockets, else (fallback) read and write
+  /// through the transport. Returns the bytes sent; the file position ends after them.
+  Coroutine<std::size_t> sendfile(Transport& transport, int file_fd, std::size_t offset = 0,
+                                  std::optional<std::size_t> count = std::nullopt,
+                                  bool fallback = true);
 
   // ---- For the library's own layers (transports, futures, tasks) ----------------------------
   asio::io_context& io_context() { return io_; }

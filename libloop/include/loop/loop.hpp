@@ -20,3 +20,6 @@
 #include "loop/executor_impl.hpp"
 #include "loop/datagram_impl.hpp"
 #include "loop/pipes_impl.hpp"
+#include "loop/transports.hpp"
+#include "loop/server.hpp"
+#include "loop/connections.hpp"
