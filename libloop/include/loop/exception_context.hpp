@@ -23,6 +23,8 @@ struct ExceptionContext {
   std::string message;
   std::exception_ptr exception;
   std::shared_ptr<detail::FutureStateBase> future;  // the Future or Task concerned
+  /// The future's repr when the future itself cannot be carried (reported from its destructor).
+  std::optional<std::string> future_repr;
   std::optional<Handle> handle;
   BaseProtocol* protocol = nullptr;
   BaseTransport* transport = nullptr;

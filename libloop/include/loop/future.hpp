@@ -24,7 +24,7 @@ enum class FutureStatus : std::uint8_t { pending, cancelled, finished };
 // The untyped part of a future's state: status, exception and callbacks.
 class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
  public:
-  explicit FutureStateBase(EventLoop* loop) : loop_(loop) {}
+  explicit FutureStateBase(EventLoop* loop) : loop_(loop), link_(loop->link()) {}
   virtual ~FutureStateBase();  // reports an exception nobody retrieved
   FutureStateBase(const FutureStateBase&) = delete;
   FutureStateBase& operator=(const FutureStateBase&) = delete;
@@ -48,7 +48,7 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
   /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
   virtual std::string repr() const;
-  virtual bool is_task() const { return false; }
+  bool is_task() const { return is_task_; }
   const std::string& cancel_message() const { return cancel_message_; }
 
  protected:
@@ -56,9 +56,15 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   void mark_finished();  // status finished + schedule callbacks
   void schedule_callbacks();
   virtual std::string result_repr() const { return {}; }
+  /// "pending", "cancelled", "finished": the word after the class name in repr().
+  const char* status_word() const;
+  /// " result=42", " exception=std::runtime_error: boom" or "".
+  std::string outcome_repr() const;
 
   EventLoop* loop_;
+  std::shared_ptr<LoopLink> link_;  // tells the destructor whether the loop still exists
   FutureStatus status_ = FutureStatus::pending;
+  bool is_task_ = false;  // set by TaskState (virtual calls do not reach it in ~FutureStateBase)
   std::exception_ptr exception_;
   bool exception_retrieved_ = false;
   std::string cancel_message_;

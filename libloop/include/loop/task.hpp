@@ -21,6 +21,7 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
   using Handle = typename Coroutine<T>::handle_type;
 
   TaskState(EventLoop* loop, Handle h, std::string name) : FutureState<T>(loop), top_(h) {
+    this->is_task_ = true;
     name_ = name.empty() ? next_task_name() : std::move(name);
     top_.promise().task = this;
     resume_point_ = top_;
@@ -33,10 +34,15 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
 
   FutureStateBase& as_future() override { return *this; }
   bool cancel(std::string msg = {}) override { return task_cancel(std::move(msg)); }
-  bool is_task() const override { return true; }
+  /// As asyncio's: "<Task pending name='Task-1'>", "<Task finished name='t' result=42>".
   std::string repr() const override {
-    std::string r = FutureStateBase::repr();
-    return "<Task" + r.substr(7, r.size() - 8) + " name='" + name_ + "'>";
+    return std::string("<Task ") + this->status_word() + " name='" + name_ + "'" +
+           this->outcome_repr() + ">";
+  }
+  void abandon() override {
+    resume_point_ = {};
+    fut_waiter_.reset();
+    if (top_) std::exchange(top_, {}).destroy();
   }
   void start() { schedule_first_step(); }
 
@@ -155,6 +161,9 @@ std::vector<TaskBase> all_tasks(EventLoop& loop);
 template <class T>
 T EventLoop::run_future_until_complete(Future<T> future) {
   check_closed();
+  if (&future.get_loop() != this)
+    throw std::invalid_argument(
+        "The future belongs to a different loop than the one specified as the loop argument");
   std::uint64_t id = future.add_done_callback([this](Future<T> f) {
     (void)f;
     stop();
