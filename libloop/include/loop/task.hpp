@@ -51,7 +51,8 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
   void on_coroutine_done(std::exception_ptr pending) override {
     // The frame is finished (or was never started because the task was cancelled first).
     std::exception_ptr exc = pending ? pending : top_.promise().exception;
-    std::optional<T> value;
+    using Slot = std::conditional_t<std::is_void_v<T>, bool, T>;
+    std::optional<Slot> value;
     if constexpr (!std::is_void_v<T>) {
       if (!exc) value = std::move(top_.promise().value);
     }
