@@ -53,6 +53,9 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
  protected:
   void assert_pending(const char* what) const;
+  /// "Future/Task exception was never retrieved", once, from the most derived destructor (a
+  /// Task's name is gone by the time ~FutureStateBase runs).
+  void report_unretrieved(const std::string& repr_text) noexcept;
   void mark_finished();  // status finished + schedule callbacks
   void schedule_callbacks();
   virtual std::string result_repr() const { return {}; }

@@ -29,6 +29,7 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
     if (auto* cur = current_context_data()) context_->vars = cur->vars;
   }
   ~TaskState() override {
+    this->report_unretrieved(repr());
     if (top_) top_.destroy();
   }
 

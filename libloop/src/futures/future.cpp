@@ -23,15 +23,22 @@ class DoneCallbackHandle final : public HandleImpl {
 }  // namespace
 
 FutureStateBase::~FutureStateBase() {
+  if (!is_task_) report_unretrieved(std::string("<Future ") + status_word() + outcome_repr() + ">");
+}
+
+void FutureStateBase::report_unretrieved(const std::string& repr_text) noexcept {
   // asyncio reports this from Future.__del__; a loop already destroyed has nobody to tell.
-  if (exception_ && !exception_retrieved_ && link_->alive.load(std::memory_order_acquire)) {
+  if (!exception_ || exception_retrieved_ || !link_->alive.load(std::memory_order_acquire))
+    return;
+  exception_retrieved_ = true;
+  try {
     ExceptionContext ctx;
-    const char* kind = is_task_ ? "Task" : "Future";
-    ctx.message = std::string(kind) + " exception was never retrieved";
+    ctx.message = std::string(is_task_ ? "Task" : "Future") + " exception was never retrieved";
     ctx.exception = exception_;
-    // The state is being destroyed: the context can carry its description, not the future.
-    ctx.future_repr = std::string("<") + kind + " " + status_word() + outcome_repr() + ">";
+    // The state is being destroyed: the context carries its description, not the future.
+    ctx.future_repr = repr_text;
     loop_->call_exception_handler(ctx);
+  } catch (...) {
   }
 }
 
