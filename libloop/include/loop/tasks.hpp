@@ -126,12 +126,16 @@ bool gather_child_done(GatheringState<R>& outer, std::size_t& nfinished, std::si
 
 /// Runs awaitables concurrently; the result is the results in order (asyncio.gather). The first
 /// exception is propagated to the gathering future at once; cancelling the gathering future
-/// cancels every child.
+/// cancels every child. With no children the result is ready at once, on `loop` (default:
+/// get_event_loop(), as asyncio.gather()).
 template <class T>
-Future<std::vector<detail::gather_slot_t<T>>> gather(std::vector<Future<T>> children) {
+Future<std::vector<detail::gather_slot_t<T>>> gather(std::vector<Future<T>> children,
+                                                     EventLoop* loop_arg = nullptr) {
   using Slot = detail::gather_slot_t<T>;
   using R = std::vector<Slot>;
-  EventLoop& loop = children.empty() ? get_event_loop() : children.front().get_loop();
+  EventLoop& loop = !children.empty() ? children.front().get_loop()
+                    : loop_arg        ? *loop_arg
+                                      : get_event_loop();
   std::vector<std::shared_ptr<detail::FutureStateBase>> states;
   for (auto& c : children) states.push_back(c.state());
   auto outer = std::make_shared<detail::GatheringState<R>>(&loop, std::move(states));
