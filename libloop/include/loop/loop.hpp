@@ -13,4 +13,5 @@
 #include "loop/coroutine.hpp"
 #include "loop/task.hpp"
 #include "loop/tasks.hpp"
+#include "loop/asyncgen.hpp"
 #include "loop/executor_impl.hpp"

@@ -42,6 +42,7 @@ nlohmann::json ExceptionContext::to_json() const {
   if (protocol) j["protocol"] = "protocol";
   if (transport) j["transport"] = "transport";
   if (socket) j["socket"] = *socket;
+  if (asyncgen) j["asyncgen"] = *asyncgen;
   if (source_traceback) j["source_traceback"] = *source_traceback;
   if (context) j["context"] = context->to_json();
   return j;
