@@ -32,8 +32,8 @@ std::string capture_stderr_of(const std::function<void()>& fn) {
 }
 }  // namespace
 
-// Not static: the slow-callback report names where the handle was created by its symbol.
-loop::Handle schedule_slow_callback_for_test(loop::EventLoop& lp) {
+// Not static nor inlined: the report names where the handle was created by its symbol.
+[[gnu::noinline]] loop::Handle schedule_slow_callback_for_test(loop::EventLoop& lp) {
   return lp.call_soon(
       loop::named("slow_cb", [] { std::this_thread::sleep_for(std::chrono::milliseconds(120)); }));
 }
@@ -68,6 +68,7 @@ TEST_CASE("test_log_slow_callbacks") {
     lp.stop();
     lp.run_forever();
   });
+  INFO(err);
   // asyncio: "Executing <Handle slow_cb() created at file:line> took 0.120 seconds"
   CHECK(err.find("Executing <Handle slow_cb() created at schedule_slow_callback_for_test") !=
         std::string::npos);
@@ -90,6 +91,7 @@ TEST_CASE("test_debug_handle_repr_names_origin") {
   CHECK(plain.repr() == "<Handle slow_cb()>");
   lp.set_debug(true);
   loop::Handle h = schedule_slow_callback_for_test(lp);
+  INFO(h.repr());
   CHECK(h.repr().rfind("<Handle slow_cb() created at schedule_slow_callback_for_test", 0) == 0);
   lp.close();
 }
