@@ -58,6 +58,9 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   void report_unretrieved(const std::string& repr_text) noexcept;
   void mark_finished();  // status finished + schedule callbacks
   void schedule_callbacks();
+  /// Drops the callbacks of a future that will never complete (its task was abandoned by a
+  /// dying loop): they may hold the futures that hold this one, a cycle that would leak.
+  void drop_callbacks() noexcept { callbacks_.clear(); }
   virtual std::string result_repr() const { return {}; }
   /// "pending", "cancelled", "finished": the word after the class name in repr().
   const char* status_word() const;
@@ -132,7 +135,9 @@ std::string FutureState<T>::result_repr() const {
 }
 
 template <class Promise>
-concept LoopPromise = requires(Promise& p) { p.task; };
+concept LoopPromise = requires(Promise& p) {
+  p.task;
+};
 
 }  // namespace detail
 
@@ -157,21 +162,14 @@ class Future {
   std::exception_ptr exception() const { return state_->exception(); }
 
   template <class U = T>
-    requires(!std::is_void_v<U>)
-  void set_result(U value) const {
+  requires(!std::is_void_v<U>) void set_result(U value) const {
     state_->set_result(std::move(value));
   }
-  void set_result() const
-    requires std::is_void_v<T>
-  {
-    state_->set_result();
-  }
+  void set_result() const requires std::is_void_v<T> { state_->set_result(); }
   void set_exception(std::exception_ptr e) const { state_->set_exception(std::move(e)); }
   template <class E>
-    requires std::is_base_of_v<std::exception, E>
-  void set_exception(E e) const {
-    state_->set_exception(std::make_exception_ptr(std::move(e)));
-  }
+  requires std::is_base_of_v<std::exception, E>
+  void set_exception(E e) const { state_->set_exception(std::make_exception_ptr(std::move(e))); }
   /// Cancels the future and schedules its callbacks; false if it was already done.
   bool cancel(std::string msg = {}) const { return state_->cancel(std::move(msg)); }
 

@@ -43,6 +43,7 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
   void abandon() override {
     resume_point_ = {};
     fut_waiter_.reset();
+    this->drop_callbacks();
     if (top_) std::exchange(top_, {}).destroy();
   }
   void start() { schedule_first_step(); }
@@ -136,7 +137,8 @@ TaskBase make_task(EventLoop& loop, AnyCoroutine coro, std::string name = {});
 
 template <class T>
 AnyCoroutine::AnyCoroutine(Coroutine<T>&& coro)
-    : h_(coro.release()), type_(&typeid(T)),
+    : h_(coro.release()),
+      type_(&typeid(T)),
       make_(+[](EventLoop& loop, std::coroutine_handle<> h, std::string name) -> TaskBase {
         auto typed = Coroutine<T>::handle_type::from_address(h.address());
         return Task<T>::create(loop, Coroutine<T>(typed), std::move(name));
@@ -147,7 +149,8 @@ Task<T> EventLoop::create_task(Coroutine<T> coro, std::string name) {
   check_closed();
   if (!task_factory_) return Task<T>::create(*this, std::move(coro), std::move(name));
   TaskBase made = task_factory_(*this, AnyCoroutine(std::move(coro)));
-  auto typed = std::dynamic_pointer_cast<detail::TaskState<T>>(made.state()->as_future().shared_from_this());
+  auto typed =
+      std::dynamic_pointer_cast<detail::TaskState<T>>(made.state()->as_future().shared_from_this());
   if (!typed) throw std::logic_error("the task factory returned a task of another result type");
   if (!name.empty()) typed->set_name(std::move(name));
   return Task<T>(std::move(typed));
