@@ -5,6 +5,7 @@
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -79,7 +80,7 @@ class EventLoop {
   /// iteration that polls with a zero timeout).
   void stop();
   bool is_running() const { return running_; }
-  bool is_closed() const { return closed_; }
+  bool is_closed() const { return closed_.load(std::memory_order_acquire); }
   /// Drops pending callbacks and shuts the default executor down without waiting. Throws
   /// std::runtime_error if the loop is running; a second call does nothing.
   void close();
@@ -320,9 +321,9 @@ class EventLoop {
   std::uint64_t next_timer_seq_ = 0;
   bool running_ = false;
   bool stopping_ = false;
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};  // read by other threads (call_soon_threadsafe, LoopLink)
   bool debug_ = false;
-  std::thread::id thread_id_{};
+  std::atomic<std::thread::id> thread_id_{};  // the running thread; read by other threads
   ExceptionHandler exception_handler_;
   TaskFactory task_factory_;
   std::shared_ptr<Tracer> tracer_;
@@ -332,6 +333,11 @@ class EventLoop {
   bool asyncgens_shutdown_called_ = false;
   detail::ContextData empty_context_;  // where handles without a captured context run
   std::shared_ptr<detail::LoopLink> link_;
+
+  // ---- Core: call_soon_threadsafe's queue (filled by any thread, drained on the loop's) -----
+  void drain_threadsafe();
+  std::mutex threadsafe_mutex_;
+  std::vector<detail::HandleRef> threadsafe_queue_;
 
   // ---- Watching file descriptors, UNIX signals (libloop/src/io/) --------------------------
   // Declared last so that they are destroyed first, while io_ still exists.
@@ -362,7 +368,9 @@ void set_running_loop(EventLoop* loop) noexcept;
 // Another thread's way into a loop that may be gone by the time it calls.
 struct LoopLink {
   std::mutex mutex;
-  EventLoop* loop = nullptr;
+  EventLoop* loop = nullptr;  // null once the loop's destructor started: no more posts
+  /// False once the loop is destroyed: futures that outlive it stop reporting to it.
+  std::atomic<bool> alive{true};
   /// call_soon_threadsafe if the loop still exists and is open; false otherwise.
   bool post(HandleRef handle);
 };
@@ -394,6 +402,7 @@ Handle EventLoop::call_soon_threadsafe(F&& callback, Args&&... args) {
   auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
   h->context = detail::capture_context();
   h->kind = detail::HandleKind::threadsafe;
+  if (debug_) h->origin = detail::capture_origin();
   Handle result(h);
   schedule_threadsafe(std::move(h));
   return result;

@@ -17,6 +17,7 @@
 #include "loop/coroutine.hpp"
 #include "loop/task.hpp"
 #include "loop/tasks.hpp"
+#include "loop/asyncgen.hpp"
 #include "loop/executor_impl.hpp"
 #include "loop/datagram_impl.hpp"
 #include "loop/pipes_impl.hpp"
