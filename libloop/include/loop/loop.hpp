@@ -24,3 +24,4 @@
 #include "loop/transports.hpp"
 #include "loop/server.hpp"
 #include "loop/connections.hpp"
+#include "loop/streams.hpp"
