@@ -20,3 +20,4 @@
 #include "loop/executor_impl.hpp"
 #include "loop/datagram_impl.hpp"
 #include "loop/pipes_impl.hpp"
+#include "loop/subprocess.hpp"
