@@ -40,9 +40,10 @@ int returncode_from_status(int status) {
   return status;  // not reached for a terminated child
 }
 
-std::shared_ptr<ChildWatcher> ChildWatcher::watch(EventLoop& loop, pid_t pid, Callback on_exit) {
+std::shared_ptr<ChildWatcher> ChildWatcher::watch(EventLoop& loop, pid_t pid, Callback on_exit,
+                                                  bool force_thread) {
   auto w = std::make_shared<ChildWatcher>(loop, pid, std::move(on_exit));
-  int fd = pidfd_open(pid);
+  int fd = force_thread ? -1 : pidfd_open(pid);
   if (fd >= 0) {
     asio::error_code ec;
     w->pidfd_.assign(fd, ec);

@@ -21,8 +21,10 @@ class ChildWatcher : public std::enable_shared_from_this<ChildWatcher> {
  public:
   using Callback = std::function<void(int returncode)>;
   /// Watches `pid` (a child of this process, not yet reaped); once it has exited and been
-  /// reaped, on_exit(returncode) runs as a callback of the loop.
-  static std::shared_ptr<ChildWatcher> watch(EventLoop& loop, pid_t pid, Callback on_exit);
+  /// reaped, on_exit(returncode) runs as a callback of the loop. force_thread: use the
+  /// waitpid thread even where pidfd works (for tests of the fallback).
+  static std::shared_ptr<ChildWatcher> watch(EventLoop& loop, pid_t pid, Callback on_exit,
+                                             bool force_thread = false);
   ChildWatcher(EventLoop& loop, pid_t pid, Callback on_exit);
   ~ChildWatcher();
   ChildWatcher(const ChildWatcher&) = delete;
