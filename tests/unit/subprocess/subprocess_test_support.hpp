@@ -14,6 +14,13 @@
 
 namespace sptest {
 
+/// Arguments as a vector, built outside the calling coroutine: GCC 12 fails ("array used as
+/// initializer") on a braced list of string literals inside a coroutine.
+template <class... A>
+std::vector<std::string> args(A... a) {
+  return {std::string(a)...};
+}
+
 struct Recorder : loop::SubprocessProtocol {
   loop::EventLoop* lp = nullptr;
   std::vector<std::string> events;
