@@ -17,6 +17,7 @@
 #include <string>
 #include <system_error>
 
+#include "json_schema.hpp"
 #include "subprocess/child_watcher.hpp"
 #include "subprocess_test_support.hpp"
 
@@ -398,4 +399,13 @@ TEST_CASE("the trace shows the child's pid, its pipe events and its exit status"
   CHECK(started);
   CHECK(data);
   CHECK(exited);
+  // Every record, the new kinds included, is what docs/trace.schema.json describes.
+  std::ifstream in(std::string(LOOP_SOURCE_DIR) + "/docs/trace.schema.json");
+  REQUIRE(in.good());
+  loop_test::JsonSchema schema(nlohmann::json::parse(in));
+  for (auto& r : tracer->records) {
+    auto errs = schema.errors(r);
+    INFO(r.dump());
+    CHECK(errs.empty());
+  }
 }
