@@ -19,5 +19,5 @@
 #include "loop/tasks.hpp"
 #include "loop/executor_impl.hpp"
 #include "loop/datagram_impl.hpp"
-#include "loop/pipes_impl.hpp"
 #include "loop/subprocess.hpp"
+#include "loop/pipes_impl.hpp"
