@@ -28,6 +28,7 @@
 #include "loop/exception_context.hpp"
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
+#include "loop/subprocess_options.hpp"
 #include "loop/trace.hpp"
 #include "loop/transports.hpp"
 
@@ -266,6 +267,23 @@ class EventLoop {
   template <class Factory>
   Coroutine<std::pair<std::shared_ptr<WriteTransport>, std::invoke_result_t<Factory&>>>
   connect_write_pipe(Factory protocol_factory, int fd);
+
+  // ---- Subprocesses (libloop/src/subprocess/; definitions in loop/subprocess.hpp) ----------
+  /// Starts `program` with arguments `args` (argv[0] is `program`; looked up in PATH unless it
+  /// has a '/') and connects its pipes (options: PIPE, DEVNULL, an fd, STDOUT for stderr; env,
+  /// cwd). protocol_factory() returns std::shared_ptr<P>, P a SubprocessProtocol. Result:
+  /// (transport, protocol) once the pipes are connected. A program that cannot be run throws
+  /// std::system_error (ENOENT, EACCES, ...) naming it, as asyncio raises FileNotFoundError.
+  /// The child's exit is seen through a pidfd (a waitpid thread where there is none): no
+  /// SIGCHLD handler, no other process's child reaped, no zombie left.
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
+  subprocess_exec(Factory protocol_factory, std::string program,
+                  std::vector<std::string> args = {}, SubprocessOptions options = {});
+  /// As subprocess_exec, for `cmd` run by "/bin/sh -c".
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
+  subprocess_shell(Factory protocol_factory, std::string cmd, SubprocessOptions options = {});
 
   // ---- Sending files (libloop/src/transports/sendfile.cpp) ---------------------------------
   /// Sends `count` bytes (to EOF if nullopt) of `file_fd` from `offset` over `transport` once its

@@ -20,6 +20,7 @@
 #include "loop/asyncgen.hpp"
 #include "loop/executor_impl.hpp"
 #include "loop/datagram_impl.hpp"
+#include "loop/subprocess.hpp"
 #include "loop/pipes_impl.hpp"
 #include "loop/transports.hpp"
 #include "loop/server.hpp"
