@@ -13,20 +13,24 @@ _loopctl() {
       "date") path="date" ;;
       "watch-fd") path="watch-fd" ;;
       "signals") path="signals" ;;
+      "echo-server") path="echo-server" ;;
+      "echo-client") path="echo-client" ;;
       "completion") path="completion" ;;
     esac
   done
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
-    --path) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --duration|--fd|--interval|--signals|--slow-callback-ms) return ;;
+    --cafile|--cert|--key|--path|--unix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --backlog|--count|--duration|--fd|--host|--interval|--message|--port|--server-hostname|--signals|--slow-callback-ms|--timeout) return ;;
   esac
   case "$path" in
-    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals completion" ;;
+    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client completion" ;;
     "hello") words="-h --help" ;;
     "date") words="-h --help --interval --duration" ;;
     "watch-fd") words="-h --help --fd --path --raw" ;;
     "signals") words="-h --help --signals" ;;
+    "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port" ;;
+    "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
     "completion") words="-h --help bash zsh fish" ;;
   esac
   COMPREPLY=($(compgen -W "$words" -- "$cur"))
