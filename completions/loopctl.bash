@@ -21,7 +21,7 @@ _loopctl() {
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
     --cafile|--cert|--key|--path|--unix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --backlog|--count|--duration|--fd|--host|--interval|--message|--port|--server-hostname|--signals|--slow-callback-ms|--timeout) return ;;
+    --backlog|--count|--duration|--fd|--host|--interval|--message|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--workers) return ;;
   esac
   case "$path" in
     "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client completion" ;;
@@ -29,7 +29,7 @@ _loopctl() {
     "date") words="-h --help --interval --duration" ;;
     "watch-fd") words="-h --help --fd --path --raw" ;;
     "signals") words="-h --help --signals" ;;
-    "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port" ;;
+    "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port --workers" ;;
     "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
     "completion") words="-h --help bash zsh fish" ;;
   esac

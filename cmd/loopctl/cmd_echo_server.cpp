@@ -55,23 +55,32 @@ class EchoServer final : public Command {
     tls_.add_to(app);
     app.add_option("--backlog", backlog_, "The listen backlog")->check(CLI::PositiveNumber);
     app.add_flag("--reuse-port", reuse_port_, "Set SO_REUSEPORT (several servers on one port)");
+    app.add_option("--workers", workers_,
+                   "Run N loops on N threads sharing the port with SO_REUSEPORT")
+        ->check(CLI::Range(1, 1024).description("1-1024"));
   }
 
   int run(loop::EventLoop& lp) override {
     auto ssl = tls_.context();
+    if (workers_ > 1 && !unix_.empty())
+      throw UsageError("--workers needs a TCP port: unix sockets cannot share a path");
+    if (workers_ > 1 && port_ == 0) port_ = pick_shared_port(host_);
     std::string where = unix_.empty() ? Endpoint{Endpoint::Kind::tcp, host_, port_, {}}.to_string()
                                       : "unix:" + unix_;
-    return lp.run_until_complete(serve(lp, ssl, where));
+    return run_workers(lp, workers_, [this, ssl, where](int index, loop::EventLoop& wl,
+                                                        loop::Future<int> stop) {
+      return serve(wl, ssl, where, index, stop);
+    });
   }
 
  private:
   loop::Coroutine<int> serve(loop::EventLoop& lp, std::shared_ptr<loop::SSLContext> ssl,
-                             std::string where) {
+                             std::string where, int index, loop::Future<int> stop) {
     ConnectionSet connections;
     auto factory = [&connections] { return std::make_shared<EchoProtocol>(connections); };
     loop::ServerOptions opts;
     opts.backlog = backlog_;
-    opts.reuse_port = reuse_port_;
+    opts.reuse_port = reuse_port_ || workers_ > 1;
     opts.ssl = ssl;
     std::shared_ptr<loop::Server> server;
     std::exception_ptr failed;
@@ -84,10 +93,10 @@ class EchoServer final : public Command {
       failed = std::current_exception();
     }
     if (failed) throw_listen_error(where, failed);
-    print_listening(*server);
+    if (index == 0) print_listening(*server);  // the workers share these sockets' addresses
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);
-    co_await serve_until_signal(lp, servers, connections);
+    co_await serve_until(lp, stop, servers, connections);
     co_return 0;
   }
 
@@ -97,6 +106,7 @@ class EchoServer final : public Command {
   ServerTlsOptions tls_;
   int backlog_ = 100;
   bool reuse_port_ = false;
+  int workers_ = 1;
 };
 
 }  // namespace

@@ -1,8 +1,16 @@
 #include "serve.hpp"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <system_error>
+#include <thread>
+#include <pthread.h>
 
 namespace loopctl {
 
@@ -66,16 +74,28 @@ std::shared_ptr<loop::SSLContext> ClientTlsOptions::context() const {
   }
 }
 
-loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
-                                        std::vector<std::shared_ptr<loop::Server>> servers,
-                                        ConnectionSet& connections, double grace) {
+loop::Future<int> stop_signal(loop::EventLoop& lp) {
   auto stop = lp.create_future<int>();
   for (int sig : {SIGINT, SIGTERM}) {
     lp.add_signal_handler(sig, [stop, sig] {
       if (!stop.done()) stop.set_result(sig);
     });
   }
-  int sig = co_await stop;
+  return stop;
+}
+
+loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
+                                        std::vector<std::shared_ptr<loop::Server>> servers,
+                                        ConnectionSet& connections, double grace) {
+  loop::Future<int> stop = stop_signal(lp);
+  co_await serve_until(lp, stop, servers, connections, grace);
+  co_return stop.result();
+}
+
+loop::Coroutine<void> serve_until(loop::EventLoop& lp, loop::Future<int> stop,
+                                  std::vector<std::shared_ptr<loop::Server>> servers,
+                                  ConnectionSet& connections, double grace) {
+  co_await stop;
   // New connections are refused from now on.
   for (auto& s : servers) s->close();
   double deadline = lp.time() + grace;
@@ -84,8 +104,85 @@ loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
     connections.abort_all();
     co_await loop::sleep(0);  // let connection_lost run
   }
-  for (int s : {SIGINT, SIGTERM}) lp.remove_signal_handler(s);
-  co_return sig;
+}
+
+int run_workers(loop::EventLoop& lp, int workers, const Worker& worker) {
+  struct Slot {
+    std::unique_ptr<loop::EventLoop> loop;
+    std::thread thread;
+    int code = 0;
+    std::string error;
+  };
+  std::vector<Slot> slots(static_cast<std::size_t>(std::max(0, workers - 1)));
+  loop::Future<int> main_stop = stop_signal(lp);
+  // Other workers are started once worker 0 listens (it may have chosen the port); their stop
+  // futures are completed from this thread with call_soon_threadsafe.
+  std::vector<std::function<void(int)>> stoppers;
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    slots[i].loop = std::make_unique<loop::EventLoop>();
+  }
+  // Signals are handled by this thread only.
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    Slot& slot = slots[i];
+    loop::EventLoop* wl = slot.loop.get();
+    auto stop = wl->create_future<int>();
+    stoppers.push_back([wl, stop](int sig) {
+      wl->call_soon_threadsafe([stop, sig] {
+        if (!stop.done()) stop.set_result(sig);
+      });
+    });
+    slot.thread = std::thread([&slot, wl, stop, &worker, i] {
+      try {
+        slot.code = wl->run_until_complete(worker(static_cast<int>(i) + 1, *wl, stop));
+      } catch (const std::exception& e) {
+        slot.code = 1;
+        slot.error = e.what();
+      }
+      wl->close();
+    });
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  main_stop.add_done_callback([&stoppers](loop::Future<int> f) {
+    for (auto& s : stoppers) s(f.result());
+  });
+  int code = lp.run_until_complete(worker(0, lp, main_stop));
+  if (!main_stop.done()) main_stop.set_result(SIGTERM);  // worker 0 failed: stop the others
+  for (auto& s : stoppers) s(SIGTERM);
+  for (auto& slot : slots) slot.thread.join();
+  for (auto& slot : slots) {
+    if (!slot.error.empty()) print_error(slot.error);
+    if (code == 0) code = slot.code;
+  }
+  return code;
+}
+
+int pick_shared_port(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), "0", &hints, &res);
+  if (rc != 0) throw RuntimeFailure("cannot resolve " + host + ": " + ::gai_strerror(rc));
+  int port = -1;
+  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
+      ::bind(fd, res->ai_addr, res->ai_addrlen) == 0) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    port = loop::SocketAddress(reinterpret_cast<sockaddr*>(&ss), len).port();
+  }
+  int err = errno;
+  if (fd >= 0) ::close(fd);
+  ::freeaddrinfo(res);
+  if (port < 0) throw RuntimeFailure("cannot listen on " + host + ":0: " + std::strerror(err));
+  return port;
 }
 
 std::string connect_error(const Endpoint& ep, const std::exception& e) {

@@ -5,6 +5,7 @@
 
 #include <loop/loop.hpp>
 #include <loop/ssl.hpp>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -53,11 +54,31 @@ struct ClientTlsOptions {
   std::shared_ptr<loop::SSLContext> context() const;
 };
 
-/// Waits for SIGINT or SIGTERM, then shuts the servers down as the contract says; returns the
-/// signal that stopped it.
+/// Waits until `stop` is done, then shuts the servers down as the contract says: close the
+/// listening sockets at once, let connections finish for `grace` seconds, then close them.
+loop::Coroutine<void> serve_until(loop::EventLoop& lp, loop::Future<int> stop,
+                                  std::vector<std::shared_ptr<loop::Server>> servers,
+                                  ConnectionSet& connections, double grace = 5.0);
+
+/// A future that SIGINT or SIGTERM completes with the signal's number.
+loop::Future<int> stop_signal(loop::EventLoop& lp);
+
+/// serve_until(stop_signal()); returns the signal that stopped it.
 loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
                                         std::vector<std::shared_ptr<loop::Server>> servers,
                                         ConnectionSet& connections, double grace = 5.0);
+
+/// --workers N: runs `worker(index, lp, stop)` on N loops, worker 0 on `lp` in this thread and
+/// the others each on its own thread and loop (sharing the port through SO_REUSEPORT); SIGINT or
+/// SIGTERM, caught here, completes every worker's `stop`. Each worker returns an exit code; the
+/// first non-zero one is returned.
+using Worker = std::function<loop::Coroutine<int>(int index, loop::EventLoop& lp,
+                                                  loop::Future<int> stop)>;
+int run_workers(loop::EventLoop& lp, int workers, const Worker& worker);
+
+/// A free TCP port on `host` that several SO_REUSEPORT listeners can share (for --workers
+/// with --port 0: the kernel's choice must be made once, before the workers bind).
+int pick_shared_port(const std::string& host);
 
 /// "cannot connect to EP: reason" from whatever create_connection threw.
 std::string connect_error(const Endpoint& ep, const std::exception& e);

@@ -136,6 +136,20 @@ class EchoServer(unittest.TestCase):
                 self.assertEqual((r.returncode, r.stdout), (0, "six\nsix\n"), r.stderr)
                 srv.stop()
 
+    def test_workers_share_the_port(self):
+        with Server("echo-server", "--port", "0", "--workers", "3") as srv:
+            self.assertEqual(len(srv.endpoints), 1)
+            threads = os.listdir("/proc/%d/task" % srv.proc.pid)
+            self.assertGreaterEqual(len(threads), 3)
+            for i in range(20):
+                with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                    c.sendall(b"w%d" % i)
+                    self.assertEqual(c.recv(10), b"w%d" % i)
+            code, _, err = srv.stop()
+            self.assertEqual(code, 0, err)
+        r = run("echo-server", "--workers", "2", "--unix", "/tmp/never")
+        self.assertEqual(r.returncode, 2)
+
     def test_bad_options(self):
         r = run("echo-server", "--port", "70000")
         self.assertEqual(r.returncode, 2)
