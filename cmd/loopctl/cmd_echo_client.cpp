@@ -16,6 +16,11 @@ namespace {
   throw RuntimeFailure(std::to_string(mismatches) + " of " + std::to_string(count) +
                        " echoes did not match");
 }
+[[noreturn]] void throw_closed_early(const Endpoint& ep, std::size_t got, std::size_t want) {
+  throw RuntimeFailure("connection closed by " + ep.to_string() + " after " +
+                       std::to_string(got) + " of " + std::to_string(want) +
+                       " bytes of an echo");
+}
 void print_line(const std::string& s) {
   std::printf("%s\n", s.c_str());
   std::fflush(stdout);
@@ -72,19 +77,19 @@ class EchoClient final : public Command {
       co_await writer->drain();
       std::string echo;
       bool timed_out = false;
+      bool closed = false;
       try {
         echo = co_await loop::wait_for(reader->readexactly(message_.size()), timeout_);
       } catch (const loop::TimeoutError&) {
         timed_out = true;
       } catch (const loop::IncompleteReadError& e) {
         echo = e.partial;
+        closed = true;
       }
       if (timed_out) throw_no_echo(ep, timeout_);
+      if (closed) throw_closed_early(ep, echo.size(), message_.size());
       print_line(echo);
-      if (echo != message_) {
-        ++mismatches;
-        if (echo.size() < message_.size()) break;  // the server closed early
-      }
+      if (echo != message_) ++mismatches;
     }
     writer->close();
     co_await writer->wait_closed();
