@@ -79,6 +79,17 @@ void report_upstream_failure(const ProxyConfig& cfg, const std::string& client,
   std::fflush(stderr);
 }
 
+void report_starttls_failure(const std::string& client, const std::exception& e) {
+  std::fprintf(stderr, "loopctl: STARTTLS with %s failed: %s\n", client.c_str(), e.what());
+  std::fflush(stderr);
+}
+
+// The STARTTLS line: "STARTTLS" ended by \n or \r\n.
+bool is_starttls_line(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line == "STARTTLS";
+}
+
 class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLeg> {
  public:
   explicit ClientLeg(const ProxyConfig& cfg) : cfg_(cfg) {}
@@ -89,15 +100,64 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
     base_ = &t;
     auto peer_addr = t.extra<loop::SocketAddress>("peername");
     client_ = peer_addr ? peer_addr->to_string() : std::string("?");
-    task_ = cfg_.lp->create_task(connect_upstream(shared_from_this()));
+    if (cfg_.starttls)
+      awaiting_line_ = true;  // nothing goes upstream before the upgrade
+    else
+      task_ = cfg_.lp->create_task(connect_upstream(shared_from_this()));
+  }
+  void data_received(std::string_view data) override {
+    if (!awaiting_line_) return Leg::data_received(data);
+    line_.append(data);
+    auto nl = line_.find('\n');
+    if (nl == std::string::npos) {
+      if (line_.size() > 1024) refuse("ERR line too long\r\n");
+      return;
+    }
+    // The client must wait for our answer before its ClientHello: bytes after the line are a
+    // protocol error, and nothing crosses in plaintext.
+    if (!is_starttls_line(std::string_view(line_).substr(0, nl)) || nl + 1 != line_.size())
+      return refuse("ERR expected STARTTLS\r\n");
+    awaiting_line_ = false;
+    line_.clear();
+    transport->write("OK STARTTLS\r\n");
+    task_ = cfg_.lp->create_task(upgrade_then_connect(shared_from_this()));
+  }
+  bool eof_received() override {
+    if (awaiting_line_) return false;
+    return Leg::eof_received();
   }
   void connection_lost(std::exception_ptr exc) override {
     cfg_.connections->remove(base_);
     Leg::connection_lost(exc);
+    tls_transport_.reset();
     if (task_ && !task_.done()) task_.cancel();
   }
 
  private:
+  void refuse(const char* answer) {
+    awaiting_line_ = false;
+    transport->write(answer);
+    transport->close();
+  }
+
+  static loop::Coroutine<void> upgrade_then_connect(std::shared_ptr<ClientLeg> self) {
+    auto raw = std::dynamic_pointer_cast<loop::Transport>(self->base_->shared_transport());
+    std::shared_ptr<loop::Transport> upgraded;
+    std::shared_ptr<loop::Protocol> protocol = self;
+    try {
+      auto up = self->cfg_.lp->start_tls(raw, protocol, self->cfg_.client_ssl, true);
+      upgraded = co_await std::move(up);
+    } catch (const loop::CancelledError&) {
+      throw;
+    } catch (const std::exception& e) {
+      report_starttls_failure(self->client_, e);
+      co_return;  // start_tls closed the connection
+    }
+    self->tls_transport_ = upgraded;
+    self->transport = upgraded.get();
+    co_await connect_upstream(self);
+  }
+
   static loop::Coroutine<void> connect_upstream(std::shared_ptr<ClientLeg> self) {
     const ProxyConfig& cfg = self->cfg_;
     loop::ConnectionOptions opts;
@@ -130,9 +190,12 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
   }
 
   const ProxyConfig& cfg_;
-  loop::BaseTransport* base_ = nullptr;
+  loop::BaseTransport* base_ = nullptr;  // the accepted socket's transport
   std::string client_;
   loop::Task<void> task_;
+  bool awaiting_line_ = false;  // --starttls: before the upgrade
+  std::string line_;
+  std::shared_ptr<loop::Transport> tls_transport_;  // after the upgrade
 };
 
 class TlsProxy final : public Command {
@@ -165,7 +228,6 @@ class TlsProxy final : public Command {
     }
     cfg_.starttls = starttls_;
     if (starttls_ && !cfg_.client_ssl) throw UsageError("--starttls needs --cert and --key");
-    if (starttls_) throw RuntimeFailure("--starttls is not available yet in this build");
     return lp.run_until_complete(serve(lp, listen));
   }
 
@@ -175,7 +237,7 @@ class TlsProxy final : public Command {
     cfg_.connections = &connections;
     auto factory = [this] { return std::make_shared<ClientLeg>(cfg_); };
     loop::ServerOptions opts;
-    opts.ssl = cfg_.client_ssl;
+    if (!cfg_.starttls) opts.ssl = cfg_.client_ssl;  // STARTTLS upgrades later, in place
     std::shared_ptr<loop::Server> server;
     std::exception_ptr failed;
     try {

@@ -29,6 +29,9 @@ class BaseTransport {
   virtual void close() = 0;
   virtual void set_protocol(std::shared_ptr<BaseProtocol> protocol) = 0;
   virtual std::shared_ptr<BaseProtocol> get_protocol() const = 0;
+  /// A shared handle to this transport, for APIs that keep one (start_tls) when all a protocol
+  /// has is the reference connection_made gave it; null when the transport is not shared.
+  virtual std::shared_ptr<BaseTransport> shared_transport() { return nullptr; }
 
   /// get_extra_info as a type: transport.extra<SocketAddress>("peername").
   template <class T>

@@ -18,6 +18,7 @@ namespace loop::detail {
 class DatagramSocketTransport final : public DatagramTransport,
                                       public std::enable_shared_from_this<DatagramSocketTransport> {
  public:
+  std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   /// Takes ownership of the non-blocking datagram socket `fd`. `address` is the remote_addr
   /// sendto defaults to (and insists on).
   DatagramSocketTransport(EventLoop& loop, int fd, int family, int proto,

@@ -27,6 +27,7 @@ ssize_t write_no_sigpipe(int fd, bool is_socket, const char* data, std::size_t s
 class ReadPipeTransport final : public ReadTransport,
                                 public std::enable_shared_from_this<ReadPipeTransport> {
  public:
+  std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   ReadPipeTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol);
   ~ReadPipeTransport() override;
   void start(Future<void> waiter);
@@ -65,6 +66,7 @@ class ReadPipeTransport final : public ReadTransport,
 class WritePipeTransport final : public WriteTransport,
                                  public std::enable_shared_from_this<WritePipeTransport> {
  public:
+  std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   WritePipeTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol);
   ~WritePipeTransport() override;
   void start(Future<void> waiter);

@@ -24,6 +24,7 @@ std::uint64_t next_transport_id();
 class SocketTransport final : public Transport,
                               public std::enable_shared_from_this<SocketTransport> {
  public:
+  std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   /// asyncio's recv size (max_size): one read per readiness event, at most this much.
   static constexpr std::size_t kMaxRead = 256 * 1024;
 
