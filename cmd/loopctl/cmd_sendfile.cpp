@@ -28,11 +28,15 @@ class SendfileServeProtocol final : public loop::Protocol,
     task_ = lp_.create_task(send_file(shared_from_this()));
   }
   void data_received(std::string_view) override {}  // whatever a client sends is ignored
-  bool eof_received() override { return true; }     // a half-closed client still gets FILE
+  bool eof_received() override {
+    eof_ = true;
+    return !sent_;  // a half-closed client still gets FILE; once it has it, close
+  }
   void connection_lost(std::exception_ptr) override {
     set_.remove(transport_);
     transport_ = nullptr;
     if (task_ && !task_->done()) task_->cancel();
+    if (linger_) linger_->cancel();
   }
 
  private:
@@ -47,17 +51,38 @@ class SendfileServeProtocol final : public loop::Protocol,
     }
     if (self->transport_) {
       if (ok)
-        self->transport_->close();  // flushes what the fallback buffered, then closes
+        self->finish();
       else
         self->transport_->abort();
     }
   }
+
+  // Closing a socket with unread input makes the kernel send a RST, which can destroy the
+  // file's tail before the client read it. So: EOF after the file, then read (and drop) until
+  // the client's EOF, for at most kLinger seconds.
+  void finish() {
+    sent_ = true;
+    if (eof_ || !transport_->can_write_eof()) {
+      transport_->close();  // flushes what the fallback buffered, then closes
+      return;
+    }
+    transport_->write_eof();
+    auto self = shared_from_this();
+    linger_ = lp_.call_later(kLinger, [self] {
+      if (self->transport_) self->transport_->close();
+    });
+  }
+
+  static constexpr double kLinger = 10.0;
 
   loop::EventLoop& lp_;
   ConnectionSet& set_;
   int file_fd_;
   loop::Transport* transport_ = nullptr;
   std::optional<loop::Task<void>> task_;
+  std::optional<loop::TimerHandle> linger_;
+  bool eof_ = false;
+  bool sent_ = false;
 };
 
 // sendfile send's side: only notices when the connection is gone.
@@ -189,10 +214,14 @@ class Sendfile final : public Command {
       failed = std::current_exception();
     }
     if (failed) throw_listen_error(where, failed);
-    print_listening(*server);
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);
-    co_await serve_until_signal(lp, servers, connections);
+    // The signal handlers first (the task's first step runs before sleep(0) returns), then
+    // the line scripts wait for: a SIGINT right after it is a clean shutdown, not a kill.
+    auto waiting = lp.create_task(serve_until_signal(lp, servers, connections));
+    co_await loop::sleep(0);
+    print_listening(*server);
+    co_await waiting;
     co_return 0;
   }
 

@@ -80,11 +80,14 @@ class UdpEchoServer final : public Command {
       failed = std::current_exception();
     }
     if (failed) throw_bind_error(where, failed);
-    print_bound(*transport);
-    // No listening server and no connections: only the wait for the signal is shared.
+    // No listening server and no connections: only the wait for the signal is shared. Its
+    // task runs first (the handlers are in place) and only then the line scripts wait for.
     ConnectionSet none;
     std::vector<std::shared_ptr<loop::Server>> no_servers;
-    co_await serve_until_signal(lp, no_servers, none);
+    auto waiting = lp.create_task(serve_until_signal(lp, no_servers, none));
+    co_await loop::sleep(0);
+    print_bound(*transport);
+    co_await waiting;
     transport->close();
     co_await loop::sleep(0);  // let connection_lost run before the loop closes
     co_return 0;
