@@ -13,20 +13,36 @@ _loopctl() {
       "date") path="date" ;;
       "watch-fd") path="watch-fd" ;;
       "signals") path="signals" ;;
+      "echo-server") path="echo-server" ;;
+      "echo-client") path="echo-client" ;;
+      "udp-echo-server") path="udp-echo-server" ;;
+      "udp-echo-client") path="udp-echo-client" ;;
+      "sendfile") path="sendfile" ;;
+      "sendfile serve") path="sendfile serve" ;;
+      "sendfile send") path="sendfile send" ;;
+      "resolve") path="resolve" ;;
       "completion") path="completion" ;;
     esac
   done
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
-    --path) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --duration|--fd|--interval|--signals|--slow-callback-ms) return ;;
+    --cafile|--cert|--key|--path|--unix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --backlog|--count|--duration|--family|--fd|--host|--interval|--message|--offset|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--type|--workers) return ;;
   esac
   case "$path" in
-    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals completion" ;;
+    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client udp-echo-server udp-echo-client sendfile resolve completion" ;;
     "hello") words="-h --help" ;;
     "date") words="-h --help --interval --duration" ;;
     "watch-fd") words="-h --help --fd --path --raw" ;;
     "signals") words="-h --help --signals" ;;
+    "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port --workers" ;;
+    "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
+    "udp-echo-server") words="-h --help --host --port" ;;
+    "udp-echo-client") words="-h --help --message --count --timeout" ;;
+    "sendfile") words="-h --help serve send" ;;
+    "sendfile serve") words="-h --help --host --port --unix --cert --key" ;;
+    "sendfile send") words="-h --help --offset --count" ;;
+    "resolve") words="-h --help --family --type" ;;
     "completion") words="-h --help bash zsh fish" ;;
   esac
   COMPREPLY=($(compgen -W "$words" -- "$cur"))
