@@ -1,9 +1,12 @@
 """loopctl sendfile serve / send: whole files by hash, ranges, resets, shutdown, errors."""
 import hashlib
 import os
+import shutil
 import signal
 import socket
+import ssl
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -223,6 +226,37 @@ class Serve(SendfileTest):
         self.assertEqual(r.returncode, 1)
         self.assertTrue(r.stderr.startswith("loopctl: error: "), r.stderr)
         self.assertNotIn("listening on", r.stdout)
+
+    def test_tls_uses_the_fallback_and_sends_the_whole_file(self):
+        if not shutil.which("openssl"):
+            self.skipTest("openssl is not installed (to make a test certificate)")
+        cert = os.path.join(self.dir.name, "c.pem")
+        key = os.path.join(self.dir.name, "k.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"],
+                       check=True, capture_output=True)
+        try:
+            srv = Server("sendfile", "serve", self.path, "--port", "0", "--cert", cert,
+                         "--key", key)
+        except RuntimeError as e:
+            if "not supported yet" in str(e):
+                self.skipTest("TLS servers are not in the library yet: " + str(e).strip())
+            raise
+        with srv:
+            ctx = ssl.create_default_context(cafile=cert)
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    got = b""
+                    while True:
+                        try:
+                            b = s.recv(1 << 20)
+                        except ssl.SSLZeroReturnError:
+                            break
+                        if not b:
+                            break
+                        got += b
+            self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(self.data).digest())
+            self.assertEqual(srv.stop()[0], 0)
 
     def test_trace_is_valid(self):
         with tempfile.TemporaryDirectory() as d:
