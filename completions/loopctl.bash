@@ -27,7 +27,7 @@ _loopctl() {
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
     --cafile|--cert|--key|--path|--unix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --backlog|--count|--duration|--family|--fd|--host|--interval|--message|--offset|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--type|--workers) return ;;
+    --backlog|--count|--duration|--family|--fd|--host|--interval|--message|--offset|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--type) return ;;
   esac
   case "$path" in
     "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client udp-echo-server udp-echo-client sendfile resolve completion" ;;
@@ -35,7 +35,7 @@ _loopctl() {
     "date") words="-h --help --interval --duration" ;;
     "watch-fd") words="-h --help --fd --path --raw" ;;
     "signals") words="-h --help --signals" ;;
-    "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port --workers" ;;
+    "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port" ;;
     "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
     "udp-echo-server") words="-h --help --host --port" ;;
     "udp-echo-client") words="-h --help --message --count --timeout" ;;

@@ -36,7 +36,6 @@ complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l cert -r -F -
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l key -r -F -d 'The certificate\'s private key (PEM)'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l backlog -r -f -d 'The listen backlog'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l reuse-port -d 'Set SO_REUSEPORT (several servers on one port)'
-complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l workers -r -f -d 'Run N loops on N threads sharing the port with SO_REUSEPORT'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-client' -s h -l help -d 'Print this help message and exit'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-client' -l message -r -f -d 'The message to send'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-client' -l count -r -f -d 'How many times to send it'
