@@ -10,6 +10,10 @@ std::unique_ptr<Command> make_signals();
 std::unique_ptr<Command> make_echo_server();
 std::unique_ptr<Command> make_echo_client();
 std::unique_ptr<Command> make_tls_proxy();
+std::unique_ptr<Command> make_udp_echo_server();
+std::unique_ptr<Command> make_udp_echo_client();
+std::unique_ptr<Command> make_sendfile();
+std::unique_ptr<Command> make_resolve();
 std::unique_ptr<Command> make_completion();
 std::unique_ptr<Command> make_manpage();
 
@@ -22,6 +26,10 @@ std::vector<std::unique_ptr<Command>> all_commands() {
   cmds.push_back(make_echo_server());
   cmds.push_back(make_echo_client());
   cmds.push_back(make_tls_proxy());
+  cmds.push_back(make_udp_echo_server());
+  cmds.push_back(make_udp_echo_client());
+  cmds.push_back(make_sendfile());
+  cmds.push_back(make_resolve());
   cmds.push_back(make_completion());
   cmds.push_back(make_manpage());
   return cmds;
