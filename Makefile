@@ -1,13 +1,14 @@
 # Thin wrapper over CMake: the README's two commands start here.
 #   make run [ARGS="date --interval 0.5"]   install what is missing, build, run loopctl
 #   make test                                install what is missing, build, run every test
+#                                            (then under ASan+UBSan, TSan, and the fuzzers)
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS ?= hello
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test clean format bench package completions
+.PHONY: all deps configure build run test test-sanitizers clean format bench package completions
 
 all: build
 
@@ -25,6 +26,11 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+	$(MAKE) test-sanitizers
+
+# build-asan/, build-tsan/, build-fuzz/: see scripts/test-sanitizers.sh and docs/reliability.md.
+test-sanitizers: deps
+	JOBS=$(JOBS) scripts/test-sanitizers.sh
 
 package: build
 	cd $(BUILD_DIR) && cpack
