@@ -106,9 +106,11 @@ std::shared_ptr<loop::SSLContext> client_context() {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto& lp = the_loop();
-  auto [control, payload] = loop::fuzz::split_input(data, size);
+  const auto [control, payload] = loop::fuzz::split_input(data, size);
   if (payload.size() > 64 * 1024) return 0;  // the point is the cuts, not the volume
-  auto [ct, st] = FakeTransport::make_pair(lp);
+  // Not a structured binding: clang 14 cannot capture those in a lambda.
+  std::shared_ptr<FakeTransport> ct, st;
+  std::tie(ct, st) = FakeTransport::make_pair(lp);
 
   auto client = std::make_shared<Client>();
   client->expected = payload.size();

@@ -65,7 +65,9 @@ std::shared_ptr<loop::SSLContext> server_context() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto& lp = the_loop();
   auto [control, payload] = loop::fuzz::split_input(data, size);
-  auto [ct, st] = FakeTransport::make_pair(lp);
+  // Not a structured binding: clang 14 cannot capture those in a lambda.
+  std::shared_ptr<FakeTransport> ct, st;
+  std::tie(ct, st) = FakeTransport::make_pair(lp);
   auto client = std::make_shared<Garbage>();
   for (auto c : Chunker(control).split(payload)) client->chunks.emplace_back(c);
   auto app = std::make_shared<App>();

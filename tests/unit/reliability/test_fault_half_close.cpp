@@ -1,8 +1,8 @@
 // Half-close both ways, libloop on both ends: the client sends and write_eof()s; the server
 // (eof_received -> true: stays half-open) then sends 4 MiB after the client's EOF — more than
 // the socket buffers, so it goes through the transport's write buffer — and write_eof()s in
-// turn, then close()s. Every byte arrives both ways, each side sees exactly one EOF, and both connections end
-// with connection_lost(null).
+// turn, then close()s. Every byte arrives both ways, each side sees exactly one EOF, and both
+// connections end with connection_lost(null).
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
 #include <memory>
