@@ -27,3 +27,9 @@ if(LOOP_SANITIZE)
   add_link_options(-fsanitize=${LOOP_SANITIZE})
   message(STATUS "libloop: sanitizers ${LOOP_SANITIZE}")
 endif()
+
+# A program that misbehaves on request: the sanitizer script checks that reports fail a run.
+if(LOOP_SANITIZE)
+  add_executable(sanitizer_canary ${PROJECT_SOURCE_DIR}/tests/sanitizers/canary.cpp)
+  target_link_libraries(sanitizer_canary PRIVATE Threads::Threads)
+endif()

@@ -30,6 +30,24 @@ check_logs() {
   fi
 }
 
+# Before trusting a clean run: the canary's misdeeds must fail it (non-zero exit) and leave a
+# report in the log directory, with the options in force.
+check_canary() { # build-dir log-dir misdeed...
+  local dir=$1 logs=$2 k
+  shift 2
+  for k in "$@"; do
+    if "$dir/sanitizer_canary" "$k" 2>/dev/null; then
+      echo "test-sanitizers: the canary's '$k' was not reported: reports would not fail" >&2
+      return 1
+    fi
+    if ! compgen -G "$logs/*" >/dev/null; then
+      echo "test-sanitizers: the canary's '$k' left no report in $logs" >&2
+      return 1
+    fi
+    rm -f "$logs"/*
+  done
+}
+
 configure_build() { # dir sanitizers [targets...]
   local dir=$1 san=$2
   shift 2
@@ -53,6 +71,7 @@ run_asan() {
   export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:exitcode=86:abort_on_error=0:strict_init_order=1:check_initialization_order=1:detect_stack_use_after_return=1:log_path=$logs/asan:suppressions=$supp/asan.supp"
   export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan:suppressions=$supp/ubsan.supp"
+  check_canary "$dir" "$logs" leak overflow ub || return 1
   local rc=0
   (cd "$dir" && ctest --output-on-failure -j "$JOBS" --timeout 600 -E "$EXCLUDE") || rc=$?
   check_logs "$logs" || rc=1
@@ -72,13 +91,14 @@ run_tsan() {
     [[ $name =~ $TSAN_PROGRAMS ]] && targets+=("$name")
   done
   [ ${#targets[@]} -eq 0 ] && { echo "test-sanitizers: no TSan test programs" >&2; return 1; }
-  configure_build "$dir" thread "${targets[@]}"
+  configure_build "$dir" thread sanitizer_canary "${targets[@]}"
   rm -rf "$logs" && mkdir -p "$logs"
   export TSAN_OPTIONS="halt_on_error=1:exitcode=86:second_deadlock_stack=1:log_path=$logs/tsan:suppressions=$supp/tsan.supp"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  check_canary "$dir" "$logs" race || return 1
   local rc=0
   (cd "$dir" && ctest --output-on-failure -j "$JOBS" --timeout 600 \
-    -R "^test_[a-z_]*${TSAN_PROGRAMS}[a-z_]*: ") || rc=$?
+    -R "^test_[a-z_]*${TSAN_PROGRAMS}[a-z_]*:") || rc=$?
   check_logs "$logs" || rc=1
   unset TSAN_OPTIONS UBSAN_OPTIONS
   return $rc
