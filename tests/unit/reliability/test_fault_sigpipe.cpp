@@ -149,9 +149,10 @@ TEST_CASE("sigpipe: the socket transport writing to a closed peer loses the conn
   loop::EventLoop lp;
   auto [a, b] = stream_pair();
   auto run = [&]() -> loop::Coroutine<void> {
-    auto [tr, proto] =
-        co_await lp.create_connection([] { return std::make_shared<test::RecordingProtocol>(); },
-                                      loop::ConnectionOptions{.sock = a.fd});
+    loop::ConnectionOptions opts;
+    opts.sock = a.fd;
+    auto [tr, proto] = co_await lp.create_connection(
+        [] { return std::make_shared<test::RecordingProtocol>(); }, opts);
     a.fd = -1;  // the transport owns it now
     b.reset();
     // Big enough to be buffered, so the failure comes from the loop's own write, not only
