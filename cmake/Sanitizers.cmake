@@ -23,6 +23,14 @@ if(LOOP_SANITIZE)
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND LOOP_SANITIZE MATCHES "thread")
     list(APPEND LOOP_SANITIZE_FLAGS -Wno-tsan)
   endif()
+  # -fno-sanitize=vptr: a false positive when no descriptor is free (test_fault_emfile,
+  # test_server's "out of file descriptors" lower RLIMIT_NOFILE on purpose). To check a vptr the
+  # UBSan runtime probes that the vtable is readable by writing it to a pipe; pipe() fails with
+  # EMFILE, and it reports "invalid vptr" on a shared_ptr control block that is fine. ASan still
+  # checks every access to those objects.
+  if(LOOP_SANITIZE MATCHES "undefined")
+    list(APPEND LOOP_SANITIZE_FLAGS -fno-sanitize=vptr)
+  endif()
   add_compile_options(${LOOP_SANITIZE_FLAGS})
   add_link_options(-fsanitize=${LOOP_SANITIZE})
   message(STATUS "libloop: sanitizers ${LOOP_SANITIZE}")

@@ -210,7 +210,8 @@ TEST_CASE("sigpipe: datagram sends to a peer that is gone report errors, never a
     for (int i = 0; i < 10; ++i) tr->sendto(std::string(1000, 'd'));
     for (int i = 0; i < 100 && proto->errors == 0; ++i) co_await loop::sleep(0.01);
     CHECK(proto->errors >= 1);
-    CHECK(proto->last == ECONNREFUSED);
+    // Linux: ECONNREFUSED for the first send after the peer closed, ENOTCONN after that.
+    CHECK((proto->last == ECONNREFUSED || proto->last == ENOTCONN));
     tr->close();
   };
   lp.run_until_complete(run());

@@ -15,9 +15,10 @@ using loop::test::FakeTransport;
 
 namespace {
 
+int apps_connected = 0;
+
 struct App : loop::Protocol {
-  bool made = false;
-  void connection_made(loop::BaseTransport&) override { made = true; }
+  void connection_made(loop::BaseTransport&) override { ++apps_connected; }
 };
 
 struct Silent : loop::Protocol {
@@ -97,8 +98,8 @@ TEST_CASE("silent TLS clients: the server's handshake timeout frees each connect
     CHECK(c.st->aborts == 1);
     CHECK(c.client->received.empty());  // a server says nothing before the ClientHello
     CHECK(c.client->exc != nullptr);    // the client sees a reset
-    CHECK_FALSE(c.app.lock()->made);
   }
+  CHECK(apps_connected == 0);
   // Dropping the transports below frees the rest: no cycle keeps a connection alive.
   for (auto& c : conns) c.st.reset(), c.ct.reset();
   for (auto& c : conns) {
