@@ -5,6 +5,7 @@
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -27,6 +28,7 @@
 #include "loop/exception_context.hpp"
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
+#include "loop/subprocess_options.hpp"
 #include "loop/trace.hpp"
 #include "loop/transports.hpp"
 
@@ -79,7 +81,7 @@ class EventLoop {
   /// iteration that polls with a zero timeout).
   void stop();
   bool is_running() const { return running_; }
-  bool is_closed() const { return closed_; }
+  bool is_closed() const { return closed_.load(std::memory_order_acquire); }
   /// Drops pending callbacks and shuts the default executor down without waiting. Throws
   /// std::runtime_error if the loop is running; a second call does nothing.
   void close();
@@ -266,6 +268,23 @@ class EventLoop {
   Coroutine<std::pair<std::shared_ptr<WriteTransport>, std::invoke_result_t<Factory&>>>
   connect_write_pipe(Factory protocol_factory, int fd);
 
+  // ---- Subprocesses (libloop/src/subprocess/; definitions in loop/subprocess.hpp) ----------
+  /// Starts `program` with arguments `args` (argv[0] is `program`; looked up in PATH unless it
+  /// has a '/') and connects its pipes (options: PIPE, DEVNULL, an fd, STDOUT for stderr; env,
+  /// cwd). protocol_factory() returns std::shared_ptr<P>, P a SubprocessProtocol. Result:
+  /// (transport, protocol) once the pipes are connected. A program that cannot be run throws
+  /// std::system_error (ENOENT, EACCES, ...) naming it, as asyncio raises FileNotFoundError.
+  /// The child's exit is seen through a pidfd (a waitpid thread where there is none): no
+  /// SIGCHLD handler, no other process's child reaped, no zombie left.
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
+  subprocess_exec(Factory protocol_factory, std::string program,
+                  std::vector<std::string> args = {}, SubprocessOptions options = {});
+  /// As subprocess_exec, for `cmd` run by "/bin/sh -c".
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
+  subprocess_shell(Factory protocol_factory, std::string cmd, SubprocessOptions options = {});
+
   // ---- Sending files (libloop/src/transports/sendfile.cpp) ---------------------------------
   /// Sends `count` bytes (to EOF if nullopt) of `file_fd` from `offset` over `transport` once its
   /// write buffer is flushed: sendfile(2) on plain sockets, else (fallback) read and write
@@ -273,6 +292,20 @@ class EventLoop {
   Coroutine<std::size_t> sendfile(Transport& transport, int file_fd, std::size_t offset = 0,
                                   std::optional<std::size_t> count = std::nullopt,
                                   bool fallback = true);
+
+  // ---- TLS upgrade (libloop/src/tls/start_tls.cpp) ------------------------------------------
+  /// asyncio's start_tls: puts TLS on the live connection `transport` (whose protocol is
+  /// `protocol`) and returns the new transport once the handshake is done; `protocol` then
+  /// gets the decrypted data (its connection_made is not called again). The old transport
+  /// carries the records from now on: do not use it (its writes would bypass TLS). Reading is
+  /// paused until the layer is in place, so that no byte is read past it. On failure the
+  /// transport is closed and the error (SSLError, a timeout...) thrown. server_hostname,
+  /// ssl_handshake_timeout: as create_connection's.
+  Coroutine<std::shared_ptr<Transport>> start_tls(
+      std::shared_ptr<Transport> transport, std::shared_ptr<Protocol> protocol,
+      std::shared_ptr<SSLContext> sslcontext, bool server_side = false,
+      std::optional<std::string> server_hostname = std::nullopt,
+      std::optional<double> ssl_handshake_timeout = std::nullopt);
 
   // ---- For the library's own layers (transports, futures, tasks) ----------------------------
   asio::io_context& io_context() { return io_; }
@@ -320,9 +353,9 @@ class EventLoop {
   std::uint64_t next_timer_seq_ = 0;
   bool running_ = false;
   bool stopping_ = false;
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};  // read by other threads (call_soon_threadsafe, LoopLink)
   bool debug_ = false;
-  std::thread::id thread_id_{};
+  std::atomic<std::thread::id> thread_id_{};  // the running thread; read by other threads
   ExceptionHandler exception_handler_;
   TaskFactory task_factory_;
   std::shared_ptr<Tracer> tracer_;
@@ -332,6 +365,11 @@ class EventLoop {
   bool asyncgens_shutdown_called_ = false;
   detail::ContextData empty_context_;  // where handles without a captured context run
   std::shared_ptr<detail::LoopLink> link_;
+
+  // ---- Core: call_soon_threadsafe's queue (filled by any thread, drained on the loop's) -----
+  void drain_threadsafe();
+  std::mutex threadsafe_mutex_;
+  std::vector<detail::HandleRef> threadsafe_queue_;
 
   // ---- Watching file descriptors, UNIX signals (libloop/src/io/) --------------------------
   // Declared last so that they are destroyed first, while io_ still exists.
@@ -362,7 +400,9 @@ void set_running_loop(EventLoop* loop) noexcept;
 // Another thread's way into a loop that may be gone by the time it calls.
 struct LoopLink {
   std::mutex mutex;
-  EventLoop* loop = nullptr;
+  EventLoop* loop = nullptr;  // null once the loop's destructor started: no more posts
+  /// False once the loop is destroyed: futures that outlive it stop reporting to it.
+  std::atomic<bool> alive{true};
   /// call_soon_threadsafe if the loop still exists and is open; false otherwise.
   bool post(HandleRef handle);
 };
@@ -394,6 +434,7 @@ Handle EventLoop::call_soon_threadsafe(F&& callback, Args&&... args) {
   auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
   h->context = detail::capture_context();
   h->kind = detail::HandleKind::threadsafe;
+  if (debug_) h->origin = detail::capture_origin();
   Handle result(h);
   schedule_threadsafe(std::move(h));
   return result;

@@ -2,6 +2,7 @@
 #include "transports/socket_transport.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -42,6 +43,7 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protoc
       id_(next_transport_id()),
       server_(std::move(server)) {
   sockname_ = sockname(fd);
+  family_ = sockname_.family();
   peername_ = peer ? *peer : peername(fd);
   set_protocol(std::move(protocol));
   if (server_) server_->attach();
@@ -95,6 +97,7 @@ std::any SocketTransport::get_extra_info(std::string_view name, std::any default
   if (name == "peername") return peername_;
   if (name == "sockname") return sockname_;
   if (name == "socket") return fd_;
+  if (name == "transport_id") return id_;  // a layer on top (TLS) traces under this id
   return default_value;
 }
 
@@ -117,7 +120,8 @@ void SocketTransport::arm_read() {
   if (!reader_active_ || read_waiting_ || read_queued_ || !sock_.is_open()) return;
   read_waiting_ = true;
   sock_.async_wait(asio::socket_base::wait_read,
-                   [self = shared_from_this()](const asio::error_code& ec) {
+                   [self = shared_from_this(), gen = watch_gen_](const asio::error_code& ec) {
+                     if (gen != self->watch_gen_) return;  // from before a detach
                      self->read_waiting_ = false;
                      if (ec == asio::error::operation_aborted || !self->reader_active_) return;
                      if (self->loop_->is_closed()) return;
@@ -135,7 +139,8 @@ void SocketTransport::arm_write() {
   if (!writer_active_ || write_waiting_ || write_queued_ || !sock_.is_open()) return;
   write_waiting_ = true;
   sock_.async_wait(asio::socket_base::wait_write,
-                   [self = shared_from_this()](const asio::error_code& ec) {
+                   [self = shared_from_this(), gen = watch_gen_](const asio::error_code& ec) {
+                     if (gen != self->watch_gen_) return;  // from before a detach
                      self->write_waiting_ = false;
                      if (ec == asio::error::operation_aborted || !self->writer_active_) return;
                      if (self->loop_->is_closed()) return;
@@ -310,6 +315,24 @@ void SocketTransport::write_eof() {
   if (get_write_buffer_size() == 0) ::shutdown(fd_, SHUT_WR);
 }
 
+void SocketTransport::detach_watcher() {
+  ++watch_gen_;
+  read_waiting_ = write_waiting_ = false;
+  asio::error_code ec;
+  (void)sock_.release(ec);
+  detached_ = true;
+}
+
+void SocketTransport::attach_watcher() {
+  if (!detached_) return;  // closed meanwhile: the fd is gone
+  detached_ = false;
+  asio::error_code ec;
+  sock_.assign(asio::generic::stream_protocol(family_, SOCK_STREAM), fd_, ec);
+  if (ec) return force_close(std::make_exception_ptr(std::system_error(ec, "reattaching")));
+  if (reader_active_) arm_read();
+  if (writer_active_) arm_write();
+}
+
 Future<void> SocketTransport::make_empty_waiter() {
   if (empty_waiter_) throw std::runtime_error("Empty waiter is already set");
   empty_waiter_ = loop_->create_future<void>();
@@ -431,6 +454,8 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
     ~Finally() {
       asio::error_code ec;
       t.sock_.close(ec);  // also cancels the readiness waits
+      if (t.detached_) ::close(t.fd_);
+      t.detached_ = false;
       t.protocol_.reset();
       t.buffered_ = nullptr;
       if (auto server = std::move(t.server_)) server->detach();

@@ -64,6 +64,12 @@ class SocketTransport final : public Transport,
   /// _make_empty_waiter); write() refuses data until reset_empty_waiter().
   Future<void> make_empty_waiter();
   void reset_empty_waiter() { empty_waiter_.reset(); }
+  /// For sendfile through EventLoop::sock_sendfile, which watches the fd itself: the transport
+  /// lets go of its reactor registration meanwhile (asyncio removes it from _transports).
+  void detach_watcher();
+  void attach_watcher();
+  /// pause_writing was called and resume_writing not yet.
+  bool protocol_paused() const { return protocol_paused_; }
 
  private:
   void add_reader();
@@ -105,6 +111,9 @@ class SocketTransport final : public Transport,
   bool reader_active_ = false, read_waiting_ = false, read_queued_ = false;
   bool writer_active_ = false, write_waiting_ = false, write_queued_ = false;
   HandleRef read_handle_, write_handle_;
+  std::uint32_t watch_gen_ = 0;  // bumped when the watcher is detached: stale waits ignored
+  int family_;
+  bool detached_ = false;  // fd_ is ours but not in the reactor (during sendfile)
 
   std::unique_ptr<char[]> rbuf_;  // one read buffer for the transport's lifetime
   std::vector<char> wbuf_;        // pending bytes are wbuf_[wpos_..]
