@@ -2,13 +2,14 @@
 #   make run [ARGS="date --interval 0.5"]   install what is missing, build, run loopctl
 #                                            (default: echo-server --trace on 127.0.0.1:8888)
 #   make test                                install what is missing, build, run every test
+#                                            (then under ASan+UBSan, TSan, and the fuzzers)
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS ?= echo-server --trace
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test clean format bench package completions
+.PHONY: all deps configure build run test test-sanitizers clean format bench package completions
 
 all: build
 
@@ -26,6 +27,11 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+	$(MAKE) test-sanitizers
+
+# build-asan/, build-tsan/, build-fuzz/: see scripts/test-sanitizers.sh and docs/reliability.md.
+test-sanitizers: deps
+	JOBS=$(JOBS) scripts/test-sanitizers.sh
 
 package: build
 	cd $(BUILD_DIR) && cpack

@@ -7,6 +7,7 @@ packages=(
   g++ cmake make pkg-config dpkg-dev file
   libasio-dev libcli11-dev nlohmann-json3-dev catch2 libssl-dev
   openssl python3 procps
+  clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer
 )
 
 missing=()

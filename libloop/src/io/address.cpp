@@ -16,6 +16,9 @@ SocketAddress::SocketAddress(const sockaddr* sa, socklen_t len) {
 
 SocketAddress SocketAddress::from_ip(const std::string& host, unsigned short port) {
   SocketAddress a;
+  // inet_pton stops at a NUL: "127.0.0.1\0junk" would pass as 127.0.0.1 (Python: ValueError).
+  if (host.find('\0') != std::string::npos)
+    throw std::invalid_argument("not a numeric IP address: embedded NUL");
   std::string h = host;
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
