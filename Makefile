@@ -26,6 +26,10 @@ run: build
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
+# make bench [BENCH_ARGS=--quick]: the benchmarks side by side (bench/run.py), on demand only.
+bench: configure
+	python3 bench/run.py --build-dir $(BUILD_DIR) $(BENCH_ARGS)
+
 package: build
 	cd $(BUILD_DIR) && cpack
 
