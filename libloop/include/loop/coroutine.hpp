@@ -41,6 +41,8 @@ class TaskStateBase {
   }
   /// The future this task waits on, if any (Task._fut_waiter).
   const std::shared_ptr<FutureStateBase>& waiting_on() const { return fut_waiter_; }
+  /// Destroys the coroutine frame of a task that will never run again (its loop is going).
+  virtual void abandon() = 0;
 
  protected:
   void step();                         // Task.__step

@@ -5,6 +5,7 @@
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -21,11 +22,13 @@
 #include <vector>
 
 #include "loop/clock.hpp"
+#include "loop/connection_options.hpp"
 #include "loop/context.hpp"
 #include "loop/datagram.hpp"
 #include "loop/exception_context.hpp"
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
+#include "loop/subprocess_options.hpp"
 #include "loop/trace.hpp"
 #include "loop/transports.hpp"
 
@@ -39,6 +42,7 @@ template <class T>
 class Coroutine;
 class TaskBase;
 class AnyCoroutine;
+class Server;
 class SocketAddress;
 struct AddrInfo;
 
@@ -77,7 +81,7 @@ class EventLoop {
   /// iteration that polls with a zero timeout).
   void stop();
   bool is_running() const { return running_; }
-  bool is_closed() const { return closed_; }
+  bool is_closed() const { return closed_.load(std::memory_order_acquire); }
   /// Drops pending callbacks and shuts the default executor down without waiting. Throws
   /// std::runtime_error if the loop is running; a second call does nothing.
   void close();
@@ -201,6 +205,44 @@ class EventLoop {
   bool remove_signal_handler(int sig);
 
   // ---- Streaming connections and servers (libloop/src/transports/) ------------------------
+  // protocol_factory: any callable returning std::shared_ptr<P>, P a Protocol. Defined in
+  // <loop/connections.hpp>.
+  /// Connects to host:port (resolved without blocking; each address tried in turn, the errors
+  /// combined) and returns (transport, protocol) once connection_made has run.
+  template <class F>
+  auto create_connection(F protocol_factory, std::string host, int port,
+                         ConnectionOptions options = {})
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// The same over the connected socket options.sock.
+  template <class F>
+  auto create_connection(F protocol_factory, ConnectionOptions options)
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// Connects to a unix socket path ('@name': Linux abstract namespace); empty: options.sock.
+  template <class F>
+  auto create_unix_connection(F protocol_factory, std::string path,
+                              ConnectionOptions options = {})
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// Wraps a socket accepted outside the loop (the transport owns it).
+  template <class F>
+  auto connect_accepted_socket(F protocol_factory, int sock, ConnectionOptions options = {})
+      -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
+  /// Listens on host:port; an empty host: every interface, one socket per family.
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_server(F protocol_factory, std::string host, int port,
+                                                   ServerOptions options = {});
+  /// Listens on every host of the list (empty list: every interface).
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_server(F protocol_factory,
+                                                   std::vector<std::string> hosts, int port,
+                                                   ServerOptions options = {});
+  /// Listens on the bound socket options.sock.
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_server(F protocol_factory, ServerOptions options);
+  /// Listens on a unix socket path (a stale socket file is replaced) or on options.sock when
+  /// path is empty.
+  template <class F>
+  Coroutine<std::shared_ptr<Server>> create_unix_server(F protocol_factory, std::string path,
+                                                        ServerOptions options = {});
 
   // ---- Datagrams (libloop/src/transports/datagram*.cpp) -------------------------------------
   /// asyncio's create_datagram_endpoint: a UDP (or unix datagram) socket bound to
@@ -226,7 +268,30 @@ class EventLoop {
   Coroutine<std::pair<std::shared_ptr<WriteTransport>, std::invoke_result_t<Factory&>>>
   connect_write_pipe(Factory protocol_factory, int fd);
 
+  // ---- Subprocesses (libloop/src/subprocess/; definitions in loop/subprocess.hpp) ----------
+  /// Starts `program` with arguments `args` (argv[0] is `program`; looked up in PATH unless it
+  /// has a '/') and connects its pipes (options: PIPE, DEVNULL, an fd, STDOUT for stderr; env,
+  /// cwd). protocol_factory() returns std::shared_ptr<P>, P a SubprocessProtocol. Result:
+  /// (transport, protocol) once the pipes are connected. A program that cannot be run throws
+  /// std::system_error (ENOENT, EACCES, ...) naming it, as asyncio raises FileNotFoundError.
+  /// The child's exit is seen through a pidfd (a waitpid thread where there is none): no
+  /// SIGCHLD handler, no other process's child reaped, no zombie left.
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
+  subprocess_exec(Factory protocol_factory, std::string program,
+                  std::vector<std::string> args = {}, SubprocessOptions options = {});
+  /// As subprocess_exec, for `cmd` run by "/bin/sh -c".
+  template <class Factory>
+  Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
+  subprocess_shell(Factory protocol_factory, std::string cmd, SubprocessOptions options = {});
+
   // ---- Sending files (libloop/src/transports/sendfile.cpp) ---------------------------------
+  /// Sends `count` bytes (to EOF if nullopt) of `file_fd` from `offset` over `transport` once its
+  /// write buffer is flushed: sendfile(2) on plain sockets, else (fallback) read and write
+  /// through the transport. Returns the bytes sent; the file position ends after them.
+  Coroutine<std::size_t> sendfile(Transport& transport, int file_fd, std::size_t offset = 0,
+                                  std::optional<std::size_t> count = std::nullopt,
+                                  bool fallback = true);
 
   // ---- For the library's own layers (transports, futures, tasks) ----------------------------
   asio::io_context& io_context() { return io_; }
@@ -274,9 +339,9 @@ class EventLoop {
   std::uint64_t next_timer_seq_ = 0;
   bool running_ = false;
   bool stopping_ = false;
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};  // read by other threads (call_soon_threadsafe, LoopLink)
   bool debug_ = false;
-  std::thread::id thread_id_{};
+  std::atomic<std::thread::id> thread_id_{};  // the running thread; read by other threads
   ExceptionHandler exception_handler_;
   TaskFactory task_factory_;
   std::shared_ptr<Tracer> tracer_;
@@ -286,6 +351,11 @@ class EventLoop {
   bool asyncgens_shutdown_called_ = false;
   detail::ContextData empty_context_;  // where handles without a captured context run
   std::shared_ptr<detail::LoopLink> link_;
+
+  // ---- Core: call_soon_threadsafe's queue (filled by any thread, drained on the loop's) -----
+  void drain_threadsafe();
+  std::mutex threadsafe_mutex_;
+  std::vector<detail::HandleRef> threadsafe_queue_;
 
   // ---- Watching file descriptors, UNIX signals (libloop/src/io/) --------------------------
   // Declared last so that they are destroyed first, while io_ still exists.
@@ -316,7 +386,9 @@ void set_running_loop(EventLoop* loop) noexcept;
 // Another thread's way into a loop that may be gone by the time it calls.
 struct LoopLink {
   std::mutex mutex;
-  EventLoop* loop = nullptr;
+  EventLoop* loop = nullptr;  // null once the loop's destructor started: no more posts
+  /// False once the loop is destroyed: futures that outlive it stop reporting to it.
+  std::atomic<bool> alive{true};
   /// call_soon_threadsafe if the loop still exists and is open; false otherwise.
   bool post(HandleRef handle);
 };
@@ -348,6 +420,7 @@ Handle EventLoop::call_soon_threadsafe(F&& callback, Args&&... args) {
   auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
   h->context = detail::capture_context();
   h->kind = detail::HandleKind::threadsafe;
+  if (debug_) h->origin = detail::capture_origin();
   Handle result(h);
   schedule_threadsafe(std::move(h));
   return result;

@@ -23,10 +23,13 @@ struct ExceptionContext {
   std::string message;
   std::exception_ptr exception;
   std::shared_ptr<detail::FutureStateBase> future;  // the Future or Task concerned
+  /// The future's repr when the future itself cannot be carried (reported from its destructor).
+  std::optional<std::string> future_repr;
   std::optional<Handle> handle;
   BaseProtocol* protocol = nullptr;
   BaseTransport* transport = nullptr;
   std::optional<int> socket;
+  std::optional<std::string> asyncgen;  // the async generator's repr (shutdown_asyncgens)
   std::optional<std::string> source_traceback;   // where the handle was created (debug mode)
   std::shared_ptr<ExceptionContext> context;     // the original one, when a handler itself failed
 

@@ -24,7 +24,7 @@ enum class FutureStatus : std::uint8_t { pending, cancelled, finished };
 // The untyped part of a future's state: status, exception and callbacks.
 class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
  public:
-  explicit FutureStateBase(EventLoop* loop) : loop_(loop) {}
+  explicit FutureStateBase(EventLoop* loop) : loop_(loop), link_(loop->link()) {}
   virtual ~FutureStateBase();  // reports an exception nobody retrieved
   FutureStateBase(const FutureStateBase&) = delete;
   FutureStateBase& operator=(const FutureStateBase&) = delete;
@@ -48,17 +48,29 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
   /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
   virtual std::string repr() const;
-  virtual bool is_task() const { return false; }
+  bool is_task() const { return is_task_; }
   const std::string& cancel_message() const { return cancel_message_; }
 
  protected:
   void assert_pending(const char* what) const;
+  /// "Future/Task exception was never retrieved", once, from the most derived destructor (a
+  /// Task's name is gone by the time ~FutureStateBase runs).
+  void report_unretrieved(const std::string& repr_text) noexcept;
   void mark_finished();  // status finished + schedule callbacks
   void schedule_callbacks();
+  /// Drops the callbacks of a future that will never complete (its task was abandoned by a
+  /// dying loop): they may hold the futures that hold this one, a cycle that would leak.
+  void drop_callbacks() noexcept { callbacks_.clear(); }
   virtual std::string result_repr() const { return {}; }
+  /// "pending", "cancelled", "finished": the word after the class name in repr().
+  const char* status_word() const;
+  /// " result=42", " exception=std::runtime_error: boom" or "".
+  std::string outcome_repr() const;
 
   EventLoop* loop_;
+  std::shared_ptr<LoopLink> link_;  // tells the destructor whether the loop still exists
   FutureStatus status_ = FutureStatus::pending;
+  bool is_task_ = false;  // set by TaskState (virtual calls do not reach it in ~FutureStateBase)
   std::exception_ptr exception_;
   bool exception_retrieved_ = false;
   std::string cancel_message_;
@@ -123,7 +135,9 @@ std::string FutureState<T>::result_repr() const {
 }
 
 template <class Promise>
-concept LoopPromise = requires(Promise& p) { p.task; };
+concept LoopPromise = requires(Promise& p) {
+  p.task;
+};
 
 }  // namespace detail
 
@@ -148,21 +162,14 @@ class Future {
   std::exception_ptr exception() const { return state_->exception(); }
 
   template <class U = T>
-    requires(!std::is_void_v<U>)
-  void set_result(U value) const {
+  requires(!std::is_void_v<U>) void set_result(U value) const {
     state_->set_result(std::move(value));
   }
-  void set_result() const
-    requires std::is_void_v<T>
-  {
-    state_->set_result();
-  }
+  void set_result() const requires std::is_void_v<T> { state_->set_result(); }
   void set_exception(std::exception_ptr e) const { state_->set_exception(std::move(e)); }
   template <class E>
-    requires std::is_base_of_v<std::exception, E>
-  void set_exception(E e) const {
-    state_->set_exception(std::make_exception_ptr(std::move(e)));
-  }
+  requires std::is_base_of_v<std::exception, E>
+  void set_exception(E e) const { state_->set_exception(std::make_exception_ptr(std::move(e))); }
   /// Cancels the future and schedules its callbacks; false if it was already done.
   bool cancel(std::string msg = {}) const { return state_->cancel(std::move(msg)); }
 

@@ -21,6 +21,7 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
   using Handle = typename Coroutine<T>::handle_type;
 
   TaskState(EventLoop* loop, Handle h, std::string name) : FutureState<T>(loop), top_(h) {
+    this->is_task_ = true;
     name_ = name.empty() ? next_task_name() : std::move(name);
     top_.promise().task = this;
     resume_point_ = top_;
@@ -28,15 +29,22 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
     if (auto* cur = current_context_data()) context_->vars = cur->vars;
   }
   ~TaskState() override {
+    this->report_unretrieved(repr());
     if (top_) top_.destroy();
   }
 
   FutureStateBase& as_future() override { return *this; }
   bool cancel(std::string msg = {}) override { return task_cancel(std::move(msg)); }
-  bool is_task() const override { return true; }
+  /// As asyncio's: "<Task pending name='Task-1'>", "<Task finished name='t' result=42>".
   std::string repr() const override {
-    std::string r = FutureStateBase::repr();
-    return "<Task" + r.substr(7, r.size() - 8) + " name='" + name_ + "'>";
+    return std::string("<Task ") + this->status_word() + " name='" + name_ + "'" +
+           this->outcome_repr() + ">";
+  }
+  void abandon() override {
+    resume_point_ = {};
+    fut_waiter_.reset();
+    this->drop_callbacks();
+    if (top_) std::exchange(top_, {}).destroy();
   }
   void start() { schedule_first_step(); }
 
@@ -129,7 +137,8 @@ TaskBase make_task(EventLoop& loop, AnyCoroutine coro, std::string name = {});
 
 template <class T>
 AnyCoroutine::AnyCoroutine(Coroutine<T>&& coro)
-    : h_(coro.release()), type_(&typeid(T)),
+    : h_(coro.release()),
+      type_(&typeid(T)),
       make_(+[](EventLoop& loop, std::coroutine_handle<> h, std::string name) -> TaskBase {
         auto typed = Coroutine<T>::handle_type::from_address(h.address());
         return Task<T>::create(loop, Coroutine<T>(typed), std::move(name));
@@ -140,7 +149,8 @@ Task<T> EventLoop::create_task(Coroutine<T> coro, std::string name) {
   check_closed();
   if (!task_factory_) return Task<T>::create(*this, std::move(coro), std::move(name));
   TaskBase made = task_factory_(*this, AnyCoroutine(std::move(coro)));
-  auto typed = std::dynamic_pointer_cast<detail::TaskState<T>>(made.state()->as_future().shared_from_this());
+  auto typed =
+      std::dynamic_pointer_cast<detail::TaskState<T>>(made.state()->as_future().shared_from_this());
   if (!typed) throw std::logic_error("the task factory returned a task of another result type");
   if (!name.empty()) typed->set_name(std::move(name));
   return Task<T>(std::move(typed));
@@ -156,6 +166,9 @@ std::vector<TaskBase> all_tasks(EventLoop& loop);
 template <class T>
 T EventLoop::run_future_until_complete(Future<T> future) {
   check_closed();
+  if (&future.get_loop() != this)
+    throw std::invalid_argument(
+        "The future belongs to a different loop than the one specified as the loop argument");
   std::uint64_t id = future.add_done_callback([this](Future<T> f) {
     (void)f;
     stop();

@@ -73,52 +73,93 @@ gather_slot_t<T> take_slot(const Future<T>& f) {
 }
 }  // namespace detail
 
+namespace detail {
+// asyncio's _GatheringFuture: cancelling it cancels the children (at once, not a callback
+// later); it becomes cancelled itself when a cancelled child reports back.
+template <class R>
+class GatheringState final : public FutureState<R> {
+ public:
+  GatheringState(EventLoop* loop, std::vector<std::shared_ptr<FutureStateBase>> children)
+      : FutureState<R>(loop), children_(std::move(children)) {}
+  bool cancel(std::string msg = {}) override {
+    if (this->done()) return false;
+    bool ret = false;
+    for (auto& child : children_)
+      if (child->cancel(msg)) ret = true;
+    if (ret) cancel_requested_ = true;
+    return ret;
+  }
+  bool cancel_requested() const { return cancel_requested_; }
+
+ private:
+  std::vector<std::shared_ptr<FutureStateBase>> children_;
+  bool cancel_requested_ = false;
+};
+
+// The child done-callback of gather (return_exceptions=False): the first exception or
+// cancellation finishes the outer future; later ones are marked retrieved. Returns true when
+// every child finished and the outer future should get its result now.
+template <class R, class T>
+bool gather_child_done(GatheringState<R>& outer, std::size_t& nfinished, std::size_t nfuts,
+                       const Future<T>& fut) {
+  ++nfinished;
+  if (outer.done()) {
+    if (!fut.cancelled()) (void)fut.exception();  // mark it retrieved
+    return false;
+  }
+  if (fut.cancelled()) {
+    outer.set_exception(std::make_exception_ptr(CancelledError(fut.state()->cancel_message())));
+    return false;
+  }
+  if (auto e = fut.exception()) {
+    outer.set_exception(e);
+    return false;
+  }
+  if (nfinished < nfuts) return false;
+  if (outer.cancel_requested()) {
+    outer.set_exception(std::make_exception_ptr(CancelledError()));
+    return false;
+  }
+  return true;
+}
+}  // namespace detail
+
 /// Runs awaitables concurrently; the result is the results in order (asyncio.gather). The first
 /// exception is propagated to the gathering future at once; cancelling the gathering future
-/// cancels every child.
+/// cancels every child. With no children the result is ready at once, on `loop` (default:
+/// get_event_loop(), as asyncio.gather()).
 template <class T>
-Future<std::vector<detail::gather_slot_t<T>>> gather(std::vector<Future<T>> children) {
+Future<std::vector<detail::gather_slot_t<T>>> gather(std::vector<Future<T>> children,
+                                                     EventLoop* loop_arg = nullptr) {
   using Slot = detail::gather_slot_t<T>;
-  EventLoop& loop = children.empty() ? get_event_loop() : children.front().get_loop();
-  auto outer = loop.create_future<std::vector<Slot>>();
+  using R = std::vector<Slot>;
+  EventLoop& loop = !children.empty() ? children.front().get_loop()
+                    : loop_arg        ? *loop_arg
+                                      : get_event_loop();
+  std::vector<std::shared_ptr<detail::FutureStateBase>> states;
+  for (auto& c : children) states.push_back(c.state());
+  auto outer = std::make_shared<detail::GatheringState<R>>(&loop, std::move(states));
   if (children.empty()) {
-    outer.set_result({});
-    return outer;
+    outer->set_result({});
+    return Future<R>(outer);
   }
   struct Shared {
     std::vector<Future<T>> children;
     std::size_t finished = 0;
   };
   auto shared = std::make_shared<Shared>(Shared{children, 0});
+  // The children's callbacks keep the outer future alive until they ran (as asyncio's do);
+  // the cycle outer -> children -> callbacks -> outer ends when the children are done.
   for (auto& child : children) {
-    child.add_done_callback([shared, outer](Future<T> fut) {
-      ++shared->finished;
-      if (outer.done()) {
-        if (!fut.cancelled()) (void)fut.exception();  // mark it retrieved
-        return;
-      }
-      if (fut.cancelled()) {
-        outer.set_exception(CancelledError());
-        return;
-      }
-      if (auto e = fut.exception()) {
-        outer.set_exception(e);
-        return;
-      }
-      if (shared->finished == shared->children.size()) {
-        std::vector<Slot> results;
-        results.reserve(shared->children.size());
-        for (auto& c : shared->children) results.push_back(detail::take_slot(c));
-        outer.set_result(std::move(results));
-      }
+    child.add_done_callback([shared, o = outer](Future<T> fut) {
+      if (!detail::gather_child_done(*o, shared->finished, shared->children.size(), fut)) return;
+      R results;
+      results.reserve(shared->children.size());
+      for (auto& c : shared->children) results.push_back(detail::take_slot(c));
+      o->set_result(std::move(results));
     });
   }
-  // Cancelling the gathering future cancels the children.
-  outer.add_done_callback([shared](Future<std::vector<Slot>> f) {
-    if (f.cancelled())
-      for (auto& c : shared->children) c.cancel();
-  });
-  return outer;
+  return Future<R>(outer);
 }
 
 /// gather over different awaitables: co_await gather(a(), b(), fut) -> std::tuple (void results
@@ -128,31 +169,20 @@ template <class... A>
 Coroutine<std::tuple<detail::gather_slot_t<detail::awaitable_result_t<A>>...>> gather(A... aws) {
   auto futures = std::make_tuple(ensure_future(std::move(aws))...);
   EventLoop& loop = std::get<0>(futures).get_loop();
-  auto all = loop.create_future<void>();
-  auto remaining = std::make_shared<std::size_t>(sizeof...(A));
+  std::vector<std::shared_ptr<detail::FutureStateBase>> states;
+  std::apply([&](auto&... f) { (states.push_back(f.state()), ...); }, futures);
+  auto outer = std::make_shared<detail::GatheringState<void>>(&loop, std::move(states));
+  auto finished = std::make_shared<std::size_t>(0);
   std::apply(
       [&](auto&... f) {
-        (f.add_done_callback([all, remaining](auto fut) {
-          --*remaining;
-          if (all.done()) return;
-          if (fut.cancelled()) return all.set_exception(CancelledError());
-          if (auto e = fut.exception()) return all.set_exception(e);
-          if (*remaining == 0) all.set_result();
+        (f.add_done_callback([o = outer, finished](auto fut) {
+          if (detail::gather_child_done(*o, *finished, sizeof...(A), fut)) o->set_result();
         }),
          ...);
       },
       futures);
-  bool cancel_children = false;
-  try {
-    co_await all;
-  } catch (const CancelledError&) {
-    cancel_children = all.cancelled();  // our task was cancelled, not a child
-    if (!cancel_children) throw;
-  }
-  if (cancel_children) {
-    std::apply([](auto&... f) { (f.cancel(), ...); }, futures);
-    throw CancelledError();
-  }
+  // Cancelling the task awaiting this cancels `outer`, which cancels the children at once.
+  co_await Future<void>(outer);
   co_return std::apply([](auto&... f) { return std::make_tuple(detail::take_slot(f)...); },
                        futures);
 }

@@ -52,19 +52,30 @@ EventLoop::~EventLoop() {
     link_->loop = nullptr;
   }
   if (default_executor_) default_executor_->shutdown(true);
-  for (auto& [ptr, task] : tasks_) {
+  // asyncio logs a pending task when it is garbage collected; here the loop owns pending tasks,
+  // so it reports them when it goes, then destroys their frames while it still exists: a frame
+  // is never left for the loop to resume, and what a frame's locals report reaches a live loop.
+  auto tasks = std::move(tasks_);
+  tasks_.clear();
+  for (auto& [ptr, task] : tasks) {
+    if (task->as_future().done()) continue;
     ExceptionContext ctx;
     ctx.message = "Task was destroyed but it is pending!";
     ctx.future = task->as_future().shared_from_this();
     call_exception_handler(ctx);
   }
-  // Destroy frames, callbacks and timers while the loop they may report to still exists.
-  auto tasks = std::move(tasks_);
+  for (auto& [ptr, task] : tasks) task->abandon();
   tasks.clear();
+  {
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+    threadsafe_queue_.clear();
+  }
   ready_.clear();
   timers_.clear();
   default_executor_.reset();
   if (tracer_) tracer_->finish();
+  // From here on, futures that outlive the loop no longer report to it.
+  link_->alive.store(false, std::memory_order_release);
 }
 
 // ---- Running and stopping ----------------------------------------------------------------
@@ -78,13 +89,13 @@ void EventLoop::run_forever() {
     EventLoop& loop;
     explicit RunningScope(EventLoop& l) : loop(l) {
       loop.running_ = true;
-      loop.thread_id_ = std::this_thread::get_id();
+      loop.thread_id_.store(std::this_thread::get_id(), std::memory_order_release);
       detail::set_running_loop(&loop);
     }
     ~RunningScope() {
       loop.stopping_ = false;
       loop.running_ = false;
-      loop.thread_id_ = {};
+      loop.thread_id_.store(std::thread::id{}, std::memory_order_release);
       detail::set_running_loop(nullptr);
     }
   } scope(*this);
@@ -101,11 +112,15 @@ void EventLoop::stop() { stopping_ = true; }
 void EventLoop::close() {
   if (running_) throw std::runtime_error("Cannot close a running event loop");
   if (closed_) return;
-  closed_ = true;
+  closed_.store(true, std::memory_order_release);
   trace("loop_close", {{"ready", ready_.size()}, {"timers", timers_.size()}});
   close_signal_handlers();  // as asyncio's unix loop: closing removes them
   close_fd_watchers();      // and forgets the selector's registrations
   ready_.clear();
+  {
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+    threadsafe_queue_.clear();
+  }
   for (auto& t : timers_) t->scheduled = false;
   timers_.clear();
   timer_cancelled_count_ = 0;
@@ -114,12 +129,13 @@ void EventLoop::close() {
 }
 
 void EventLoop::check_closed() const {
-  if (closed_) throw std::runtime_error("Event loop is closed");
+  if (closed_.load(std::memory_order_acquire)) throw std::runtime_error("Event loop is closed");
 }
 
 void EventLoop::check_thread() const {
-  if (thread_id_ == std::thread::id{}) return;
-  if (std::this_thread::get_id() != thread_id_)
+  std::thread::id running = thread_id_.load(std::memory_order_acquire);
+  if (running == std::thread::id{}) return;
+  if (std::this_thread::get_id() != running)
     throw std::runtime_error(
         "Non-thread-safe operation invoked on an event loop other than the current one");
 }
@@ -278,13 +294,38 @@ Handle EventLoop::schedule(detail::HandleRef h, const char* /*caller*/) {
 
 void EventLoop::schedule_threadsafe(detail::HandleRef h) {
   h->loop = this;
-  // asio::post is thread-safe and wakes a loop blocked in its poll; the completion only puts
-  // the handle on the ready queue, on the loop's thread.
-  asio::post(io_, [this, h = std::move(h)]() mutable {
+  if (thread_id_.load(std::memory_order_acquire) == std::this_thread::get_id()) {
+    // Called from the loop's own thread (e.g. from a callback): asyncio appends to _ready at
+    // once, so the FIFO order with call_soon is kept.
     h->id = next_handle_id_++;
-    if (tracer_) h->when = time();
+    if (tracer_) [[unlikely]]
+      h->when = time();
     ready_.push_back(std::move(h));
-  });
+    return;
+  }
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+    wake = threadsafe_queue_.empty();  // else a wake-up is already on its way
+    threadsafe_queue_.push_back(std::move(h));
+  }
+  // asio::post is thread-safe and wakes a loop blocked in its poll (asyncio's self-pipe); the
+  // completion only moves the handles onto the ready queue, on the loop's thread.
+  if (wake) asio::post(io_, [this] { drain_threadsafe(); });
+}
+
+void EventLoop::drain_threadsafe() {
+  std::vector<detail::HandleRef> batch;
+  {
+    std::lock_guard<std::mutex> lock(threadsafe_mutex_);
+    batch.swap(threadsafe_queue_);
+  }
+  for (auto& h : batch) {
+    h->id = next_handle_id_++;
+    if (tracer_) [[unlikely]]
+      h->when = time();
+    ready_.push_back(std::move(h));
+  }
 }
 
 TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {

@@ -34,11 +34,15 @@ nlohmann::json exception_json(const std::exception_ptr& e) {
 nlohmann::json ExceptionContext::to_json() const {
   nlohmann::json j = {{"message", message}};
   if (exception) j["exception"] = exception_json(exception);
-  if (future) j["future"] = future->repr();
+  if (future)
+    j["future"] = future->repr();
+  else if (future_repr)
+    j["future"] = *future_repr;
   if (handle) j["handle"] = handle->repr();
   if (protocol) j["protocol"] = "protocol";
   if (transport) j["transport"] = "transport";
   if (socket) j["socket"] = *socket;
+  if (asyncgen) j["asyncgen"] = *asyncgen;
   if (source_traceback) j["source_traceback"] = *source_traceback;
   if (context) j["context"] = context->to_json();
   return j;

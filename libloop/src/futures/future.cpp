@@ -23,11 +23,22 @@ class DoneCallbackHandle final : public HandleImpl {
 }  // namespace
 
 FutureStateBase::~FutureStateBase() {
-  if (exception_ && !exception_retrieved_) {
+  if (!is_task_) report_unretrieved(std::string("<Future ") + status_word() + outcome_repr() + ">");
+}
+
+void FutureStateBase::report_unretrieved(const std::string& repr_text) noexcept {
+  // asyncio reports this from Future.__del__; a loop already destroyed has nobody to tell.
+  if (!exception_ || exception_retrieved_ || !link_->alive.load(std::memory_order_acquire))
+    return;
+  exception_retrieved_ = true;
+  try {
     ExceptionContext ctx;
-    ctx.message = std::string(is_task() ? "Task" : "Future") + " exception was never retrieved";
+    ctx.message = std::string(is_task_ ? "Task" : "Future") + " exception was never retrieved";
     ctx.exception = exception_;
+    // The state is being destroyed: the context carries its description, not the future.
+    ctx.future_repr = repr_text;
     loop_->call_exception_handler(ctx);
+  } catch (...) {
   }
 }
 
@@ -50,10 +61,10 @@ void FutureStateBase::set_exception(std::exception_ptr e) {
   if (!e) throw std::invalid_argument("set_exception needs an exception");
   try {
     std::rethrow_exception(e);
-  } catch (const CancelledError&) {
+  } catch (const CancelledError& c) {
     // asyncio refuses StopIteration here; a CancelledError would make a cancelled future
-    // look finished, so it cancels instead.
-    cancel();
+    // look finished, so it cancels instead (this future itself, not what a Task waits on).
+    FutureStateBase::cancel(c.what());
     return;
   } catch (...) {
   }
@@ -83,6 +94,7 @@ void FutureStateBase::check_result() {
 std::uint64_t FutureStateBase::add_done_callback(Callback cb, std::shared_ptr<ContextData> ctx) {
   std::uint64_t id = next_callback_id_++;
   if (status_ != FutureStatus::pending) {
+    loop_->check_closed();  // asyncio's call_soon raises on a closed loop
     HandleRef h(new DoneCallbackHandle(shared_from_this(), std::move(cb)));
     h->context = std::move(ctx);
     loop_->schedule(std::move(h), "add_done_callback");
@@ -99,9 +111,11 @@ std::size_t FutureStateBase::remove_done_callback(std::uint64_t id) {
 }
 
 void FutureStateBase::schedule_callbacks() {
+  if (callbacks_.empty()) return;
+  // asyncio's call_soon raises on a closed loop; the state has changed already, as there.
+  loop_->check_closed();
   auto callbacks = std::move(callbacks_);
   callbacks_.clear();
-  if (callbacks.empty()) return;
   auto self = shared_from_this();
   for (auto& c : callbacks) {
     HandleRef h(new DoneCallbackHandle(self, std::move(c.fn)));
@@ -117,18 +131,24 @@ std::string repr_value(const std::string& v) {
   return out + "'";
 }
 
-std::string FutureStateBase::repr() const {
+const char* FutureStateBase::status_word() const {
   switch (status_) {
-    case FutureStatus::pending: return "<Future pending>";
-    case FutureStatus::cancelled: return "<Future cancelled>";
-    case FutureStatus::finished:
-      if (exception_) return "<Future finished exception=" + describe_exception(exception_) + ">";
-      {
-        std::string r = result_repr();
-        return r.empty() ? "<Future finished>" : "<Future finished result=" + r + ">";
-      }
+    case FutureStatus::pending: return "pending";
+    case FutureStatus::cancelled: return "cancelled";
+    case FutureStatus::finished: return "finished";
   }
-  return "<Future>";
+  return "?";
+}
+
+std::string FutureStateBase::outcome_repr() const {
+  if (status_ != FutureStatus::finished) return {};
+  if (exception_) return " exception=" + describe_exception(exception_);
+  std::string r = result_repr();
+  return r.empty() ? std::string() : " result=" + r;
+}
+
+std::string FutureStateBase::repr() const {
+  return std::string("<Future ") + status_word() + outcome_repr() + ">";
 }
 
 }  // namespace loop::detail

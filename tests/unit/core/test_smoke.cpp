@@ -3,7 +3,10 @@
 TEST_CASE("smoke") {
   loop::EventLoop lp;
   int n = 0;
-  lp.call_soon([&] { ++n; lp.stop(); });
+  lp.call_soon([&] {
+    ++n;
+    lp.stop();
+  });
   lp.run_forever();
   REQUIRE(n == 1);
 }

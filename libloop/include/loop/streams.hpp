@@ -1,0 +1,153 @@
+// Streams: asyncio's StreamReader / StreamWriter on top of a stream transport, and
+// open_connection / start_server (and their unix variants) that make them.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "loop/connection_options.hpp"
+#include "loop/coroutine.hpp"
+#include "loop/protocols.hpp"
+#include "loop/server.hpp"
+#include "loop/transports.hpp"
+
+namespace loop {
+
+/// asyncio's _DEFAULT_LIMIT: the reader's buffer limit (64 KiB).
+inline constexpr std::size_t kStreamDefaultLimit = 64 * 1024;
+
+/// The reading end of a stream (asyncio.StreamReader). Reading pauses the transport when
+/// more than 2 * limit bytes are buffered, and resumes it as they are consumed.
+class StreamReader {
+ public:
+  explicit StreamReader(EventLoop& loop, std::size_t limit = kStreamDefaultLimit);
+  StreamReader(const StreamReader&) = delete;
+  StreamReader& operator=(const StreamReader&) = delete;
+
+  /// Up to n bytes; n < 0: everything until EOF. Empty at EOF.
+  Coroutine<std::string> read(long n = -1);
+  /// One line with its '\n'; at EOF, what is left (maybe empty). std::invalid_argument when
+  /// the line exceeds the limit (the data is dropped, as asyncio).
+  Coroutine<std::string> readline();
+  /// Exactly n bytes, or IncompleteReadError (with what was read) at EOF.
+  Coroutine<std::string> readexactly(std::size_t n);
+  /// Up to and including `separator`; IncompleteReadError at EOF without it;
+  /// LimitOverrunError when the limit is exceeded (the data stays buffered).
+  Coroutine<std::string> readuntil(std::string separator = "\n");
+  /// EOF was fed and the buffer is empty.
+  bool at_eof() const { return eof_ && buffer_.empty(); }
+  std::exception_ptr exception() const { return exception_; }
+
+  // ---- Fed by the protocol (asyncio's feed_data / feed_eof / set_exception) ----
+  void feed_data(std::string_view data);
+  void feed_eof();
+  void set_exception(std::exception_ptr exc);
+  void set_transport(Transport* transport) { transport_ = transport; }
+  std::size_t limit() const { return limit_; }
+
+ private:
+  Coroutine<void> wait_for_data(const char* func_name);
+  void wakeup_waiter();
+  void maybe_resume_transport();
+
+  EventLoop& loop_;
+  std::size_t limit_;
+  std::string buffer_;
+  bool eof_ = false;
+  std::optional<Future<void>> waiter_;
+  std::exception_ptr exception_;
+  Transport* transport_ = nullptr;  // valid until connection_lost
+  bool paused_ = false;
+};
+
+class StreamWriter;
+
+/// The protocol between a transport and a StreamReader (asyncio.StreamReaderProtocol, with
+/// FlowControlMixin's drain support). Made by open_connection / start_server.
+class StreamReaderProtocol : public Protocol,
+                             public std::enable_shared_from_this<StreamReaderProtocol> {
+ public:
+  using ClientConnected =
+      std::function<Coroutine<void>(std::shared_ptr<StreamReader>, std::shared_ptr<StreamWriter>)>;
+  StreamReaderProtocol(EventLoop& loop, std::shared_ptr<StreamReader> reader,
+                       ClientConnected client_connected_cb = {});
+
+  void connection_made(BaseTransport& transport) override;
+  void connection_lost(std::exception_ptr exc) override;
+  void data_received(std::string_view data) override;
+  bool eof_received() override;
+  void pause_writing() override { paused_ = true; }
+  void resume_writing() override;
+
+  /// Waits while the transport is paused for writing (FlowControlMixin._drain_helper).
+  Coroutine<void> drain_helper();
+  /// Done at connection_lost (with its error, if any).
+  Future<void> closed() const { return closed_; }
+
+ private:
+  EventLoop& loop_;
+  std::shared_ptr<StreamReader> reader_;
+  ClientConnected client_connected_cb_;
+  std::shared_ptr<StreamWriter> writer_;  // server side: the one given to the callback
+  bool paused_ = false;
+  bool connection_lost_ = false;
+  std::deque<Future<void>> drain_waiters_;
+  Future<void> closed_;
+};
+
+/// The writing end of a stream (asyncio.StreamWriter).
+class StreamWriter {
+ public:
+  StreamWriter(std::shared_ptr<Transport> transport, std::shared_ptr<StreamReaderProtocol> protocol,
+               std::shared_ptr<StreamReader> reader, EventLoop& loop);
+
+  void write(std::string_view data) { transport_->write(data); }
+  void writelines(const std::vector<std::string_view>& data) { transport_->writelines(data); }
+  void write_eof() { transport_->write_eof(); }
+  bool can_write_eof() const { return transport_->can_write_eof(); }
+  void close() { transport_->close(); }
+  bool is_closing() const { return transport_->is_closing(); }
+  /// Returns once the connection is lost; rethrows its error.
+  Coroutine<void> wait_closed();
+  /// Waits until the transport takes more data (resume_writing); rethrows a reader error;
+  /// std::system_error(ECONNRESET) once the connection is lost.
+  Coroutine<void> drain();
+  std::any get_extra_info(std::string_view name, std::any default_value = {}) const {
+    return transport_->get_extra_info(name, std::move(default_value));
+  }
+  const std::shared_ptr<Transport>& transport() const { return transport_; }
+  EventLoop& get_loop() const { return loop_; }
+
+ private:
+  std::shared_ptr<Transport> transport_;
+  std::shared_ptr<StreamReaderProtocol> protocol_;
+  std::shared_ptr<StreamReader> reader_;
+  EventLoop& loop_;
+};
+
+using StreamPair = std::pair<std::shared_ptr<StreamReader>, std::shared_ptr<StreamWriter>>;
+using ClientConnectedCallback = StreamReaderProtocol::ClientConnected;
+
+/// asyncio.open_connection on the running loop.
+Coroutine<StreamPair> open_connection(std::string host, int port, ConnectionOptions options = {},
+                                      std::size_t limit = kStreamDefaultLimit);
+/// asyncio.start_server: client_connected_cb(reader, writer) runs as a Task per connection.
+Coroutine<std::shared_ptr<Server>> start_server(ClientConnectedCallback client_connected_cb,
+                                                std::string host, int port,
+                                                ServerOptions options = {},
+                                                std::size_t limit = kStreamDefaultLimit);
+/// asyncio.open_unix_connection ('@name': abstract).
+Coroutine<StreamPair> open_unix_connection(std::string path, ConnectionOptions options = {},
+                                           std::size_t limit = kStreamDefaultLimit);
+/// asyncio.start_unix_server.
+Coroutine<std::shared_ptr<Server>> start_unix_server(ClientConnectedCallback client_connected_cb,
+                                                     std::string path, ServerOptions options = {},
+                                                     std::size_t limit = kStreamDefaultLimit);
+
+}  // namespace loop

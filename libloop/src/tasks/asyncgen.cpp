@@ -1,0 +1,73 @@
+// Async generators and the loop's registry of them: asyncio's firstiter hook and
+// shutdown_asyncgens().
+#include "loop/asyncgen.hpp"
+
+#include <cstdio>
+
+#include "loop/task.hpp"
+
+namespace loop {
+
+namespace detail {
+
+AsyncGenStateBase::~AsyncGenStateBase() {
+  if (loop_ && link_->alive.load(std::memory_order_acquire)) loop_->unregister_asyncgen(this);
+}
+
+std::string AsyncGenStateBase::repr() const {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "<async_generator object at %p>", static_cast<const void*>(this));
+  return buf;
+}
+
+void AsyncGenStateBase::first_iter(TaskStateBase* task) {
+  if (loop_) return;
+  EventLoop* loop = task ? &task->loop() : running_loop();
+  if (!loop) return;  // iterated outside any loop: nothing to register with
+  loop_ = loop;
+  link_ = loop->link();
+  loop->register_asyncgen(this);
+}
+
+}  // namespace detail
+
+void EventLoop::register_asyncgen(detail::AsyncGenStateBase* gen) {
+  if (asyncgens_shutdown_called_)
+    std::fprintf(stderr,
+                 "loop: asynchronous generator %s was scheduled after "
+                 "loop.shutdown_asyncgens() call\n",
+                 gen->repr().c_str());
+  asyncgens_.push_back(gen);
+}
+
+void EventLoop::unregister_asyncgen(detail::AsyncGenStateBase* gen) {
+  std::erase(asyncgens_, gen);
+}
+
+Coroutine<void> EventLoop::shutdown_asyncgens() {
+  asyncgens_shutdown_called_ = true;
+  // Keep every generator alive while it closes, even if its owner lets go meanwhile.
+  std::vector<std::shared_ptr<detail::AsyncGenStateBase>> closing;
+  for (auto* gen : asyncgens_) closing.push_back(gen->shared_from_this());
+  asyncgens_.clear();
+  if (closing.empty()) co_return;
+  // All at once, as asyncio's gather(*[ag.aclose() ...], return_exceptions=True).
+  std::vector<Task<void>> closers;
+  for (auto& gen : closing) closers.push_back(create_task(gen->aclose()));
+  for (std::size_t i = 0; i < closers.size(); ++i) {
+    try {
+      co_await closers[i];
+    } catch (const CancelledError&) {
+      // asyncio reports only Exception subclasses; CancelledError is a BaseException.
+    } catch (...) {
+      ExceptionContext ctx;
+      ctx.message =
+          "an error occurred during closing of asynchronous generator " + closing[i]->repr();
+      ctx.exception = std::current_exception();
+      ctx.asyncgen = closing[i]->repr();
+      call_exception_handler(ctx);
+    }
+  }
+}
+
+}  // namespace loop

@@ -1,0 +1,469 @@
+// SocketTransport: asyncio's _SelectorSocketTransport on asio readiness waits.
+#include "transports/socket_transport.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+#include "loop/exception_context.hpp"
+
+namespace loop::detail {
+
+namespace {
+
+// asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES.
+constexpr int kLogThresholdForConnlostWrites = 5;
+
+bool would_block(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
+nlohmann::json reason_json(const std::exception_ptr& e) {
+  if (!e) return nullptr;
+  return describe_exception(e);
+}
+
+}  // namespace
+
+std::uint64_t next_transport_id() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol,
+                                 std::shared_ptr<Server> server, std::optional<SocketAddress> peer)
+    : loop_(&loop),
+      fd_(fd),
+      sock_(asio_socket(loop, fd, sockname(fd).family())),
+      id_(next_transport_id()),
+      server_(std::move(server)) {
+  sockname_ = sockname(fd);
+  family_ = sockname_.family();
+  peername_ = peer ? *peer : peername(fd);
+  set_protocol(std::move(protocol));
+  if (server_) server_->attach();
+  // The persistent handles: re-scheduled on every readiness event, never allocated again.
+  read_handle_ = make_handle(named("_SelectorSocketTransport._read_ready", [this] {
+    read_queued_ = false;
+    if (!reader_active_) return;
+    auto keep = shared_from_this();  // the protocol may drop the last other reference  // removed
+                                     // while queued: asyncio cancels the handle
+    read_ready();
+    arm_read();
+  }));
+  read_handle_->kind = HandleKind::io;
+  write_handle_ = make_handle(named("_SelectorSocketTransport._write_ready", [this] {
+    write_queued_ = false;
+    if (!writer_active_) return;
+    auto keep = shared_from_this();  // connection_lost may run from write_ready
+    write_ready();
+    arm_write();
+  }));
+  write_handle_->kind = HandleKind::io;
+}
+
+SocketTransport::~SocketTransport() {
+  // A handle still on the ready queue must not call into a destroyed transport.
+  read_handle_->cancelled = true;
+  write_handle_->cancelled = true;
+}
+
+void SocketTransport::start(std::optional<Future<void>> waiter) {
+  self_ = shared_from_this();
+  auto self = self_;
+  if (loop_->tracer())
+    loop_->trace(
+        "connection_made",
+        {{"transport", id_}, {"peer", peername_.to_string()}, {"local", sockname_.to_string()}});
+  loop_->call_soon(named("Protocol.connection_made", [self] {
+    if (self->protocol_) self->protocol_->connection_made(*self);
+  }));
+  loop_->call_soon(named("_SelectorSocketTransport._add_reader", [self] {
+    if (self->is_reading()) self->add_reader();
+  }));
+  if (waiter) {
+    loop_->call_soon([w = *waiter] {
+      if (!w.done()) w.set_result();
+    });
+  }
+}
+
+std::any SocketTransport::get_extra_info(std::string_view name, std::any default_value) const {
+  if (name == "peername") return peername_;
+  if (name == "sockname") return sockname_;
+  if (name == "socket") return fd_;
+  return default_value;
+}
+
+void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
+  auto p = std::dynamic_pointer_cast<Protocol>(protocol);
+  if (protocol && !p) throw std::invalid_argument("a stream transport needs a loop::Protocol");
+  protocol_ = std::move(p);
+  buffered_ = dynamic_cast<BufferedProtocol*>(protocol_.get());
+  protocol_connected_ = true;
+}
+
+// ---- Readiness ---------------------------------------------------------------------------
+
+void SocketTransport::add_reader() {
+  reader_active_ = true;
+  arm_read();
+}
+
+void SocketTransport::arm_read() {
+  if (!reader_active_ || read_waiting_ || read_queued_ || !sock_.is_open()) return;
+  read_waiting_ = true;
+  sock_.async_wait(asio::socket_base::wait_read,
+                   [self = shared_from_this(), gen = watch_gen_](const asio::error_code& ec) {
+                     if (gen != self->watch_gen_) return;  // from before a detach
+                     self->read_waiting_ = false;
+                     if (ec == asio::error::operation_aborted || !self->reader_active_) return;
+                     if (self->loop_->is_closed()) return;
+                     self->read_queued_ = true;
+                     self->loop_->schedule(self->read_handle_, "_read_ready");
+                   });
+}
+
+void SocketTransport::add_writer() {
+  writer_active_ = true;
+  arm_write();
+}
+
+void SocketTransport::arm_write() {
+  if (!writer_active_ || write_waiting_ || write_queued_ || !sock_.is_open()) return;
+  write_waiting_ = true;
+  sock_.async_wait(asio::socket_base::wait_write,
+                   [self = shared_from_this(), gen = watch_gen_](const asio::error_code& ec) {
+                     if (gen != self->watch_gen_) return;  // from before a detach
+                     self->write_waiting_ = false;
+                     if (ec == asio::error::operation_aborted || !self->writer_active_) return;
+                     if (self->loop_->is_closed()) return;
+                     self->write_queued_ = true;
+                     self->loop_->schedule(self->write_handle_, "_write_ready");
+                   });
+}
+
+// ---- Reading -----------------------------------------------------------------------------
+
+void SocketTransport::pause_reading() {
+  if (closing_ || paused_) return;
+  paused_ = true;
+  remove_reader();
+  if (loop_->tracer()) loop_->trace("pause_reading", {{"transport", id_}});
+}
+
+void SocketTransport::resume_reading() {
+  if (closing_ || !paused_) return;
+  paused_ = false;
+  add_reader();
+  if (loop_->tracer()) loop_->trace("resume_reading", {{"transport", id_}});
+}
+
+void SocketTransport::read_ready() {
+  if (conn_lost_) return;
+  if (buffered_)
+    read_ready_get_buffer();
+  else
+    read_ready_data_received();
+}
+
+void SocketTransport::read_ready_data_received() {
+  if (!rbuf_) rbuf_.reset(new char[kMaxRead]);
+  ssize_t n = ::recv(fd_, rbuf_.get(), kMaxRead, 0);
+  if (n < 0) {
+    if (would_block(errno)) return;
+    fatal_error(std::make_exception_ptr(os_error(errno, "recv")), true,
+                "Fatal read error on socket transport");
+    return;
+  }
+  if (n == 0) return read_ready_on_eof();
+  if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
+  try {
+    protocol_->data_received(std::string_view(rbuf_.get(), static_cast<std::size_t>(n)));
+  } catch (...) {
+    fatal_error(std::current_exception(), false,
+                "Fatal error: protocol.data_received() call failed.");
+  }
+}
+
+void SocketTransport::read_ready_get_buffer() {
+  std::span<char> buf;
+  try {
+    buf = buffered_->get_buffer(0);
+    if (buf.empty()) throw std::runtime_error("get_buffer() returned an empty buffer");
+  } catch (...) {
+    fatal_error(std::current_exception(), false, "Fatal error: protocol.get_buffer() call failed.");
+    return;
+  }
+  ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+  if (n < 0) {
+    if (would_block(errno)) return;
+    fatal_error(std::make_exception_ptr(os_error(errno, "recv_into")), true,
+                "Fatal read error on socket transport");
+    return;
+  }
+  if (n == 0) return read_ready_on_eof();
+  if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
+  try {
+    buffered_->buffer_updated(static_cast<std::size_t>(n));
+  } catch (...) {
+    fatal_error(std::current_exception(), false,
+                "Fatal error: protocol.buffer_updated() call failed.");
+  }
+}
+
+void SocketTransport::read_ready_on_eof() {
+  if (loop_->tracer()) loop_->trace("eof_received", {{"transport", id_}});
+  bool keep_open = false;
+  try {
+    keep_open = protocol_->eof_received();
+  } catch (...) {
+    fatal_error(std::current_exception(), false,
+                "Fatal error: protocol.eof_received() call failed.");
+    return;
+  }
+  if (keep_open)
+    remove_reader();  // half-open: the protocol closes when it is done writing
+  else
+    close();
+}
+
+// ---- Writing -----------------------------------------------------------------------------
+
+void SocketTransport::write(std::string_view data) {
+  if (eof_) throw std::runtime_error("Cannot call write() after write_eof()");
+  if (empty_waiter_) throw std::runtime_error("unable to write; sendfile is in progress");
+  if (data.empty()) return;
+  if (conn_lost_) {
+    if (conn_lost_ >= kLogThresholdForConnlostWrites)
+      std::fprintf(stderr, "loop: socket.send() raised exception.\n");
+    ++conn_lost_;
+    return;
+  }
+  if (get_write_buffer_size() == 0) {
+    // Straight to the socket; only what the kernel does not take is queued.
+    ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (!would_block(errno)) {
+        fatal_error(std::make_exception_ptr(os_error(errno, "send")), true,
+                    "Fatal write error on socket transport");
+        return;
+      }
+      n = 0;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+    if (data.empty()) return;
+    add_writer();
+  }
+  if (wpos_ > 0 && wpos_ >= wbuf_.size() / 2) {
+    // Reclaim the sent prefix instead of growing (the capacity stays: no allocation).
+    wbuf_.erase(wbuf_.begin(), wbuf_.begin() + static_cast<std::ptrdiff_t>(wpos_));
+    wpos_ = 0;
+  }
+  wbuf_.insert(wbuf_.end(), data.begin(), data.end());
+  maybe_pause_protocol();
+}
+
+void SocketTransport::consume(std::size_t n) {
+  wpos_ += n;
+  if (wpos_ == wbuf_.size()) {
+    wbuf_.clear();
+    wpos_ = 0;
+  }
+}
+
+void SocketTransport::write_ready() {
+  if (conn_lost_) return;
+  std::size_t size = get_write_buffer_size();
+  if (size == 0) return;
+  ssize_t n = ::send(fd_, wbuf_.data() + wpos_, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n < 0) {
+    if (would_block(errno)) return;
+    int err = errno;
+    remove_writer();
+    wbuf_.clear();
+    wpos_ = 0;
+    fatal_error(std::make_exception_ptr(os_error(err, "send")), true,
+                "Fatal write error on socket transport");
+    if (empty_waiter_ && !empty_waiter_->done())
+      empty_waiter_->set_exception(std::make_exception_ptr(os_error(err, "send")));
+    return;
+  }
+  consume(static_cast<std::size_t>(n));
+  maybe_resume_protocol();
+  if (get_write_buffer_size() == 0) {
+    remove_writer();
+    if (empty_waiter_ && !empty_waiter_->done()) empty_waiter_->set_result();
+    if (closing_) {
+      call_connection_lost(nullptr);
+    } else if (eof_) {
+      ::shutdown(fd_, SHUT_WR);
+    }
+  }
+}
+
+void SocketTransport::write_eof() {
+  if (closing_ || eof_) return;
+  eof_ = true;
+  if (loop_->tracer()) loop_->trace("write_eof", {{"transport", id_}});
+  if (get_write_buffer_size() == 0) ::shutdown(fd_, SHUT_WR);
+}
+
+void SocketTransport::detach_watcher() {
+  ++watch_gen_;
+  read_waiting_ = write_waiting_ = false;
+  asio::error_code ec;
+  (void)sock_.release(ec);
+  detached_ = true;
+}
+
+void SocketTransport::attach_watcher() {
+  if (!detached_) return;  // closed meanwhile: the fd is gone
+  detached_ = false;
+  asio::error_code ec;
+  sock_.assign(asio::generic::stream_protocol(family_, SOCK_STREAM), fd_, ec);
+  if (ec) return force_close(std::make_exception_ptr(std::system_error(ec, "reattaching")));
+  if (reader_active_) arm_read();
+  if (writer_active_) arm_write();
+}
+
+Future<void> SocketTransport::make_empty_waiter() {
+  if (empty_waiter_) throw std::runtime_error("Empty waiter is already set");
+  empty_waiter_ = loop_->create_future<void>();
+  if (get_write_buffer_size() == 0) empty_waiter_->set_result();
+  return *empty_waiter_;
+}
+
+// ---- Flow control (asyncio's _FlowControlMixin) ------------------------------------------
+
+void SocketTransport::set_write_buffer_limits(std::optional<std::size_t> high,
+                                              std::optional<std::size_t> low) {
+  std::size_t h = high ? *high : (low ? 4 * *low : 64 * 1024);
+  std::size_t l = low ? *low : h / 4;
+  if (!(h >= l))
+    throw std::invalid_argument("high (" + std::to_string(h) + ") must be >= low (" +
+                                std::to_string(l) + ") must be >= 0");
+  high_water_ = h;
+  low_water_ = l;
+  maybe_pause_protocol();
+}
+
+void SocketTransport::maybe_pause_protocol() {
+  std::size_t size = get_write_buffer_size();
+  if (size <= high_water_ || protocol_paused_) return;
+  protocol_paused_ = true;
+  if (loop_->tracer()) loop_->trace("pause_writing", {{"transport", id_}, {"buffered", size}});
+  try {
+    protocol_->pause_writing();
+  } catch (...) {
+    ExceptionContext ctx;
+    ctx.message = "protocol.pause_writing() failed";
+    ctx.exception = std::current_exception();
+    ctx.transport = this;
+    ctx.protocol = protocol_.get();
+    loop_->call_exception_handler(ctx);
+  }
+}
+
+void SocketTransport::maybe_resume_protocol() {
+  std::size_t size = get_write_buffer_size();
+  if (!protocol_paused_ || size > low_water_) return;
+  protocol_paused_ = false;
+  if (loop_->tracer()) loop_->trace("resume_writing", {{"transport", id_}, {"buffered", size}});
+  try {
+    protocol_->resume_writing();
+  } catch (...) {
+    ExceptionContext ctx;
+    ctx.message = "protocol.resume_writing() failed";
+    ctx.exception = std::current_exception();
+    ctx.transport = this;
+    ctx.protocol = protocol_.get();
+    loop_->call_exception_handler(ctx);
+  }
+}
+
+// ---- Closing -----------------------------------------------------------------------------
+
+void SocketTransport::close() {
+  if (closing_) return;
+  closing_ = true;
+  remove_reader();
+  if (get_write_buffer_size() == 0) {
+    ++conn_lost_;
+    remove_writer();
+    loop_->call_soon(named("_SelectorTransport._call_connection_lost",
+                           [self = shared_from_this()] { self->call_connection_lost(nullptr); }));
+  }
+}
+
+void SocketTransport::abort() {
+  force_close(nullptr);
+}
+
+void SocketTransport::fatal_error(std::exception_ptr exc, bool os_error, const char* message) {
+  // Connection errors (resets, broken pipes) are an ordinary end of a connection: asyncio
+  // logs them only in debug mode; anything else goes to the exception handler.
+  if (os_error) {
+    if (loop_->get_debug())
+      std::fprintf(stderr, "loop: %s: %s\n", message, describe_exception(exc).c_str());
+  } else {
+    ExceptionContext ctx;
+    ctx.message = message;
+    ctx.exception = exc;
+    ctx.transport = this;
+    ctx.protocol = protocol_.get();
+    loop_->call_exception_handler(ctx);
+  }
+  force_close(exc);
+}
+
+void SocketTransport::force_close(std::exception_ptr exc) {
+  if (empty_waiter_ && !empty_waiter_->done()) {
+    if (exc)
+      empty_waiter_->set_exception(exc);
+    else
+      empty_waiter_->set_exception(
+          std::make_exception_ptr(std::runtime_error("Connection is closed by peer")));
+  }
+  if (conn_lost_) return;
+  if (get_write_buffer_size() != 0) {
+    wbuf_.clear();
+    wpos_ = 0;
+    remove_writer();
+  }
+  if (!closing_) {
+    closing_ = true;
+    remove_reader();
+  }
+  ++conn_lost_;
+  loop_->call_soon(named("_SelectorTransport._call_connection_lost",
+                         [self = shared_from_this(), exc] { self->call_connection_lost(exc); }));
+}
+
+void SocketTransport::call_connection_lost(std::exception_ptr exc) {
+  // Whatever connection_lost does, the socket is closed and the references dropped after it
+  // (asyncio's try/finally).
+  struct Finally {
+    SocketTransport& t;
+    ~Finally() {
+      asio::error_code ec;
+      t.sock_.close(ec);  // also cancels the readiness waits
+      if (t.detached_) ::close(t.fd_);
+      t.detached_ = false;
+      t.protocol_.reset();
+      t.buffered_ = nullptr;
+      if (auto server = std::move(t.server_)) server->detach();
+      auto keep = std::move(t.self_);  // released last, when this scope ends
+    }
+  } finally{*this};
+  if (loop_->tracer())
+    loop_->trace("connection_lost", {{"transport", id_}, {"reason", reason_json(exc)}});
+  if (protocol_connected_ && protocol_) protocol_->connection_lost(exc);
+}
+
+}  // namespace loop::detail

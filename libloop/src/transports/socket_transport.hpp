@@ -1,0 +1,127 @@
+// SocketTransport: the stream transport for TCP and UNIX sockets (asyncio's
+// _SelectorSocketTransport), on an asio socket used as a readiness watcher.
+//
+// asio only tells us when the socket is readable/writable; the completion puts the
+// transport's persistent read (or write) handle on the loop's ready queue, and that handle
+// does the recv/send and calls the protocol - exactly where asyncio's _read_ready runs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "loop/future.hpp"
+#include "loop/server.hpp"
+#include "loop/transports.hpp"
+#include "transports/socket_utils.hpp"
+
+namespace loop::detail {
+
+/// A process-wide small id for transports and servers in trace records.
+std::uint64_t next_transport_id();
+
+class SocketTransport final : public Transport,
+                              public std::enable_shared_from_this<SocketTransport> {
+ public:
+  /// asyncio's recv size (max_size): one read per readiness event, at most this much.
+  static constexpr std::size_t kMaxRead = 256 * 1024;
+
+  /// Takes ownership of the connected non-blocking socket `fd`. Call start() next.
+  SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol,
+                  std::shared_ptr<Server> server = nullptr,
+                  std::optional<SocketAddress> peer = std::nullopt);
+  ~SocketTransport() override;
+
+  /// What asyncio's __init__ schedules: connection_made, then start reading, then the waiter.
+  void start(std::optional<Future<void>> waiter);
+
+  std::any get_extra_info(std::string_view name, std::any default_value = {}) const override;
+  bool is_closing() const override { return closing_; }
+  void close() override;
+  void set_protocol(std::shared_ptr<BaseProtocol> protocol) override;
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+
+  bool is_reading() const override { return !paused_ && !closing_; }
+  void pause_reading() override;
+  void resume_reading() override;
+
+  void write(std::string_view data) override;
+  void write_eof() override;
+  bool can_write_eof() const override { return true; }
+  void abort() override;
+  std::size_t get_write_buffer_size() const override { return wbuf_.size() - wpos_; }
+  void set_write_buffer_limits(std::optional<std::size_t> high = std::nullopt,
+                               std::optional<std::size_t> low = std::nullopt) override;
+  std::pair<std::size_t, std::size_t> get_write_buffer_limits() const override {
+    return {low_water_, high_water_};
+  }
+
+  std::uint64_t id() const { return id_; }
+  int fd() const { return fd_; }
+  EventLoop& loop() const { return *loop_; }
+  /// For sendfile: a Future done once the write buffer is empty (asyncio's
+  /// _make_empty_waiter); write() refuses data until reset_empty_waiter().
+  Future<void> make_empty_waiter();
+  void reset_empty_waiter() { empty_waiter_.reset(); }
+  /// For sendfile through EventLoop::sock_sendfile, which watches the fd itself: the transport
+  /// lets go of its reactor registration meanwhile (asyncio removes it from _transports).
+  void detach_watcher();
+  void attach_watcher();
+  /// pause_writing was called and resume_writing not yet.
+  bool protocol_paused() const { return protocol_paused_; }
+
+ private:
+  void add_reader();
+  void remove_reader() { reader_active_ = false; }
+  void arm_read();
+  void add_writer();
+  void remove_writer() { writer_active_ = false; }
+  void arm_write();
+  void read_ready();
+  void read_ready_data_received();
+  void read_ready_get_buffer();
+  void read_ready_on_eof();
+  void write_ready();
+  void fatal_error(std::exception_ptr exc, bool os_error, const char* message);
+  void force_close(std::exception_ptr exc);
+  void call_connection_lost(std::exception_ptr exc);
+  void maybe_pause_protocol();
+  void maybe_resume_protocol();
+  void consume(std::size_t n);
+
+  EventLoop* loop_;
+  int fd_;
+  AsioSocket sock_;  // the watcher; owns fd_ and closes it with the transport
+  std::uint64_t id_;
+  std::shared_ptr<Protocol> protocol_;
+  BufferedProtocol* buffered_ = nullptr;  // protocol_ as a BufferedProtocol, if it is one
+  std::shared_ptr<Server> server_;
+  SocketAddress sockname_, peername_;
+  std::shared_ptr<SocketTransport> self_;  // the loop's reference until connection_lost
+
+  bool closing_ = false;
+  bool paused_ = false;
+  bool eof_ = false;  // write_eof() was called
+  int conn_lost_ = 0;
+  bool protocol_connected_ = true;
+
+  // Readiness: "active" is asyncio's registration with the selector; "waiting" an asio
+  // async_wait in flight; "queued" the persistent handle on the ready queue.
+  bool reader_active_ = false, read_waiting_ = false, read_queued_ = false;
+  bool writer_active_ = false, write_waiting_ = false, write_queued_ = false;
+  HandleRef read_handle_, write_handle_;
+  std::uint32_t watch_gen_ = 0;  // bumped when the watcher is detached: stale waits ignored
+  int family_;
+  bool detached_ = false;  // fd_ is ours but not in the reactor (during sendfile)
+
+  std::unique_ptr<char[]> rbuf_;  // one read buffer for the transport's lifetime
+  std::vector<char> wbuf_;        // pending bytes are wbuf_[wpos_..]
+  std::size_t wpos_ = 0;
+
+  bool protocol_paused_ = false;
+  std::size_t high_water_ = 64 * 1024, low_water_ = 16 * 1024;
+  std::optional<Future<void>> empty_waiter_;
+};
+
+}  // namespace loop::detail

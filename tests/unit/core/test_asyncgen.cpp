@@ -1,0 +1,202 @@
+// Async generators and shutdown_asyncgens (CPython test_asyncgen.py: test_async_gen_asyncio_*,
+// test_asyncgen_nonstarted_hooks_are_cancellable, test_base_events.py
+// test_shutdown_asyncgens*). Expected behaviour checked against Python 3.11 here where noted.
+#include <catch2/catch.hpp>
+#include <loop/loop.hpp>
+#include <string>
+#include <vector>
+
+using loop::AsyncGenerator;
+using loop::Coroutine;
+
+namespace {
+AsyncGenerator<int> counter(int n, std::vector<std::string>* log) {
+  try {
+    for (int i = 0; i < n; ++i) {
+      co_await loop::sleep(0.5);  // awaiting inside the generator
+      co_yield i;
+    }
+  } catch (const loop::GeneratorExit&) {
+    log->push_back("GeneratorExit");
+    throw;
+  }
+  log->push_back("exhausted");
+}
+}  // namespace
+
+TEST_CASE("test_async_gen_iteration") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  std::vector<std::string> log;
+  auto main = [&]() -> Coroutine<std::vector<int>> {
+    std::vector<int> got;
+    auto gen = counter(3, &log);
+    while (auto v = co_await gen.next()) got.push_back(*v);
+    // (co_await is kept out of Catch's macros: GCC 12 mishandles the temporaries there.)
+    auto again = co_await gen.next();
+    CHECK_FALSE(again);  // stays exhausted
+    co_return got;
+  };
+  CHECK(lp.run_until_complete(main()) == std::vector<int>{0, 1, 2});
+  CHECK(lp.time() == Approx(1.5));
+  CHECK(log == std::vector<std::string>{"exhausted"});
+}
+
+TEST_CASE("test_async_gen_aclose_throws_generator_exit_at_yield") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  std::vector<std::string> log;
+  auto main = [&]() -> Coroutine<int> {
+    auto gen = counter(10, &log);
+    int first = *co_await gen.next();
+    co_await gen.aclose();
+    auto after_close = co_await gen.next();
+    CHECK_FALSE(after_close);  // closed
+    co_await gen.aclose();     // twice: nothing
+    co_return first;
+  };
+  CHECK(lp.run_until_complete(main()) == 0);
+  CHECK(log == std::vector<std::string>{"GeneratorExit"});
+}
+
+TEST_CASE("test_async_gen_aclose_may_await_in_cleanup") {
+  // Python: `finally: await asyncio.sleep(1)` inside an async generator runs on aclose().
+  loop::EventLoop lp(loop::make_virtual_clock());
+  bool cleaned = false;
+  auto gen_fn = [&]() -> AsyncGenerator<std::string> {
+    bool exiting = false;
+    try {
+      co_yield "one";
+      co_yield "two";
+    } catch (const loop::GeneratorExit&) {
+      exiting = true;
+    }
+    if (exiting) {
+      co_await loop::sleep(1);
+      cleaned = true;
+    }
+  };
+  auto main = [&]() -> Coroutine<void> {
+    auto gen = gen_fn();
+    auto one = co_await gen.next();
+    CHECK(one == std::optional<std::string>("one"));
+    co_await gen.aclose();
+  };
+  lp.run_until_complete(main());
+  CHECK(cleaned);
+  CHECK(lp.time() == Approx(1.0));
+}
+
+TEST_CASE("test_async_gen_exception_propagates_from_next") {
+  loop::EventLoop lp;
+  auto gen_fn = []() -> AsyncGenerator<int> {
+    co_yield 1;
+    throw std::invalid_argument("gen failed");
+  };
+  auto main = [&]() -> Coroutine<std::string> {
+    auto gen = gen_fn();
+    auto first = co_await gen.next();
+    CHECK(first == std::optional<int>(1));
+    std::string what = "none";
+    try {
+      co_await gen.next();
+    } catch (const std::invalid_argument& e) {
+      what = e.what();
+    }
+    auto after_error = co_await gen.next();
+    CHECK_FALSE(after_error);  // finished by its exception
+    co_return what;
+  };
+  CHECK(lp.run_until_complete(main()) == "gen failed");
+}
+
+TEST_CASE("test_async_gen_ignoring_generator_exit_raises") {
+  // Python: RuntimeError('async generator ignored GeneratorExit').
+  loop::EventLoop lp;
+  auto stubborn = []() -> AsyncGenerator<int> {
+    for (int i = 0;; ++i) {
+      try {
+        co_yield i;
+      } catch (const loop::GeneratorExit&) {
+      }
+    }
+  };
+  auto main = [&]() -> Coroutine<void> {
+    auto gen = stubborn();
+    co_await gen.next();
+    co_await gen.aclose();
+  };
+  CHECK_THROWS_WITH(lp.run_until_complete(main()), "async generator ignored GeneratorExit");
+}
+
+TEST_CASE("test_shutdown_asyncgens_closes_open_generators") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  std::vector<std::string> log;
+  AsyncGenerator<int> kept_open = counter(10, &log);
+  AsyncGenerator<int> never_started = counter(10, &log);
+  auto main = [&]() -> Coroutine<void> {
+    co_await kept_open.next();  // first iteration: registered with the loop
+  };
+  lp.run_until_complete(main());
+  CHECK(log.empty());
+  lp.run_until_complete(lp.shutdown_asyncgens());
+  CHECK(log == std::vector<std::string>{"GeneratorExit"});
+  auto after = [&]() -> Coroutine<bool> { co_return !(co_await kept_open.next()); };
+  CHECK(lp.run_until_complete(after()));
+  // A second call has nothing left to close.
+  lp.run_until_complete(lp.shutdown_asyncgens());
+  CHECK(log.size() == 1);
+}
+
+TEST_CASE("test_shutdown_asyncgens_reports_errors") {
+  // Python 3.11 here: the handler gets message 'an error occurred during closing of
+  // asynchronous generator <async_generator object ...>', the exception and 'asyncgen'.
+  loop::EventLoop lp;
+  std::vector<nlohmann::json> seen;
+  lp.set_exception_handler(
+      [&](loop::EventLoop&, const loop::ExceptionContext& c) { seen.push_back(c.to_json()); });
+  auto bad = []() -> AsyncGenerator<int> {
+    bool exiting = false;
+    try {
+      co_yield 1;
+    } catch (const loop::GeneratorExit&) {
+      exiting = true;
+    }
+    if (exiting) throw std::runtime_error("cleanup failed");
+  };
+  auto gen = bad();
+  auto main = [&]() -> Coroutine<void> { co_await gen.next(); };
+  lp.run_until_complete(main());
+  lp.run_until_complete(lp.shutdown_asyncgens());
+  REQUIRE(seen.size() == 1);
+  std::string msg = seen[0]["message"];
+  CHECK(msg == "an error occurred during closing of asynchronous generator " + gen.repr());
+  CHECK(seen[0]["exception"]["what"] == "cleanup failed");
+  CHECK(seen[0]["asyncgen"] == gen.repr());
+}
+
+TEST_CASE("test_asyncgen_unregistered_when_destroyed") {
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto main = [&]() -> Coroutine<void> {
+    auto gen = counter(3, &log);
+    co_await gen.next();
+  };  // gen destroyed here, suspended at its co_yield
+  lp.run_until_complete(main());
+  CHECK_NOTHROW(lp.run_until_complete(lp.shutdown_asyncgens()));
+  CHECK(log.empty());
+}
+
+TEST_CASE("test_asyncgen_already_running") {
+  // Python: RuntimeError('anext(): asynchronous generator is already running').
+  loop::EventLoop lp(loop::make_virtual_clock());
+  std::vector<std::string> log;
+  auto gen = counter(3, &log);
+  auto first = [&]() -> Coroutine<std::optional<int>> { co_return co_await gen.next(); };
+  auto t1 = lp.create_task(first());
+  auto second = [&]() -> Coroutine<void> {
+    co_await loop::sleep(0.1);  // t1 is inside the generator's sleep(0.5) now
+    co_await gen.next();
+  };
+  CHECK_THROWS_WITH(lp.run_until_complete(second()),
+                    "anext(): asynchronous generator is already running");
+  CHECK(*lp.run_until_complete(t1) == 0);
+}

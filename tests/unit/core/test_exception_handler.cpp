@@ -1,0 +1,185 @@
+// The exception handler API (CPython test_base_events.py: test_default_exc_handler_callback,
+// test_set_exc_handler_custom, test_set_exc_handler_broken, test_default_exc_handler_coro).
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+#include <loop/loop.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+// Captures what the process writes to stderr while it lives.
+class StderrCapture {
+ public:
+  StderrCapture() {
+    std::fflush(stderr);
+    saved_ = dup(2);
+    std::snprintf(path_, sizeof path_, "/tmp/loop_stderr_XXXXXX");
+    int fd = mkstemp(path_);
+    dup2(fd, 2);
+    close(fd);
+  }
+  ~StderrCapture() {
+    restore();
+    unlink(path_);
+  }
+  std::string text() {
+    restore();
+    std::ifstream in(path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    dup2(saved_, 2);
+    close(saved_);
+    saved_ = -1;
+  }
+  int saved_ = -1;
+  char path_[64];
+};
+
+void failing_callback() {
+  throw std::runtime_error("callback failed");
+}
+}  // namespace
+
+TEST_CASE("test_set_exc_handler_custom_callback_context") {
+  loop::EventLoop lp;
+  std::vector<loop::ExceptionContext> seen;
+  lp.set_exception_handler([&](loop::EventLoop& l, const loop::ExceptionContext& c) {
+    CHECK(&l == &lp);
+    seen.push_back(c);
+  });
+  CHECK(lp.get_exception_handler());
+  loop::Handle h = lp.call_soon(loop::named("failing_callback", &failing_callback));
+  int after = 0;
+  lp.call_soon([&] { ++after; });
+  lp.stop();
+  lp.run_forever();
+  CHECK(after == 1);  // the loop survived
+  REQUIRE(seen.size() == 1);
+  const auto& c = seen[0];
+  CHECK(c.message == "Exception in callback failing_callback()");
+  REQUIRE(c.exception);
+  CHECK_THROWS_WITH(std::rethrow_exception(c.exception), "callback failed");
+  REQUIRE(c.handle);
+  CHECK(c.handle->id() == h.id());
+  nlohmann::json j = c.to_json();
+  CHECK(j["message"] == "Exception in callback failing_callback()");
+  CHECK(j["exception"]["type"] == "std::runtime_error");
+  CHECK(j["exception"]["what"] == "callback failed");
+  CHECK(j["handle"] == "<Handle failing_callback()>");
+  CHECK_FALSE(j.contains("future"));
+  CHECK_FALSE(j.contains("transport"));
+  CHECK_FALSE(j.contains("protocol"));
+  CHECK_FALSE(j.contains("socket"));
+}
+
+TEST_CASE("test_exc_handler_context_keys_future_socket_to_json") {
+  loop::EventLoop lp;
+  auto f = lp.create_future<int>();
+  loop::ExceptionContext c;
+  c.message = "custom";
+  c.future = f.state();
+  c.socket = 7;
+  nlohmann::json j = c.to_json();
+  CHECK(j["message"] == "custom");
+  CHECK(j["future"] == "<Future pending>");
+  CHECK(j["socket"] == 7);
+  CHECK_FALSE(j.contains("exception"));
+  CHECK_FALSE(j.contains("handle"));
+}
+
+TEST_CASE("test_set_exc_handler_broken") {
+  // A handler that throws: the default handler reports "Unhandled error in exception handler"
+  // with the original context nested, and nothing escapes the loop.
+  loop::EventLoop lp;
+  lp.set_exception_handler([](loop::EventLoop&, const loop::ExceptionContext&) {
+    throw std::logic_error("handler is broken");
+  });
+  StderrCapture cap;
+  lp.call_soon(loop::named("failing_callback", &failing_callback));
+  int after = 0;
+  lp.call_soon([&] { ++after; });
+  lp.stop();
+  REQUIRE_NOTHROW(lp.run_forever());
+  std::string err = cap.text();
+  CHECK(after == 1);
+  CHECK(err.find("Unhandled error in exception handler") != std::string::npos);
+  CHECK(err.find("handler is broken") != std::string::npos);
+  CHECK(err.find("Exception in callback failing_callback()") != std::string::npos);
+
+  // The same thing through the API, checking the nested context itself.
+  std::vector<loop::ExceptionContext> outer;
+  loop::ExceptionContext original;
+  original.message = "original";
+  loop::ExceptionContext failed;
+  failed.message = "Unhandled error in exception handler";
+  failed.context = std::make_shared<loop::ExceptionContext>(original);
+  CHECK(failed.to_json()["context"]["message"] == "original");
+}
+
+TEST_CASE("test_default_exc_handler_callback_output") {
+  loop::EventLoop lp;
+  CHECK_FALSE(lp.get_exception_handler());
+  StderrCapture cap;
+  lp.call_soon(loop::named("failing_callback", &failing_callback));
+  lp.stop();
+  lp.run_forever();
+  std::string err = cap.text();
+  // asyncio logs: the message, then "key: value" per other key, then the exception.
+  CHECK(err.find("Exception in callback failing_callback()\n") != std::string::npos);
+  CHECK(err.find("handle: <Handle failing_callback()>") != std::string::npos);
+  CHECK(err.find("std::runtime_error: callback failed") != std::string::npos);
+}
+
+TEST_CASE("test_call_exception_handler_default_message") {
+  loop::ExceptionContext c;
+  CHECK(c.format().rfind("Unhandled exception in event loop", 0) == 0);
+  c.message = "m";
+  c.exception = std::make_exception_ptr(std::invalid_argument("x"));
+  CHECK(c.format() == "m\nstd::invalid_argument: x");
+}
+
+TEST_CASE("test_set_exc_handler_none_restores_default") {
+  loop::EventLoop lp;
+  int calls = 0;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext&) { ++calls; });
+  loop::ExceptionContext one;
+  one.message = "one";
+  lp.call_exception_handler(one);
+  lp.set_exception_handler(nullptr);
+  StderrCapture cap;
+  loop::ExceptionContext two;
+  two.message = "two";
+  lp.call_exception_handler(two);
+  CHECK(calls == 1);
+  CHECK(cap.text().find("two") != std::string::npos);
+}
+
+TEST_CASE("test_default_exc_handler_coro_task_exception_never_retrieved") {
+  loop::EventLoop lp;
+  std::vector<nlohmann::json> seen;
+  lp.set_exception_handler(
+      [&](loop::EventLoop&, const loop::ExceptionContext& c) { seen.push_back(c.to_json()); });
+  auto boom = []() -> loop::Coroutine<int> {
+    throw std::runtime_error("task failed");
+    co_return 0;
+  };
+  (void)lp.create_task(boom(), "boomer");  // nobody keeps or awaits it
+  lp.stop();
+  lp.run_forever();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0]["message"] == "Task exception was never retrieved");
+  CHECK(seen[0]["exception"]["what"] == "task failed");
+  CHECK(seen[0]["future"] ==
+        "<Task finished name='boomer' exception=std::runtime_error: task failed>");
+}

@@ -1,0 +1,117 @@
+// run_in_executor and executors (CPython test_base_events.py: test_run_in_executor*,
+// test_set_default_executor).
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <loop/loop.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+// Runs each job on a new thread and counts them: proof the loop used it.
+class CountingExecutor final : public loop::Executor {
+ public:
+  ~CountingExecutor() override { shutdown(true); }
+  void submit(std::function<void()> work) override {
+    if (down) throw std::runtime_error("shut down");
+    ++submitted;
+    threads.emplace_back(std::move(work));
+  }
+  void shutdown(bool wait) override {
+    down = true;
+    if (wait)
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+  }
+  std::atomic<int> submitted{0};
+  bool down = false;
+  std::vector<std::thread> threads;
+};
+}  // namespace
+
+TEST_CASE("test_run_in_executor_default_result") {
+  loop::EventLoop lp;
+  std::thread::id loop_thread = std::this_thread::get_id();
+  auto f = lp.run_in_executor(
+      nullptr, [](int a, int b) { return std::make_pair(a * b, std::this_thread::get_id()); }, 6,
+      7);
+  auto [value, worker] = lp.run_until_complete(f);
+  CHECK(value == 42);
+  CHECK(worker != loop_thread);
+}
+
+TEST_CASE("test_run_in_executor_exception") {
+  loop::EventLoop lp;
+  auto f = lp.run_in_executor(nullptr, []() -> int { throw std::domain_error("in worker"); });
+  CHECK_THROWS_AS(lp.run_until_complete(f), std::domain_error);
+  auto v = lp.run_in_executor(nullptr, [] {});
+  CHECK_NOTHROW(lp.run_until_complete(v));
+}
+
+TEST_CASE("test_run_in_executor_custom") {
+  loop::EventLoop lp;
+  CountingExecutor ex;
+  auto f = lp.run_in_executor(&ex, [] { return std::string("custom"); });
+  CHECK(lp.run_until_complete(f) == "custom");
+  CHECK(ex.submitted == 1);
+  auto coro = [&]() -> loop::Coroutine<int> {
+    int a = co_await lp.run_in_executor(&ex, [] { return 1; });
+    int b = co_await lp.run_in_executor(nullptr, [] { return 2; });
+    co_return a + b;
+  };
+  CHECK(lp.run_until_complete(coro()) == 3);
+  CHECK(ex.submitted == 2);
+}
+
+TEST_CASE("test_set_default_executor") {
+  loop::EventLoop lp;
+  auto ex = std::make_unique<CountingExecutor>();
+  CountingExecutor* raw = ex.get();
+  lp.set_default_executor(std::move(ex));
+  auto f = lp.run_in_executor(nullptr, [] { return 5; });
+  CHECK(lp.run_until_complete(f) == 5);
+  CHECK(raw->submitted == 1);
+  CHECK(&lp.default_executor() == raw);
+}
+
+TEST_CASE("test_run_in_executor_many_concurrent") {
+  loop::EventLoop lp;
+  std::vector<loop::Future<int>> fs;
+  for (int i = 0; i < 50; ++i) fs.push_back(lp.run_in_executor(nullptr, [i] { return i * i; }));
+  auto all = loop::gather(fs);
+  auto results = lp.run_until_complete(all);
+  REQUIRE(results.size() == 50);
+  bool ok = true;
+  for (int i = 0; i < 50; ++i) ok = ok && results[static_cast<std::size_t>(i)] == i * i;
+  CHECK(ok);
+}
+
+TEST_CASE("test_run_in_executor_result_after_loop_closed_is_dropped") {
+  // The worker finishes after the loop closed: the result has nowhere to go, and nothing
+  // crashes (asyncio: call_soon_threadsafe raises in the worker's callback; dropped here).
+  std::atomic<bool> release{false};
+  std::atomic<bool> finished{false};
+  CountingExecutor ex;
+  {
+    loop::EventLoop lp;
+    auto f = lp.run_in_executor(&ex, [&] {
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      finished = true;
+      return 1;
+    });
+    lp.close();
+    release = true;
+    ex.shutdown(true);
+    CHECK_FALSE(f.done());
+  }
+  CHECK(finished);
+}
+
+TEST_CASE("test_thread_pool_default_max_workers") {
+  std::size_t cpus = std::max(1u, std::thread::hardware_concurrency());
+  CHECK(loop::ThreadPoolExecutor::default_max_workers() == std::min<std::size_t>(32, cpus + 4));
+  CHECK_THROWS_AS(loop::ThreadPoolExecutor(0), std::invalid_argument);
+  loop::ThreadPoolExecutor pool(2);
+  pool.shutdown(true);
+  CHECK_THROWS_AS(pool.submit([] {}), std::runtime_error);
+}

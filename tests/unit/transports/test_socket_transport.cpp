@@ -1,0 +1,319 @@
+// The stream transport against a real peer (Python's asyncio / socket in a subprocess).
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <loop/loop.hpp>
+
+#include "python_script_peer.hpp"
+#include "transport_helpers.hpp"
+
+using test::PythonPeer;
+using test::RecordingProtocol;
+
+namespace {
+
+// An asyncio echo server that also prints the SHA-256 of everything it received.
+const char* kPyEchoServer = R"(
+import asyncio, hashlib, sys
+class Echo(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t; self.h = hashlib.sha256(); self.n = 0
+    def data_received(self, d):
+        self.h.update(d); self.n += len(d); self.t.write(d)
+    def eof_received(self):
+        print(self.n, self.h.hexdigest(), flush=True)
+        return False
+async def main():
+    srv = await asyncio.get_running_loop().create_server(Echo, '127.0.0.1', 0)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+)";
+
+}  // namespace
+
+TEST_CASE("echo round trip, callbacks in asyncio's order") {
+  PythonPeer peer(kPyEchoServer);
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto proto = std::make_shared<RecordingProtocol>();
+  std::vector<std::string> order;
+  std::shared_ptr<loop::Transport> kept;
+  proto->on_made = [&](loop::Transport&) { order.push_back("connection_made"); };
+  proto->on_data = [&](std::string_view) {
+    if (proto->received == "hello") proto->transport->close();
+  };
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+    // create_connection returns once connection_made has run (asyncio's waiter).
+    order.push_back("returned");
+    kept = t;  // the loop lets go of the transport after connection_lost
+    REQUIRE(p == proto);
+    REQUIRE(p->transport == t.get());
+    REQUIRE(t->extra<loop::SocketAddress>("peername")->to_string() ==
+            "127.0.0.1:" + std::to_string(port));
+    REQUIRE(t->extra<loop::SocketAddress>("sockname")->host() == "127.0.0.1");
+    REQUIRE(t->extra<int>("socket").value() >= 0);
+    REQUIRE(t->can_write_eof());
+    REQUIRE(t->is_reading());
+    t->write("hel");
+    t->writelines({"l", "o"});
+    REQUIRE(t->get_write_buffer_size() == 0);  // went straight to the socket
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return proto->lost; });
+  REQUIRE(order == std::vector<std::string>{"connection_made", "returned"});
+  REQUIRE(proto->received == "hello");
+  REQUIRE(proto->events ==
+          std::vector<std::string>{"connection_made", "data_received", "connection_lost"});
+  REQUIRE(proto->lost_error == nullptr);
+  REQUIRE(kept->is_closing());
+  REQUIRE(kept->get_protocol() == nullptr);  // dropped after connection_lost
+}
+
+TEST_CASE("100 MiB through an echo peer, both directions checked by hash") {
+  PythonPeer peer(kPyEchoServer);
+  int port = peer.port();
+  loop::EventLoop lp;
+  const std::size_t total = 100u << 20, chunk = 256u << 10;
+  const std::string block = test::pattern(1u << 20);
+  test::Sha256 sent_hash, recv_hash;
+  std::size_t sent = 0, received = 0;
+  auto proto = std::make_shared<RecordingProtocol>();
+  bool paused = false;
+  auto pump = [&] {
+    // The producer stops at pause_writing and continues at resume_writing.
+    while (!paused && sent < total) {
+      std::string_view piece(block.data() + (sent % block.size()), chunk);
+      sent_hash.update(piece);
+      sent += chunk;
+      proto->transport->write(piece);
+    }
+    if (sent == total && !paused) proto->transport->write_eof();
+  };
+  proto->on_made = [&](loop::Transport&) { lp.call_soon(pump); };
+  proto->on_pause = [&] { paused = true; };
+  proto->on_resume = [&] {
+    paused = false;
+    pump();
+  };
+  proto->on_data = [&](std::string_view d) {
+    recv_hash.update(d);
+    received += d.size();
+    proto->received.clear();  // keep memory flat
+  };
+  auto main = [&]() -> loop::Coroutine<void> {
+    co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+  };
+  lp.run_until_complete(main());
+  test::run_until(
+      lp, [&] { return proto->lost; }, 60);
+  REQUIRE(proto->lost_error == nullptr);
+  REQUIRE(sent == total);
+  REQUIRE(received == total);
+  REQUIRE(proto->paused >= 1);
+  std::string expected = sent_hash.hex();
+  REQUIRE(recv_hash.hex() == expected);
+  // The peer's own count and hash of what it got.
+  REQUIRE(peer.readline() == std::to_string(total) + " " + expected);
+}
+
+TEST_CASE("BufferedProtocol reads straight into the protocol's buffer") {
+  PythonPeer peer(kPyEchoServer);
+  int port = peer.port();
+  struct Buffered : loop::BufferedProtocol {
+    std::vector<char> mem = std::vector<char>(7);
+    std::string got;
+    std::vector<std::size_t> hints;
+    loop::Transport* t = nullptr;
+    bool lost = false;
+    void connection_made(loop::BaseTransport& tr) override {
+      t = dynamic_cast<loop::Transport*>(&tr);
+    }
+    std::span<char> get_buffer(std::size_t) override { return {mem.data(), mem.size()}; }
+    void buffer_updated(std::size_t n) override {
+      got.append(mem.data(), n);  // the bytes are in our own memory
+      if (got.size() == 20) t->close();
+    }
+    void connection_lost(std::exception_ptr) override { lost = true; }
+  };
+  auto proto = std::make_shared<Buffered>();
+  loop::EventLoop lp;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+    t->write("abcdefghijklmnopqrst");
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return proto->lost; });
+  REQUIRE(proto->got == "abcdefghijklmnopqrst");
+}
+
+TEST_CASE("half-close: write_eof, then the peer answers and closes") {
+  // Python reads to EOF, then sends back what it got, reversed, and closes.
+  PythonPeer peer(R"(
+import socket
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); data = b''
+while True:
+    d = c.recv(65536)
+    if not d: break
+    data += d
+c.sendall(b'got:' + data[::-1]); c.close()
+)");
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto proto = std::make_shared<RecordingProtocol>();
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+    t->write("abc");
+    t->write_eof();
+    REQUIRE_THROWS_AS(t->write("more"), std::runtime_error);
+    REQUIRE_FALSE(t->is_closing());
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return proto->lost; });
+  REQUIRE(proto->received == "got:cba");
+  REQUIRE(proto->events == std::vector<std::string>{"connection_made", "data_received",
+                                                    "eof_received", "connection_lost"});
+}
+
+TEST_CASE("flow control under a slow reader: pause_writing, bounded buffer, resume_writing") {
+  // The peer does not read for 0.5 s, then reads everything and prints the count.
+  PythonPeer peer(R"(
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); time.sleep(0.5); n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d: break
+    n += len(d)
+print(n, flush=True)
+)");
+  int port = peer.port();
+  loop::EventLoop lp;
+  const std::size_t total = 50u << 20, chunk = 64u << 10;
+  const std::string block = test::pattern(chunk);
+  std::size_t sent = 0, max_buffered = 0;
+  bool paused = false;
+  auto proto = std::make_shared<RecordingProtocol>();
+  auto pump = [&] {
+    while (!paused && sent < total) {
+      proto->transport->write(block);
+      sent += chunk;
+      max_buffered = std::max(max_buffered, proto->transport->get_write_buffer_size());
+    }
+    if (sent == total && !proto->transport->is_closing()) proto->transport->close();
+  };
+  proto->on_made = [&](loop::Transport&) { lp.call_soon(pump); };
+  proto->on_pause = [&] { paused = true; };
+  proto->on_resume = [&] {
+    paused = false;
+    pump();
+  };
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+    auto [low, high] = t->get_write_buffer_limits();
+    REQUIRE(high == 64 * 1024);  // asyncio's defaults
+    REQUIRE(low == 16 * 1024);
+  };
+  lp.run_until_complete(main());
+  test::run_until(
+      lp, [&] { return proto->lost; }, 60);
+  REQUIRE(proto->paused >= 1);
+  REQUIRE(proto->resumed >= 1);
+  // The protocol stops writing when paused: the buffer never exceeds high water + one write.
+  REQUIRE(max_buffered <= 64 * 1024 + chunk);
+  REQUIRE(proto->lost_error == nullptr);
+  REQUIRE(peer.readline() == std::to_string(total));
+}
+
+TEST_CASE("set_write_buffer_limits validates and applies asyncio's defaults") {
+  PythonPeer peer(kPyEchoServer);
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto proto = std::make_shared<RecordingProtocol>();
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+    t->set_write_buffer_limits(1000);
+    REQUIRE(t->get_write_buffer_limits() == std::pair<std::size_t, std::size_t>{250, 1000});
+    t->set_write_buffer_limits(std::nullopt, 100);
+    REQUIRE(t->get_write_buffer_limits() == std::pair<std::size_t, std::size_t>{100, 400});
+    REQUIRE_THROWS_AS(t->set_write_buffer_limits(10, 20), std::invalid_argument);
+    t->set_write_buffer_limits();
+    REQUIRE(t->get_write_buffer_limits() ==
+            std::pair<std::size_t, std::size_t>{16 * 1024, 64 * 1024});
+    t->abort();
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return proto->lost; });
+  REQUIRE(proto->lost_error == nullptr);
+}
+
+TEST_CASE("pause_reading stops data_received until resume_reading") {
+  PythonPeer peer(kPyEchoServer);
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto proto = std::make_shared<RecordingProtocol>();
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+    t->pause_reading();
+    REQUIRE_FALSE(t->is_reading());
+    t->write("xyz");
+    co_await loop::sleep(0.3);  // the echo is back in our socket by now
+    REQUIRE(p->received.empty());
+    t->resume_reading();
+    REQUIRE(t->is_reading());
+    for (int i = 0; i < 200 && p->received.size() < 3; ++i) co_await loop::sleep(0.01);
+    REQUIRE(p->received == "xyz");
+    t->close();
+    REQUIRE_FALSE(t->is_reading());
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return proto->lost; });
+}
+
+TEST_CASE("a peer reset mid-write: connection_lost gets the error, no SIGPIPE") {
+  // SIGPIPE keeps its default action: if a write raised it, this test process would die.
+  REQUIRE(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+  PythonPeer peer(R"(
+import socket, struct
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.recv(1000)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+c.close()  # RST
+print('reset', flush=True)
+)");
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto proto = std::make_shared<RecordingProtocol>();
+  const std::string block = test::pattern(64 * 1024);
+  int writes = 0;
+  std::function<void()> keep_writing = [&] {
+    if (proto->lost || !proto->transport || proto->transport->is_closing()) return;
+    // Ignore flow control on purpose: keep the kernel's send path busy.
+    if (proto->transport->get_write_buffer_size() < (1u << 20)) proto->transport->write(block);
+    ++writes;
+    lp.call_later(0.001, keep_writing);
+  };
+  proto->on_made = [&](loop::Transport&) { lp.call_soon(keep_writing); };
+  std::shared_ptr<loop::Transport> kept;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.create_connection([&] { return proto; }, "127.0.0.1", port);
+    kept = t;
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return proto->lost; });
+  REQUIRE(peer.readline() == "reset");
+  REQUIRE(proto->lost_error != nullptr);
+  try {
+    std::rethrow_exception(proto->lost_error);
+  } catch (const std::system_error& e) {
+    INFO(e.what());
+    REQUIRE((e.code().value() == ECONNRESET || e.code().value() == EPIPE));
+  }
+  // Writes after the loss are dropped quietly.
+  kept->write("late");
+}

@@ -1,0 +1,182 @@
+// Streams: open_connection / start_server with StreamReader and StreamWriter, against
+// Python's asyncio streams as the peer where one is needed.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <loop/loop.hpp>
+
+#include "python_peer.hpp"
+#include "transport_helpers.hpp"
+
+using test::PythonPeer;
+
+TEST_CASE("readline, readexactly, read to EOF, IncompleteReadError from a Python peer") {
+  PythonPeer peer(R"(
+import asyncio
+async def handle(r, w):
+    w.write(b'first line\nsecond line\n' + b'0123456789' + b'tail')
+    await w.drain(); w.close()
+async def main():
+    srv = await asyncio.start_server(handle, '127.0.0.1', 0)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(30)
+asyncio.run(main())
+)");
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [r, w] = co_await loop::open_connection("127.0.0.1", port);
+    std::string got1 = co_await r->readline();
+    REQUIRE(got1 == "first line\n");
+    std::string got2 = co_await r->readuntil("line\n");
+    REQUIRE(got2 == "second line\n");
+    std::string got3 = co_await r->readexactly(10);
+    REQUIRE(got3 == "0123456789");
+    try {
+      co_await r->readexactly(10);
+      FAIL("read 10 bytes out of 4");
+    } catch (const loop::IncompleteReadError& e) {
+      REQUIRE(e.partial == "tail");
+      REQUIRE(e.expected == 10);
+    }
+    REQUIRE(r->at_eof());
+    std::string got4 = co_await r->read();
+    REQUIRE(got4 == "");
+    std::string got5 = co_await r->readline();
+    REQUIRE(got5 == "");
+    w->close();
+    co_await w->wait_closed();
+  };
+  lp.run_until_complete(main());
+}
+
+TEST_CASE("start_server echo with a Python asyncio client, drain under load") {
+  loop::EventLoop lp;
+  int handled = 0;
+  std::shared_ptr<loop::Server> srv;
+  auto start = [&]() -> loop::Coroutine<int> {
+    srv = co_await loop::start_server(
+        [&](std::shared_ptr<loop::StreamReader> r,
+            std::shared_ptr<loop::StreamWriter> w) -> loop::Coroutine<void> {
+          ++handled;
+          for (;;) {
+            std::string line = co_await r->readline();
+            if (line.empty()) break;
+            w->write(line);
+            co_await w->drain();
+          }
+          w->close();
+          co_await w->wait_closed();
+        },
+        "127.0.0.1", 0);
+    co_return srv->sockets().at(0).port();
+  };
+  int port = lp.run_until_complete(start());
+  PythonPeer peer(R"(
+import asyncio, sys
+async def main(port):
+    r, w = await asyncio.open_connection('127.0.0.1', port)
+    lines = [b'%d %s\n' % (i, b'x' * (i % 1000)) for i in range(20000)]
+    async def send():  # concurrently with reading, or both sides' drains could wait forever
+        for l in lines:
+            w.write(l); await w.drain()
+        w.write_eof()
+    t = asyncio.create_task(send())
+    got = await r.read(); await t
+    print('ok' if got == b''.join(lines) else 'mismatch %d' % len(got), flush=True)
+asyncio.run(main(int(sys.argv[1])))
+)",
+                  {std::to_string(port)});
+  int status = 0;
+  auto wait_peer = [&]() -> loop::Coroutine<void> {
+    for (int i = 0; i < 3000 && ::waitpid(peer.pid(), &status, WNOHANG) != peer.pid(); ++i)
+      co_await loop::sleep(0.01);
+  };
+  lp.run_until_complete(wait_peer());
+  REQUIRE(peer.readline() == "ok");
+  REQUIRE(handled == 1);
+  srv->close();
+  lp.run_until_complete(srv->wait_closed());
+}
+
+TEST_CASE("drain waits for resume_writing when the peer does not read") {
+  // The peer reads nothing for 0.5 s.
+  PythonPeer peer(R"(
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); time.sleep(0.5); n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d: break
+    n += len(d)
+print(n, flush=True)
+)");
+  int port = peer.port();
+  loop::EventLoop lp;
+  std::size_t max_buffered = 0;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [r, w] = co_await loop::open_connection("127.0.0.1", port);
+    std::string block(256 * 1024, 'd');
+    double t0 = lp.time();
+    double first_slow_drain = -1;
+    for (int i = 0; i < 80; ++i) {  // 20 MiB
+      w->write(block);
+      max_buffered = std::max(max_buffered, w->transport()->get_write_buffer_size());
+      double before = lp.time();
+      co_await w->drain();
+      if (first_slow_drain < 0 && lp.time() - before > 0.2) first_slow_drain = before - t0;
+    }
+    REQUIRE(first_slow_drain >= 0);  // some drain waited for the reader
+    w->close();
+    co_await w->wait_closed();
+  };
+  lp.run_until_complete(main());
+  // drain kept the buffer to about one write above the high-water mark.
+  REQUIRE(max_buffered <= 64 * 1024 + 256 * 1024);
+  REQUIRE(peer.readline() == std::to_string(80 * 256 * 1024));
+}
+
+TEST_CASE("readuntil over the limit: LimitOverrunError, readline: std::invalid_argument") {
+  loop::EventLoop lp;
+  std::string path = "@libloop-streams-" + std::to_string(::getpid());
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto srv = co_await loop::start_unix_server(
+        [](std::shared_ptr<loop::StreamReader>,
+           std::shared_ptr<loop::StreamWriter> w) -> loop::Coroutine<void> {
+          w->write(std::string(100, 'a') + "\n" + "short\n" + std::string(100, 'b'));
+          w->write_eof();
+          co_return;
+        },
+        path);
+    auto [r, w] = co_await loop::open_unix_connection(path, {}, 64);
+    REQUIRE(r->limit() == 64);
+    try {
+      co_await r->readuntil("\n");
+      FAIL("no LimitOverrunError");
+    } catch (const loop::LimitOverrunError& e) {
+      REQUIRE(e.consumed == 100);
+    }
+    // The data stays buffered: readline drops the over-long line and reports it.
+    bool refused = false;
+    try {
+      co_await r->readline();
+    } catch (const std::invalid_argument&) {
+      refused = true;
+    }
+    REQUIRE(refused);
+    std::string got6 = co_await r->readline();
+    REQUIRE(got6 == "short\n");
+    try {
+      co_await r->readuntil("\n");
+      FAIL("no error");
+    } catch (const loop::LimitOverrunError&) {
+      // 100 'b' without a separator also exceeds the limit
+    } catch (const loop::IncompleteReadError& e) {
+      REQUIRE(e.partial == std::string(100, 'b'));
+    }
+    w->close();
+    srv->close();
+  };
+  lp.run_until_complete(main());
+}
