@@ -88,11 +88,14 @@ def server_specs(paths):
         specs.append(ServerSpec("loopctl-protocol-trace", "protocol", True,
                                 tcp=[loopctl, "--trace={trace}", "echo-server", "--port", "0"]))
     else:
-        note("`loopctl echo-server` is not on this build yet: the libloop protocol server is "
-             "skipped")
+        note("`loopctl echo-server` is not on this build yet: skipped; libloop's protocol "
+             "echo is measured with bench/servers/loop_protocol_echo.cpp (create_server)")
     if loopctl_has(loopctl, "udp-echo-server"):
         specs.append(ServerSpec("loopctl-udp", "protocol", True,
                                 udp=[loopctl, "udp-echo-server", "--port", "0"]))
+    specs.append(ServerSpec("libloop-protocol", "protocol", True,
+                            tcp=[os.path.join(b, "loop_protocol_echo"), "--port", "0"],
+                            unix=[os.path.join(b, "loop_protocol_echo"), "--unix", "{path}"]))
     streams = os.path.join(b, "loop_streams_echo")
     if os.access(streams, os.X_OK):
         specs.append(ServerSpec("libloop-streams", "streams", True,
