@@ -96,6 +96,9 @@ def server_specs(paths):
     specs.append(ServerSpec("libloop-protocol", "protocol", True,
                             tcp=[os.path.join(b, "loop_protocol_echo"), "--port", "0"],
                             unix=[os.path.join(b, "loop_protocol_echo"), "--unix", "{path}"]))
+    specs.append(ServerSpec("libloop-protocol-trace", "protocol", True,
+                            tcp=[os.path.join(b, "loop_protocol_echo"), "--port", "0",
+                                 "--trace", "{trace}"]))
     streams = os.path.join(b, "loop_streams_echo")
     if os.access(streams, os.X_OK):
         specs.append(ServerSpec("libloop-streams", "streams", True,
@@ -347,7 +350,8 @@ def markdown(records, args):
             scenarios.append(key)
     for fam, conns, msg in scenarios:
         rows = [r for r in echo if (r["family"], r["conns"], r["msg"]) == (fam, conns, msg)]
-        libs = [r for r in rows if r["libloop"] and r.get("server_us_per_req")]
+        libs = [r for r in rows if r["libloop"] and r.get("server_us_per_req")
+                and not r["server"].endswith("-trace")]
         lines.append("\n## Echo %s, %d connections, %s B messages\n" % (fam, conns, msg))
         head = ("| server | req/s | MiB/s | p50 µs | p99 µs | user µs/req | sys µs/req | "
                 "CPU µs/req | " + " | ".join("%s/this" % r["server"] for r in libs) + " |")

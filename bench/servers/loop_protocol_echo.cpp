@@ -1,7 +1,8 @@
 // loop_protocol_echo: the protocol echo server on libloop (create_server / create_unix_server),
 // as uvloop's vmbench writes it: data_received writes the data straight back. The figure
 // `loopctl echo-server` should reach; it runs here until loopctl has that subcommand.
-//   loop_protocol_echo [--port P] [--unix PATH]   prints "listening on 127.0.0.1:PORT"
+//   loop_protocol_echo [--port P] [--unix PATH] [--trace FILE]
+// prints "listening on 127.0.0.1:PORT"; --trace writes the JSON Lines trace (what tracing costs).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
@@ -58,14 +59,16 @@ loop::Coroutine<void> serve(loop::EventLoop& lp, unsigned short port, std::strin
 
 int main(int argc, char** argv) {
   unsigned short port = 0;
-  std::string unix_path;
+  std::string unix_path, trace;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--port") && i + 1 < argc) {
       port = static_cast<unsigned short>(std::atoi(argv[++i]));
     } else if (!std::strcmp(argv[i], "--unix") && i + 1 < argc) {
       unix_path = argv[++i];
+    } else if (!std::strcmp(argv[i], "--trace") && i + 1 < argc) {
+      trace = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: loop_protocol_echo [--port P] [--unix PATH]\n");
+      std::fprintf(stderr, "usage: loop_protocol_echo [--port P] [--unix PATH] [--trace FILE]\n");
       return 2;
     }
   }
@@ -75,7 +78,9 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   loop::EventLoop lp;
+  if (!trace.empty()) lp.set_tracer(loop::open_tracer(trace, "jsonl"));
   lp.run_until_complete(serve(lp, port, unix_path));
   lp.close();
+  if (lp.tracer()) lp.tracer()->finish();
   return 0;
 }
