@@ -332,6 +332,34 @@ def ratio(a, b):
     return "%.2f" % (a / b) if a and b else "-"
 
 
+def summary(echo, scenarios):
+    """Server CPU µs per request, every server x every scenario, with libloop-protocol/peer."""
+    ref_name = "loopctl-protocol" if any(r["server"] == "loopctl-protocol" for r in echo) \
+        else "libloop-protocol"
+    ref = {(r["family"], r["conns"], r["msg"]): r.get("server_us_per_req") for r in echo
+           if r["server"] == ref_name or (r["server"] == "libloop-udp" and r["family"] == "udp")}
+    servers = []
+    for r in echo:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    cell = {(r["server"], r["family"], r["conns"], r["msg"]): r for r in echo}
+    out = ["\n## Summary: server CPU µs per request (user+sys), and %s/this in brackets\n"
+           % ref_name,
+           "(UDP column: libloop-udp/this.)\n",
+           "| server | " + " | ".join("%s %dx%s" % (f, c, ("%d KiB" % (m // 1024)) if m >= 1024
+                                                    else "%d B" % m)
+                                   for f, c, m in scenarios) + " |",
+           "|---|" + "---|" * len(scenarios)]
+    for name in servers:
+        cells = []
+        for key in scenarios:
+            r = cell.get((name,) + key)
+            v = r.get("server_us_per_req") if r else None
+            cells.append("%s (%s)" % (fmt(v, 1), ratio(ref.get(key), v)) if v else "-")
+        out.append("| %s | %s |" % (name, " | ".join(cells)))
+    return out
+
+
 def markdown(records, args):
     lines = []
     mach = next(r for r in records if r["kind"] == "machine")
@@ -348,6 +376,7 @@ def markdown(records, args):
         key = (r["family"], r["conns"], r["msg"])
         if key not in scenarios:
             scenarios.append(key)
+    lines += summary(echo, scenarios)
     for fam, conns, msg in scenarios:
         rows = [r for r in echo if (r["family"], r["conns"], r["msg"]) == (fam, conns, msg)]
         libs = [r for r in rows if r["libloop"] and r.get("server_us_per_req")
@@ -434,12 +463,21 @@ def main():
     parser.add_argument("--name", help="results name (default: full or quick)")
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--report", help="only re-render the markdown of this .jsonl")
     args = parser.parse_args()
     args.duration = args.duration or (0.6 if args.quick else 3.0)
     args.warmup = args.warmup or (0.2 if args.quick else 1.0)
     args.idle = args.idle or (1000 if args.quick else 10000)
     args.name = args.name or ("quick" if args.quick else "full")
     skip = set(filter(None, args.skip.split(",")))
+    if args.report:
+        records = [json.loads(l) for l in open(args.report)]
+        saved = records[0].get("args", {})
+        args.duration, args.warmup = saved.get("duration"), saved.get("warmup")
+        args.name = saved.get("name", args.name)
+        with open(args.report[:-len(".jsonl")] + ".md", "w") as f:
+            f.write(markdown(records, args))
+        return
 
     # As many fds as the hard limit allows, for the harness and (inherited) the servers.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
