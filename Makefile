@@ -1,10 +1,11 @@
 # Thin wrapper over CMake: the README's two commands start here.
 #   make run [ARGS="date --interval 0.5"]   install what is missing, build, run loopctl
+#                                            (default: echo-server --trace on 127.0.0.1:8888)
 #   make test                                install what is missing, build, run every test
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-ARGS ?= hello
+ARGS ?= echo-server --trace
 CMAKE_FLAGS ?=
 
 .PHONY: all deps configure build run test clean format bench package completions

@@ -13,20 +13,26 @@ _loopctl() {
       "date") path="date" ;;
       "watch-fd") path="watch-fd" ;;
       "signals") path="signals" ;;
+      "echo-server") path="echo-server" ;;
+      "echo-client") path="echo-client" ;;
+      "tls-proxy") path="tls-proxy" ;;
       "completion") path="completion" ;;
     esac
   done
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
-    --path) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --duration|--fd|--interval|--signals|--slow-callback-ms) return ;;
+    --cafile|--cert|--key|--path|--unix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --backlog|--count|--duration|--fd|--host|--interval|--listen|--message|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--upstream|--workers) return ;;
   esac
   case "$path" in
-    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals completion" ;;
+    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client tls-proxy completion" ;;
     "hello") words="-h --help" ;;
     "date") words="-h --help --interval --duration" ;;
     "watch-fd") words="-h --help --fd --path --raw" ;;
     "signals") words="-h --help --signals" ;;
+    "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port --workers" ;;
+    "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
+    "tls-proxy") words="-h --help --listen --upstream --cert --key --upstream-tls --cafile --insecure --server-hostname --starttls" ;;
     "completion") words="-h --help bash zsh fish" ;;
   esac
   COMPREPLY=($(compgen -W "$words" -- "$cur"))

@@ -7,6 +7,9 @@ std::unique_ptr<Command> make_hello();
 std::unique_ptr<Command> make_date();
 std::unique_ptr<Command> make_watch_fd();
 std::unique_ptr<Command> make_signals();
+std::unique_ptr<Command> make_echo_server();
+std::unique_ptr<Command> make_echo_client();
+std::unique_ptr<Command> make_tls_proxy();
 std::unique_ptr<Command> make_completion();
 std::unique_ptr<Command> make_manpage();
 
@@ -16,6 +19,9 @@ std::vector<std::unique_ptr<Command>> all_commands() {
   cmds.push_back(make_date());
   cmds.push_back(make_watch_fd());
   cmds.push_back(make_signals());
+  cmds.push_back(make_echo_server());
+  cmds.push_back(make_echo_client());
+  cmds.push_back(make_tls_proxy());
   cmds.push_back(make_completion());
   cmds.push_back(make_manpage());
   return cmds;

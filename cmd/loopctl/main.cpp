@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("loopctl ") + LOOPCTL_VERSION,
                        "Print the version and exit");
   app.require_subcommand(1);
+  // Global options are also accepted after the subcommand: `loopctl echo-server --trace`.
+  app.fallthrough();
   app.option_defaults()->always_capture_default();
   app.footer("Exit codes: 0 success, 1 runtime failure, 2 usage error.\n"
              "Environment: LOOP_DEBUG=1 turns on debug mode, as --debug does.");

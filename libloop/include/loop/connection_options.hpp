@@ -11,7 +11,7 @@
 
 namespace loop {
 
-class SSLContext;  // TLS arrives with its own issue; the fields are here so the API stays put
+class SSLContext;  // <loop/ssl.hpp>
 class Transport;
 
 /// What create_connection and friends return: the transport and the factory's protocol.
@@ -28,8 +28,12 @@ struct ConnectionOptions {
   int sock = -1;
   /// (host, port) to bind to before connecting; resolved like host.
   std::optional<std::pair<std::string, int>> local_addr;
-  std::shared_ptr<SSLContext> ssl;  // not supported yet: std::invalid_argument
+  /// TLS over the connection; the result is returned once the handshake is done.
+  std::shared_ptr<SSLContext> ssl;
+  /// With ssl: the name sent (SNI) and matched against the certificate. Defaults to host;
+  /// required without one (std::invalid_argument); "" disables hostname matching.
   std::optional<std::string> server_hostname;
+  /// With ssl: seconds the handshake may take (nullopt: 60).
   std::optional<double> ssl_handshake_timeout;
 };
 
@@ -45,7 +49,9 @@ struct ServerOptions {
   bool reuse_port = false;
   /// Start accepting at once; otherwise call Server::start_serving / serve_forever.
   bool start_serving = true;
-  std::shared_ptr<SSLContext> ssl;  // not supported yet: std::invalid_argument
+  /// TLS on every accepted connection (a server-side context with a certificate); a failed
+  /// handshake closes that connection only.
+  std::shared_ptr<SSLContext> ssl;
   std::optional<double> ssl_handshake_timeout;
 };
 

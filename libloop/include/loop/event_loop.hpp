@@ -293,6 +293,20 @@ class EventLoop {
                                   std::optional<std::size_t> count = std::nullopt,
                                   bool fallback = true);
 
+  // ---- TLS upgrade (libloop/src/tls/start_tls.cpp) ------------------------------------------
+  /// asyncio's start_tls: puts TLS on the live connection `transport` (whose protocol is
+  /// `protocol`) and returns the new transport once the handshake is done; `protocol` then
+  /// gets the decrypted data (its connection_made is not called again). The old transport
+  /// carries the records from now on: do not use it (its writes would bypass TLS). Reading is
+  /// paused until the layer is in place, so that no byte is read past it. On failure the
+  /// transport is closed and the error (SSLError, a timeout...) thrown. server_hostname,
+  /// ssl_handshake_timeout: as create_connection's.
+  Coroutine<std::shared_ptr<Transport>> start_tls(
+      std::shared_ptr<Transport> transport, std::shared_ptr<Protocol> protocol,
+      std::shared_ptr<SSLContext> sslcontext, bool server_side = false,
+      std::optional<std::string> server_hostname = std::nullopt,
+      std::optional<double> ssl_handshake_timeout = std::nullopt);
+
   // ---- For the library's own layers (transports, futures, tasks) ----------------------------
   asio::io_context& io_context() { return io_; }
   /// Throws std::runtime_error("Event loop is closed") after close().

@@ -11,6 +11,7 @@
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
 #include "loop/signals.hpp"
+#include "loop/ssl.hpp"
 #include "loop/socket.hpp"
 #include "loop/trace.hpp"
 #include "loop/future.hpp"

@@ -13,6 +13,8 @@
 
 namespace loop {
 
+class SSLContext;
+
 class Server : public std::enable_shared_from_this<Server> {
  public:
   using ProtocolFactory = std::function<std::shared_ptr<Protocol>()>;
@@ -48,6 +50,11 @@ class Server : public std::enable_shared_from_this<Server> {
   void attach() { ++active_count_; }
   void detach();
   std::size_t active_count() const { return active_count_; }
+  /// For create_server's ssl option: every accepted connection gets the TLS layer.
+  void set_ssl(std::shared_ptr<SSLContext> context, std::optional<double> handshake_timeout) {
+    ssl_ = std::move(context);
+    ssl_handshake_timeout_ = handshake_timeout;
+  }
 
  private:
   struct Listener;
@@ -68,6 +75,9 @@ class Server : public std::enable_shared_from_this<Server> {
   bool waiters_done_ = false;
   std::optional<Future<void>> serving_forever_fut_;
   std::uint64_t id_;
+  // ---- TLS (libloop/src/tls/ssl_socket.cpp) ----
+  std::shared_ptr<SSLContext> ssl_;
+  std::optional<double> ssl_handshake_timeout_;
 };
 
 /// Closes the server when the scope ends: the counterpart of `async with server:`. Await

@@ -14,8 +14,24 @@ class JsonlTracer final : public Tracer {
 
   void record(const nlohmann::json& rec) override {
     if (!out_) return;
-    std::string line = rec.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    line += '\n';
+    // "ts" and "ev" first, so a person reading the lines sees when and what at once; the rest
+    // in key order.
+    constexpr auto replace = nlohmann::json::error_handler_t::replace;
+    std::string line = "{";
+    for (const char* key : {"ts", "ev"}) {
+      auto it = rec.find(key);
+      if (it == rec.end()) continue;
+      if (line.size() > 1) line += ',';
+      line += '"';
+      line += key;
+      line += "\":" + it->dump(-1, ' ', false, replace);
+    }
+    for (auto it = rec.begin(); it != rec.end(); ++it) {
+      if (it.key() == "ts" || it.key() == "ev") continue;
+      if (line.size() > 1) line += ',';
+      line += nlohmann::json(it.key()).dump() + ":" + it->dump(-1, ' ', false, replace);
+    }
+    line += "}\n";
     std::fwrite(line.data(), 1, line.size(), out_);
     // Readers follow the trace live (tail -f, a pipe into jq): whole lines, promptly.
     if (++unflushed_ >= 64 || rec.value("ev", "") != "callback") flush();

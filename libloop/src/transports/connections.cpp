@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "loop/tasks.hpp"
+#include "tls/ssl_socket.hpp"
 #include "transports/socket_transport.hpp"
 #include "transports/socket_utils.hpp"
 
@@ -19,11 +20,27 @@ namespace loop::detail {
 
 namespace {
 
-void refuse_ssl(const std::shared_ptr<SSLContext>& ssl,
-                const std::optional<double>& handshake_timeout) {
+// asyncio's checks of ssl_handshake_timeout, common to every function.
+void check_handshake_timeout(const std::shared_ptr<SSLContext>& ssl,
+                             const std::optional<double>& handshake_timeout) {
   if (handshake_timeout && !ssl)
     throw std::invalid_argument("ssl_handshake_timeout is only meaningful with ssl");
-  if (ssl) throw std::invalid_argument("ssl is not supported yet");
+}
+
+// A client's TLS options (nullopt without ssl). server_hostname defaults to `host`; without
+// one it is required (`missing` is asyncio's message); "" disables hostname matching.
+std::optional<TlsOptions> client_tls(const ConnectionOptions& o, const std::string& host,
+                                     const char* missing) {
+  if (o.server_hostname && !o.ssl)
+    throw std::invalid_argument("server_hostname is only meaningful with ssl");
+  check_handshake_timeout(o.ssl, o.ssl_handshake_timeout);
+  if (!o.ssl) return std::nullopt;
+  std::optional<std::string> hostname = o.server_hostname;
+  if (!hostname) {
+    if (host.empty()) throw std::invalid_argument(missing);
+    hostname = host;
+  }
+  return TlsOptions{o.ssl, false, std::move(hostname), o.ssl_handshake_timeout};
 }
 
 void check_stream_socket(int fd, std::optional<int> family, const char* expected) {
@@ -39,14 +56,24 @@ std::string lower(std::string s) {
 }
 
 // asyncio's _create_connection_transport: the protocol, the transport, and a waiter done
-// once connection_made has run.
+// once connection_made has run (with ssl: once the handshake is done).
 Coroutine<std::shared_ptr<Transport>> connection_transport(EventLoop& loop, UniqueFd sock,
-                                                           ProtocolFactory& factory) {
+                                                           ProtocolFactory& factory,
+                                                           std::optional<TlsOptions> tls = {}) {
   std::shared_ptr<Protocol> protocol = factory();
   if (!protocol) throw std::invalid_argument("protocol_factory returned no protocol");
   Future<void> waiter = loop.create_future<void>();
-  auto transport = std::make_shared<SocketTransport>(loop, sock.release(), protocol);
-  transport->start(waiter);
+  std::shared_ptr<SocketTransport> transport;
+  std::shared_ptr<Transport> result;
+  if (tls) {
+    auto conn = make_ssl_socket_transport(loop, sock.release(), protocol, *tls, waiter);
+    transport = std::move(conn.below);
+    result = conn.ssl->app_transport();
+  } else {
+    transport = std::make_shared<SocketTransport>(loop, sock.release(), protocol);
+    transport->start(waiter);
+    result = transport;
+  }
   std::exception_ptr failed;
   try {
     co_await waiter;
@@ -57,7 +84,7 @@ Coroutine<std::shared_ptr<Transport>> connection_transport(EventLoop& loop, Uniq
     transport->close();
     std::rethrow_exception(failed);
   }
-  co_return transport;
+  co_return result;
 }
 
 // asyncio's _connect_sock: a socket for one address, bound to a local address of its family
@@ -112,9 +139,8 @@ Coroutine<std::shared_ptr<Transport>> create_connection(EventLoop& loop, Protoco
                                                         std::string host, int port,
                                                         ConnectionOptions o) {
   loop.check_closed();
-  if (o.server_hostname && !o.ssl)
-    throw std::invalid_argument("server_hostname is only meaningful with ssl");
-  refuse_ssl(o.ssl, o.ssl_handshake_timeout);
+  std::optional<TlsOptions> tls =
+      client_tls(o, host, "You must set server_hostname when using ssl without a host");
   UniqueFd sock;
   if (!host.empty() || port != 0) {
     if (o.sock >= 0)
@@ -160,7 +186,7 @@ Coroutine<std::shared_ptr<Transport>> create_connection(EventLoop& loop, Protoco
     set_nonblocking(o.sock);
     sock = UniqueFd(o.sock);
   }
-  co_return co_await connection_transport(loop, std::move(sock), factory);
+  co_return co_await connection_transport(loop, std::move(sock), factory, std::move(tls));
 }
 
 Coroutine<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop,
@@ -168,9 +194,9 @@ Coroutine<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop,
                                                              std::string path,
                                                              ConnectionOptions o) {
   loop.check_closed();
-  if (o.server_hostname && !o.ssl)
-    throw std::invalid_argument("server_hostname is only meaningful with ssl");
-  refuse_ssl(o.ssl, o.ssl_handshake_timeout);
+  // No host to default to: asyncio requires server_hostname here.
+  std::optional<TlsOptions> tls =
+      client_tls(o, std::string(), "you have to pass server_hostname when using ssl");
   UniqueFd sock;
   if (!path.empty()) {
     if (o.sock >= 0)
@@ -184,24 +210,28 @@ Coroutine<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop,
     set_nonblocking(o.sock);
     sock = UniqueFd(o.sock);
   }
-  co_return co_await connection_transport(loop, std::move(sock), factory);
+  co_return co_await connection_transport(loop, std::move(sock), factory, std::move(tls));
 }
 
 Coroutine<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop,
                                                               ProtocolFactory factory, int fd,
                                                               ConnectionOptions o) {
   loop.check_closed();
-  refuse_ssl(o.ssl, o.ssl_handshake_timeout);
+  check_handshake_timeout(o.ssl, o.ssl_handshake_timeout);
+  if (o.server_hostname)  // asyncio has no such parameter: the socket is the server side
+    throw std::invalid_argument("server_hostname is not used by connect_accepted_socket");
   check_stream_socket(fd, std::nullopt, "Stream Socket");
   set_nonblocking(fd);
-  co_return co_await connection_transport(loop, UniqueFd(fd), factory);
+  std::optional<TlsOptions> tls;
+  if (o.ssl) tls = TlsOptions{o.ssl, true, std::nullopt, o.ssl_handshake_timeout};
+  co_return co_await connection_transport(loop, UniqueFd(fd), factory, std::move(tls));
 }
 
 Coroutine<std::shared_ptr<Server>> create_server(EventLoop& loop, ProtocolFactory factory,
                                                  std::vector<std::string> hosts, int port,
                                                  ServerOptions o) {
   loop.check_closed();
-  refuse_ssl(o.ssl, o.ssl_handshake_timeout);
+  check_handshake_timeout(o.ssl, o.ssl_handshake_timeout);
   std::vector<UniqueFd> socks;
   if (port >= 0 || !hosts.empty()) {
     if (o.sock >= 0)
@@ -246,6 +276,7 @@ Coroutine<std::shared_ptr<Server>> create_server(EventLoop& loop, ProtocolFactor
   std::vector<int> fds;
   for (auto& s : socks) fds.push_back(s.release());
   auto server = std::make_shared<Server>(loop, std::move(fds), std::move(factory), o.backlog);
+  if (o.ssl) server->set_ssl(o.ssl, o.ssl_handshake_timeout);
   if (o.start_serving) co_await server->start_serving();
   co_return server;
 }
@@ -253,7 +284,7 @@ Coroutine<std::shared_ptr<Server>> create_server(EventLoop& loop, ProtocolFactor
 Coroutine<std::shared_ptr<Server>> create_unix_server(EventLoop& loop, ProtocolFactory factory,
                                                       std::string path, ServerOptions o) {
   loop.check_closed();
-  refuse_ssl(o.ssl, o.ssl_handshake_timeout);
+  check_handshake_timeout(o.ssl, o.ssl_handshake_timeout);
   UniqueFd sock;
   if (!path.empty()) {
     if (o.sock >= 0)
@@ -283,6 +314,7 @@ Coroutine<std::shared_ptr<Server>> create_unix_server(EventLoop& loop, ProtocolF
   }
   std::vector<int> fds{sock.release()};
   auto server = std::make_shared<Server>(loop, std::move(fds), std::move(factory), o.backlog);
+  if (o.ssl) server->set_ssl(o.ssl, o.ssl_handshake_timeout);
   if (o.start_serving) co_await server->start_serving();
   co_return server;
 }

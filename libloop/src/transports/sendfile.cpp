@@ -158,7 +158,9 @@ Coroutine<std::size_t> EventLoop::sendfile(Transport& transport, int file_fd, st
     }
     if (!unavailable) co_return sent;
   } else if (!fallback) {
-    throw std::runtime_error(
+    // A TLS transport among others. asyncio raises RuntimeError here, of which
+    // SendfileNotAvailableError is a kind.
+    throw SendfileNotAvailableError(
         "fallback is disabled and native sendfile is not supported for this transport");
   }
   co_return co_await sendfile_fallback(*this, transport, file_fd, offset, count);

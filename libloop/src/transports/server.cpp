@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "loop/tasks.hpp"
+#include "tls/ssl_socket.hpp"
 #include "transports/socket_transport.hpp"
 #include "transports/socket_utils.hpp"
 
@@ -136,6 +137,11 @@ void Server::accept_connection(int fd, SocketAddress peer) {
   try {
     protocol = factory_();
     if (!protocol) throw std::runtime_error("protocol_factory returned no protocol");
+    if (ssl_) {
+      detail::accept_ssl_connection(*loop_, owned.release(), peer, shared_from_this(), protocol,
+                                    {ssl_, true, std::nullopt, ssl_handshake_timeout_});
+      return;
+    }
     auto transport = std::make_shared<detail::SocketTransport>(*loop_, owned.release(), protocol,
                                                                shared_from_this(), peer);
     transport->start(std::nullopt);

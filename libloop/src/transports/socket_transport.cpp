@@ -97,6 +97,7 @@ std::any SocketTransport::get_extra_info(std::string_view name, std::any default
   if (name == "peername") return peername_;
   if (name == "sockname") return sockname_;
   if (name == "socket") return fd_;
+  if (name == "transport_id") return id_;  // a layer on top (TLS) traces under this id
   return default_value;
 }
 

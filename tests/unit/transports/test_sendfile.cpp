@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <loop/loop.hpp>
 
-#include "python_peer.hpp"
+#include "python_script_peer.hpp"
 #include "transport_helpers.hpp"
 
 using test::PythonPeer;

@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
 
-#include "python_peer.hpp"
+#include "python_script_peer.hpp"
 #include "transport_helpers.hpp"
 
 using test::PythonPeer;

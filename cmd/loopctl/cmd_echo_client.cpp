@@ -1,0 +1,111 @@
+// loopctl echo-client: connects (create_connection through open_connection), sends the message
+// N times, reads each echo and prints it; exit 0 only if every echo matched.
+#include <cstdio>
+
+#include "serve.hpp"
+
+namespace loopctl {
+namespace {
+
+// Outside the coroutine: GCC 12 miscompiles string literals in coroutine bodies.
+[[noreturn]] void throw_no_echo(const Endpoint& ep, double timeout) {
+  throw RuntimeFailure("no echo from " + ep.to_string() + " within " + std::to_string(timeout) +
+                       " s");
+}
+[[noreturn]] void throw_mismatches(int mismatches, int count) {
+  throw RuntimeFailure(std::to_string(mismatches) + " of " + std::to_string(count) +
+                       " echoes did not match");
+}
+[[noreturn]] void throw_closed_early(const Endpoint& ep, std::size_t got, std::size_t want) {
+  throw RuntimeFailure("connection closed by " + ep.to_string() + " after " +
+                       std::to_string(got) + " of " + std::to_string(want) +
+                       " bytes of an echo");
+}
+void print_line(const std::string& s) {
+  std::printf("%s\n", s.c_str());
+  std::fflush(stdout);
+}
+
+class EchoClient final : public Command {
+ public:
+  const char* name() const override { return "echo-client"; }
+  const char* description() const override {
+    return "Connect to ENDPOINT, send --message --count times, print each echo; exit 0 only "
+           "if every echo matched";
+  }
+  void setup(CLI::App& app) override {
+    app.add_option("endpoint", endpoint_, "HOST:PORT, [V6ADDR]:PORT or unix:PATH")->required();
+    app.add_option("--message", message_, "The message to send");
+    app.add_option("--count", count_, "How many times to send it")->check(CLI::NonNegativeNumber);
+    app.add_option("--timeout", timeout_, "Seconds to wait for each echo")
+        ->check(positive_number());
+    tls_.add_to(app);
+  }
+
+  int run(loop::EventLoop& lp) override {
+    Endpoint ep;
+    try {
+      ep = parse_endpoint(endpoint_);
+    } catch (const UsageError&) {
+      throw;
+    }
+    if (message_.empty()) throw UsageError("--message must not be empty");
+    auto ssl = tls_.context();
+    return lp.run_until_complete(talk(ep, ssl));
+  }
+
+ private:
+  loop::Coroutine<int> talk(Endpoint ep, std::shared_ptr<loop::SSLContext> ssl) {
+    loop::ConnectionOptions opts;
+    opts.ssl = ssl;
+    if (!tls_.server_hostname.empty()) opts.server_hostname = tls_.server_hostname;
+    loop::StreamPair streams;
+    std::string error;
+    try {
+      if (ep.is_unix())
+        streams = co_await loop::open_unix_connection(ep.path, opts);
+      else
+        streams = co_await loop::open_connection(ep.host, ep.port, opts);
+    } catch (const std::exception& e) {
+      error = connect_error(ep, e);
+    }
+    if (!error.empty()) throw RuntimeFailure(error);
+    auto [reader, writer] = streams;
+    int mismatches = 0;
+    for (int i = 0; i < count_; ++i) {
+      writer->write(message_);
+      co_await writer->drain();
+      std::string echo;
+      bool timed_out = false;
+      bool closed = false;
+      try {
+        echo = co_await loop::wait_for(reader->readexactly(message_.size()), timeout_);
+      } catch (const loop::TimeoutError&) {
+        timed_out = true;
+      } catch (const loop::IncompleteReadError& e) {
+        echo = e.partial;
+        closed = true;
+      }
+      if (timed_out) throw_no_echo(ep, timeout_);
+      if (closed) throw_closed_early(ep, echo.size(), message_.size());
+      print_line(echo);
+      if (echo != message_) ++mismatches;
+    }
+    writer->close();
+    co_await writer->wait_closed();
+    if (mismatches) throw_mismatches(mismatches, count_);
+    co_return 0;
+  }
+
+  std::string endpoint_;
+  std::string message_ = "Hello World!";
+  int count_ = 1;
+  double timeout_ = 10;
+  ClientTlsOptions tls_;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_echo_client() { return std::make_unique<EchoClient>(); }
+
+}  // namespace loopctl

@@ -1,0 +1,218 @@
+// loopctl tls-proxy: forwards bytes both ways between each accepted client and a new connection
+// to the upstream. TLS on either leg: --cert/--key terminate TLS from clients, --upstream-tls
+// speaks TLS to the upstream, --starttls accepts plaintext and upgrades the accepted connection
+// in place with start_tls when the client sends the line STARTTLS.
+#include <cstdio>
+
+#include "serve.hpp"
+
+namespace loopctl {
+
+namespace {
+
+struct ProxyConfig {
+  loop::EventLoop* lp = nullptr;
+  Endpoint upstream;
+  std::shared_ptr<loop::SSLContext> client_ssl;    // --cert/--key
+  std::shared_ptr<loop::SSLContext> upstream_ssl;  // --upstream-tls
+  std::string server_hostname;
+  bool starttls = false;
+  ConnectionSet* connections = nullptr;
+};
+
+// One side of a proxied connection. Flow control crosses over: when this side's transport is
+// full, the other side stops reading, so a slow reader holds memory to the water marks.
+class Leg : public loop::Protocol {
+ public:
+  loop::Transport* transport = nullptr;
+  std::shared_ptr<Leg> peer;  // the other side, once both exist
+  std::string pending;        // what arrived before the other side was connected
+
+  void connection_made(loop::BaseTransport& t) override {
+    transport = dynamic_cast<loop::Transport*>(&t);
+  }
+  void data_received(std::string_view data) override { forward(data); }
+  bool eof_received() override {
+    // Half-close crosses over where the other side can say EOF (TLS cannot: close it).
+    if (peer && peer->transport) {
+      if (peer->transport->can_write_eof())
+        peer->transport->write_eof();
+      else
+        peer->transport->close();
+    }
+    return true;
+  }
+  void pause_writing() override {
+    if (peer && peer->transport) peer->transport->pause_reading();
+  }
+  void resume_writing() override {
+    if (peer && peer->transport) peer->transport->resume_reading();
+  }
+  void connection_lost(std::exception_ptr) override {
+    if (peer && peer->transport && !peer->transport->is_closing()) peer->transport->close();
+    if (peer) peer->peer.reset();  // break the cycle
+    transport = nullptr;
+    peer.reset();
+  }
+
+  void forward(std::string_view data) {
+    if (peer && peer->transport) {
+      peer->transport->write(data);
+    } else {
+      pending.append(data);
+      if (pending.size() > (1u << 20) && transport) transport->pause_reading();
+    }
+  }
+  void link(std::shared_ptr<Leg> other) {
+    peer = other;
+    if (!pending.empty() && peer->transport) peer->transport->write(pending);
+    pending.clear();
+    if (transport) transport->resume_reading();
+  }
+};
+
+// Outside coroutines: GCC 12 miscompiles string literals in coroutine bodies.
+void report_upstream_failure(const ProxyConfig& cfg, const std::string& client,
+                             const std::exception& e) {
+  std::fprintf(stderr, "loopctl: %s; closing client %s\n",
+               connect_error(cfg.upstream, e).c_str(), client.c_str());
+  std::fflush(stderr);
+}
+
+class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLeg> {
+ public:
+  explicit ClientLeg(const ProxyConfig& cfg) : cfg_(cfg) {}
+
+  void connection_made(loop::BaseTransport& t) override {
+    Leg::connection_made(t);
+    cfg_.connections->add(&t);
+    base_ = &t;
+    auto peer_addr = t.extra<loop::SocketAddress>("peername");
+    client_ = peer_addr ? peer_addr->to_string() : std::string("?");
+    task_ = cfg_.lp->create_task(connect_upstream(shared_from_this()));
+  }
+  void connection_lost(std::exception_ptr exc) override {
+    cfg_.connections->remove(base_);
+    Leg::connection_lost(exc);
+    if (task_ && !task_.done()) task_.cancel();
+  }
+
+ private:
+  static loop::Coroutine<void> connect_upstream(std::shared_ptr<ClientLeg> self) {
+    const ProxyConfig& cfg = self->cfg_;
+    loop::ConnectionOptions opts;
+    opts.ssl = cfg.upstream_ssl;
+    if (cfg.upstream_ssl && !cfg.server_hostname.empty()) opts.server_hostname = cfg.server_hostname;
+    auto factory = [] { return std::make_shared<Leg>(); };
+    std::shared_ptr<Leg> upstream;
+    try {
+      if (cfg.upstream.is_unix()) {
+        auto pair = co_await cfg.lp->create_unix_connection(factory, cfg.upstream.path, opts);
+        upstream = pair.second;
+      } else {
+        auto pair = co_await cfg.lp->create_connection(factory, cfg.upstream.host,
+                                                       cfg.upstream.port, opts);
+        upstream = pair.second;
+      }
+    } catch (const loop::CancelledError&) {
+      throw;
+    } catch (const std::exception& e) {
+      report_upstream_failure(cfg, self->client_, e);
+      if (self->transport) self->transport->close();
+      co_return;
+    }
+    if (!self->transport) {  // the client left meanwhile
+      if (upstream->transport) upstream->transport->close();
+      co_return;
+    }
+    upstream->link(self);
+    self->link(upstream);
+  }
+
+  const ProxyConfig& cfg_;
+  loop::BaseTransport* base_ = nullptr;
+  std::string client_;
+  loop::Task<void> task_;
+};
+
+class TlsProxy final : public Command {
+ public:
+  const char* name() const override { return "tls-proxy"; }
+  const char* description() const override {
+    return "Forward bytes both ways between each client and a new upstream connection; TLS "
+           "on either leg (--cert/--key, --upstream-tls), or STARTTLS upgrades (--starttls)";
+  }
+  void setup(CLI::App& app) override {
+    app.add_option("--listen", listen_, "The endpoint to accept clients on")->required();
+    app.add_option("--upstream", upstream_, "The endpoint to forward to")->required();
+    server_tls_.add_to(app);
+    app.add_flag("--upstream-tls", upstream_tls_.tls, "Speak TLS to the upstream");
+    upstream_tls_.add_to(app, false);
+    app.add_flag("--starttls", starttls_,
+                 "Accept plaintext; upgrade with start_tls when the client sends the line "
+                 "STARTTLS (answered 'OK STARTTLS'); needs --cert/--key");
+  }
+
+  int run(loop::EventLoop& lp) override {
+    Endpoint listen = parse_endpoint(listen_);
+    cfg_.upstream = parse_endpoint(upstream_);
+    cfg_.lp = &lp;
+    cfg_.client_ssl = server_tls_.context();
+    if (upstream_tls_.enabled()) {
+      upstream_tls_.tls = true;
+      cfg_.upstream_ssl = upstream_tls_.context();
+      cfg_.server_hostname = upstream_tls_.server_hostname;
+    }
+    cfg_.starttls = starttls_;
+    if (starttls_ && !cfg_.client_ssl) throw UsageError("--starttls needs --cert and --key");
+    if (starttls_) throw RuntimeFailure("--starttls is not available yet in this build");
+    return lp.run_until_complete(serve(lp, listen));
+  }
+
+ private:
+  loop::Coroutine<int> serve(loop::EventLoop& lp, Endpoint listen) {
+    ConnectionSet connections;
+    cfg_.connections = &connections;
+    auto factory = [this] { return std::make_shared<ClientLeg>(cfg_); };
+    loop::ServerOptions opts;
+    opts.ssl = cfg_.client_ssl;
+    std::shared_ptr<loop::Server> server;
+    std::exception_ptr failed;
+    try {
+      if (listen.is_unix())
+        server = co_await lp.create_unix_server(factory, listen.path, opts);
+      else
+        server = co_await lp.create_server(factory, listen.host, listen.port, opts);
+    } catch (const std::exception&) {
+      failed = std::current_exception();
+    }
+    if (failed) throw_listen_failure(listen, failed);
+    print_listening(*server);
+    std::vector<std::shared_ptr<loop::Server>> servers;
+    servers.push_back(server);
+    co_await serve_until_signal(lp, servers, connections);
+    co_return 0;
+  }
+
+  [[noreturn]] static void throw_listen_failure(const Endpoint& ep, std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::system_error& se) {
+      throw RuntimeFailure("cannot listen on " + ep.to_string() + ": " + se.code().message());
+    } catch (const std::exception& ex) {
+      throw RuntimeFailure("cannot listen on " + ep.to_string() + ": " + ex.what());
+    }
+  }
+
+  std::string listen_, upstream_;
+  ServerTlsOptions server_tls_;
+  ClientTlsOptions upstream_tls_;
+  bool starttls_ = false;
+  ProxyConfig cfg_;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_tls_proxy() { return std::make_unique<TlsProxy>(); }
+
+}  // namespace loopctl

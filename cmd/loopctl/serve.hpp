@@ -1,0 +1,86 @@
+// What every loopctl server shares: the `listening on` lines, the connections it holds, TLS
+// options, and the shutdown the contract fixes (SIGINT/SIGTERM: stop listening at once, let
+// connections finish for a grace period of at most 5 s, then close them, exit 0).
+#pragma once
+
+#include <loop/loop.hpp>
+#include <loop/ssl.hpp>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "endpoint.hpp"
+
+namespace loopctl {
+
+/// The connections a server holds, so that shutdown can wait for them and then close them.
+class ConnectionSet {
+ public:
+  void add(loop::BaseTransport* t) { live_.insert(t); }
+  void remove(loop::BaseTransport* t) { live_.erase(t); }
+  std::size_t size() const { return live_.size(); }
+  /// Closes every connection at once (buffered data is dropped).
+  void abort_all();
+
+ private:
+  std::set<loop::BaseTransport*> live_;
+};
+
+/// Prints `listening on ADDR` for each socket of `server` on stdout, flushed at once.
+void print_listening(const loop::Server& server);
+
+/// The TLS server options (--cert/--key), shared by the servers that speak TLS.
+struct ServerTlsOptions {
+  std::string cert;
+  std::string key;
+  void add_to(CLI::App& app);
+  /// A server context, or null when neither option is given; a missing or bad file is a
+  /// RuntimeFailure naming it.
+  std::shared_ptr<loop::SSLContext> context() const;
+};
+
+/// The TLS client options (--tls, --cafile, --insecure, --server-hostname).
+struct ClientTlsOptions {
+  bool tls = false;
+  std::string cafile;
+  bool insecure = false;
+  std::string server_hostname;
+  void add_to(CLI::App& app, bool with_tls_flag = true, const std::string& prefix = "");
+  bool enabled() const { return tls || !cafile.empty() || insecure || !server_hostname.empty(); }
+  /// A client context (null when TLS is off); --insecure says on stderr what it turns off.
+  std::shared_ptr<loop::SSLContext> context() const;
+};
+
+/// Waits until `stop` is done, then shuts the servers down as the contract says: close the
+/// listening sockets at once, let connections finish for `grace` seconds, then close them.
+loop::Coroutine<void> serve_until(loop::EventLoop& lp, loop::Future<int> stop,
+                                  std::vector<std::shared_ptr<loop::Server>> servers,
+                                  ConnectionSet& connections, double grace = 5.0);
+
+/// A future that SIGINT or SIGTERM completes with the signal's number.
+loop::Future<int> stop_signal(loop::EventLoop& lp);
+
+/// serve_until(stop_signal()); returns the signal that stopped it.
+loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
+                                        std::vector<std::shared_ptr<loop::Server>> servers,
+                                        ConnectionSet& connections, double grace = 5.0);
+
+/// --workers N: runs `worker(index, lp, stop)` on N loops, worker 0 on `lp` in this thread and
+/// the others each on its own thread and loop (sharing the port through SO_REUSEPORT); SIGINT or
+/// SIGTERM, caught here, completes every worker's `stop`. Each worker returns an exit code; the
+/// first non-zero one is returned.
+using Worker = std::function<loop::Coroutine<int>(int index, loop::EventLoop& lp,
+                                                  loop::Future<int> stop)>;
+int run_workers(loop::EventLoop& lp, int workers, const Worker& worker);
+
+/// A free TCP port on `host` that several SO_REUSEPORT listeners can share (for --workers
+/// with --port 0: the kernel's choice must be made once, before the workers bind).
+int pick_shared_port(const std::string& host);
+
+/// "cannot connect to EP: reason" from whatever create_connection threw.
+std::string connect_error(const Endpoint& ep, const std::exception& e);
+
+}  // namespace loopctl

@@ -1,0 +1,47 @@
+// EventLoop::start_tls: asyncio's loop.start_tls, the TLS layer slid under a live protocol.
+#include <stdexcept>
+
+#include "loop/loop.hpp"
+#include "loop/sslproto.hpp"
+
+namespace loop {
+
+Coroutine<std::shared_ptr<Transport>> EventLoop::start_tls(
+    std::shared_ptr<Transport> transport, std::shared_ptr<Protocol> protocol,
+    std::shared_ptr<SSLContext> sslcontext, bool server_side,
+    std::optional<std::string> server_hostname, std::optional<double> ssl_handshake_timeout) {
+  check_closed();
+  if (!transport) throw std::invalid_argument("start_tls needs a transport");
+  if (!sslcontext) throw std::invalid_argument("sslcontext is expected to be an SSLContext");
+  if (transport->is_closing()) throw std::runtime_error("Transport is closing");
+  Future<void> waiter = create_future<void>();
+  SSLProtocolOptions options;
+  options.server_side = server_side;
+  options.server_hostname = std::move(server_hostname);
+  options.call_connection_made = false;  // the protocol is connected already
+  options.ssl_handshake_timeout = ssl_handshake_timeout;
+  auto ssl_protocol = SSLProtocol::make(*this, std::move(protocol), std::move(sslcontext), waiter,
+                                        std::move(options));
+  // Pause first, so that the SSLProtocol reads nothing before its connection_made; from now
+  // on every byte the transport reads is a TLS record for it.
+  transport->pause_reading();
+  transport->set_protocol(ssl_protocol);
+  Handle conmade =
+      call_soon([ssl_protocol, transport] { ssl_protocol->connection_made(*transport); });
+  Handle resume = call_soon([transport] { transport->resume_reading(); });
+  std::exception_ptr failed;
+  try {
+    co_await waiter;
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (failed) {
+    transport->close();
+    conmade.cancel();
+    resume.cancel();
+    std::rethrow_exception(failed);
+  }
+  co_return ssl_protocol->app_transport();
+}
+
+}  // namespace loop

@@ -1,0 +1,231 @@
+"""loopctl echo-server and echo-client end to end, with Python's socket and asyncio as the
+real peers."""
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import unittest
+
+from loopctl_testlib import LOOPCTL, Server, main, parse_jsonl, run
+
+
+def recv_all(sock):
+    chunks = []
+    while True:
+        c = sock.recv(1 << 16)
+        if not c:
+            return b"".join(chunks)
+        chunks.append(c)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class EchoServer(unittest.TestCase):
+    def test_listening_line_and_round_trip(self):
+        with Server("echo-server", "--port", "0") as srv:
+            self.assertRegex(srv.endpoints[0], r"^127\.0\.0\.1:\d+$")
+            self.assertNotEqual(srv.port, 0)
+            with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                c.sendall(b"hello")
+                self.assertEqual(c.recv(100), b"hello")
+            code, out, err = srv.stop()
+            self.assertEqual(code, 0, err)
+            self.assertEqual(err, "")
+
+    def test_half_close_then_large_transfer_checked_by_hash(self):
+        data = os.urandom(10 * 1024 * 1024)
+        with Server("echo-server", "--port", "0") as srv:
+            with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                got = []
+                t = threading.Thread(target=lambda: got.append(recv_all(c)))
+                t.start()
+                c.sendall(data)
+                c.shutdown(socket.SHUT_WR)  # after our EOF the rest is echoed, then it closes
+                t.join(60)
+                self.assertEqual(hashlib.sha256(got[0]).hexdigest(), hashlib.sha256(data).hexdigest())
+            self.assertEqual(srv.stop()[0], 0)
+
+    def test_many_asyncio_clients_at_once(self):
+        async def client(port, i):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            msg = (b"client %d " % i) * 100
+            w.write(msg)
+            echo = await r.readexactly(len(msg))
+            w.close()
+            await w.wait_closed()
+            return echo == msg
+
+        async def all_clients(port):
+            return await asyncio.gather(*(client(port, i) for i in range(50)))
+
+        with Server("echo-server", "--port", "0") as srv:
+            self.assertTrue(all(asyncio.run(all_clients(srv.port))))
+            self.assertEqual(srv.stop()[0], 0)
+
+    def test_survives_a_client_that_resets_mid_transfer(self):
+        with Server("echo-server", "--port", "0") as srv:
+            c = socket.create_connection(("127.0.0.1", srv.port))
+            c.sendall(os.urandom(4 * 1024 * 1024))
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()  # RST while the server is writing echoes back
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", srv.port)) as c2:
+                c2.sendall(b"still there?")
+                self.assertEqual(c2.recv(100), b"still there?")
+            code, out, err = srv.stop()
+            self.assertEqual(code, 0)
+            self.assertNotIn("terminate", err)
+
+    def test_sigint_refuses_new_connections_and_lets_open_ones_finish(self):
+        with Server("echo-server", "--port", "0") as srv:
+            a = socket.create_connection(("127.0.0.1", srv.port))
+            a.sendall(b"1")
+            self.assertEqual(a.recv(10), b"1")
+            srv.proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            with self.assertRaises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", srv.port), timeout=2)
+            a.sendall(b"2")  # the open connection still works during the grace period
+            self.assertEqual(a.recv(10), b"2")
+            a.close()
+            t0 = time.monotonic()
+            code, _, err = srv.stop(timeout=10)
+            self.assertEqual(code, 0, err)
+            self.assertLess(time.monotonic() - t0, 3)
+
+    def test_grace_period_is_bounded(self):
+        with Server("echo-server", "--port", "0") as srv:
+            a = socket.create_connection(("127.0.0.1", srv.port))
+            t0 = time.monotonic()
+            code, _, _ = srv.stop(sig=signal.SIGTERM, timeout=15)
+            self.assertEqual(code, 0)
+            self.assertLess(time.monotonic() - t0, 7)
+            self.assertEqual(a.recv(10), b"")  # closed by the server after the grace period
+            a.close()
+
+    def test_unix_and_abstract_and_ipv6(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "echo.sock")
+            with Server("echo-server", "--unix", path) as srv:
+                self.assertEqual(srv.endpoints, ["unix:" + path])
+                r = run("echo-client", "unix:" + path, "--message", "via unix")
+                self.assertEqual((r.returncode, r.stdout), (0, "via unix\n"), r.stderr)
+                srv.stop()
+        name = "@loopctl-e2e-%d" % os.getpid()
+        with Server("echo-server", "--unix", name) as srv:
+            self.assertEqual(srv.endpoints, ["unix:" + name])
+            r = run("echo-client", "unix:" + name)
+            self.assertEqual((r.returncode, r.stdout), (0, "Hello World!\n"), r.stderr)
+            srv.stop()
+        if socket.has_ipv6:
+            with Server("echo-server", "--host", "::1", "--port", "0") as srv:
+                self.assertRegex(srv.endpoints[0], r"^\[::1\]:\d+$")
+                r = run("echo-client", srv.endpoints[0], "--count", "2", "--message", "six")
+                self.assertEqual((r.returncode, r.stdout), (0, "six\nsix\n"), r.stderr)
+                srv.stop()
+
+    def test_workers_share_the_port(self):
+        with Server("echo-server", "--port", "0", "--workers", "3") as srv:
+            self.assertEqual(len(srv.endpoints), 1)
+            threads = os.listdir("/proc/%d/task" % srv.proc.pid)
+            self.assertGreaterEqual(len(threads), 3)
+            for i in range(20):
+                with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                    c.sendall(b"w%d" % i)
+                    self.assertEqual(c.recv(10), b"w%d" % i)
+            code, _, err = srv.stop()
+            self.assertEqual(code, 0, err)
+        r = run("echo-server", "--workers", "2", "--unix", "/tmp/never")
+        self.assertEqual(r.returncode, 2)
+
+    def test_bad_options(self):
+        r = run("echo-server", "--port", "70000")
+        self.assertEqual(r.returncode, 2)
+        self.assertTrue(r.stderr.startswith("loopctl: error: "), r.stderr)
+        r = run("echo-server", "--cert", "/nonexistent.pem", "--key", "/nonexistent.key")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent.pem", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+
+    def test_port_in_use(self):
+        with Server("echo-server", "--port", "0") as srv:
+            r = run("echo-server", "--port", str(srv.port))
+            self.assertEqual(r.returncode, 1)
+            self.assertEqual(r.stderr.strip(),
+                             "loopctl: error: cannot listen on 127.0.0.1:%d: Address already in use" % srv.port)
+            srv.stop()
+
+    def test_trace_records_transport_events(self):
+        with Server("--trace", "echo-server", "--port", "0") as srv:
+            with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                c.sendall(b"abc")
+                c.recv(10)
+            time.sleep(0.1)
+            code, _, err = srv.stop()
+            self.assertEqual(code, 0)
+            kinds = [r["ev"] for r in parse_jsonl(err)]
+            for k in ("server_listening", "connection_made", "data_received", "connection_lost",
+                      "signal", "server_closed"):
+                self.assertIn(k, kinds)
+
+
+class EchoClient(unittest.TestCase):
+    def test_round_trips_against_a_python_server(self):
+        with Server("echo-server", "--port", "0") as srv:
+            r = run("echo-client", "127.0.0.1:%d" % srv.port, "--message", "ping", "--count", "3")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout, "ping\nping\nping\n")
+            srv.stop()
+
+    def test_refused(self):
+        port = free_port()
+        r = run("echo-client", "127.0.0.1:%d" % port)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.strip(),
+                         "loopctl: error: cannot connect to 127.0.0.1:%d: Connection refused" % port)
+
+    def test_mismatched_echo_is_exit_1(self):
+        # A server that answers in upper case: every echo differs.
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+
+        def serve():
+            c, _ = lst.accept()
+            with c:
+                while True:
+                    d = c.recv(100)
+                    if not d:
+                        break
+                    c.sendall(d.upper())
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        r = run("echo-client", "127.0.0.1:%d" % lst.getsockname()[1], "--message", "abc")
+        lst.close()
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "ABC\n")
+        self.assertIn("loopctl: error: 1 of 1 echoes did not match", r.stderr)
+
+    def test_usage_errors(self):
+        for args in (("echo-client",), ("echo-client", "nohost"), ("echo-client", "h:99999"),
+                     ("echo-client", "127.0.0.1:1", "--count", "x")):
+            r = run(*args)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertTrue(r.stderr.startswith("loopctl: error: "), (args, r.stderr))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Every subcommand's --trace output validates against docs/trace.schema.json, and the
+validator itself rejects what breaks the schema."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+from json_schema_lite import errors
+from loopctl_testlib import LOOPCTL, SOURCE_DIR, Server, main, parse_jsonl, run
+
+with open(os.path.join(SOURCE_DIR, "docs", "trace.schema.json")) as f:
+    SCHEMA = json.load(f)
+
+
+def subcommands():
+    out, inside = [], False
+    for line in run("--help").stdout.splitlines():
+        if line.startswith("Subcommands:"):
+            inside = True
+        elif inside and line.strip():
+            out.append(line.split()[0])
+        elif inside:
+            break
+    return out
+
+
+class Traces(unittest.TestCase):
+    def check(self, text, expect=()):
+        recs = parse_jsonl(text)
+        self.assertTrue(recs, "empty trace")
+        for rec in recs:
+            self.assertEqual(errors(rec, SCHEMA), [], rec)
+        kinds = {r["ev"] for r in recs}
+        for k in expect:
+            self.assertIn(k, kinds)
+        return recs
+
+    def test_validator_rejects_broken_records(self):
+        self.assertEqual(errors({"ts": 1.0, "ev": "loop_start"}, SCHEMA), [])
+        self.assertTrue(errors({"ev": "loop_start"}, SCHEMA))
+        self.assertTrue(errors({"ts": "now", "ev": "loop_start"}, SCHEMA))
+        self.assertTrue(errors({"ts": 1.0, "ev": "no_such_event"}, SCHEMA))
+        self.assertTrue(errors({"ts": 1.0, "ev": "callback"}, SCHEMA))  # fields missing
+
+    def test_examples(self):
+        self.check(run("--trace", "hello").stderr, ["loop_start", "iteration", "callback"])
+        self.check(run("--trace", "--virtual-clock", "date").stderr,
+                   ["timer_scheduled", "callback"])
+        self.check(run("--trace", "watch-fd").stderr, ["reader_added", "reader_removed"])
+        self.check(run("--trace", "watch-fd", "--fd", "0", input="x\n").stderr)
+        proc = subprocess.Popen([LOOPCTL, "--trace", "signals"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        proc.stdout.readline()
+        proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        self.check(err, ["signal"])
+
+    def test_echo_server_client_and_proxy(self):
+        with Server("--trace", "echo-server", "--port", "0") as srv:
+            with Server("--trace", "tls-proxy", "--listen", "127.0.0.1:0", "--upstream",
+                        srv.endpoints[0]) as proxy:
+                r = run("--trace", "echo-client", proxy.endpoints[0], "--count", "2")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.check(r.stderr, ["connection_made", "data_received"])
+                code, _, err = proxy.stop()
+                self.assertEqual(code, 0)
+                self.check(err, ["server_listening", "connection_accepted", "server_closed"])
+            code, _, err = srv.stop()
+            self.assertEqual(code, 0)
+            self.check(err, ["connection_made", "data_received", "eof_received", "connection_lost"])
+
+    def test_every_other_subcommand_that_exists(self):
+        subs = subcommands()
+        with tempfile.TemporaryDirectory() as d:
+            if "udp-echo-server" in subs and "udp-echo-client" in subs:
+                with Server("--trace", "udp-echo-server", "--port", "0") as srv:
+                    r = run("--trace", "udp-echo-client", srv.endpoints[0])
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    self.check(r.stderr)
+                    code, _, err = srv.stop()
+                    self.check(err, ["datagram_received"])
+            if "resolve" in subs:
+                r = run("--trace", "resolve", "localhost", "80")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.check(r.stderr)
+            if "sendfile" in subs:
+                path = os.path.join(d, "f")
+                with open(path, "wb") as f:
+                    f.write(os.urandom(100000))
+                with Server("--trace", "sendfile", "serve", path, "--port", "0") as srv:
+                    with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                        got = b"".join(iter(lambda: c.recv(65536), b""))
+                    self.assertEqual(len(got), 100000)
+                    code, _, err = srv.stop()
+                    self.check(err, ["connection_made"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+// start_tls on live connections and ssl= against Python's ssl + asyncio as the peer (a
+// subprocess script); certificates made at run time.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <loop/loop.hpp>
+#include <loop/sslproto.hpp>
+
+#include "python_script_peer.hpp"
+#include "test_certs.hpp"
+#include "transport_helpers.hpp"
+
+using loop::test::TestCerts;
+using test::PythonPeer;
+using test::RecordingProtocol;
+
+namespace {
+
+std::shared_ptr<loop::SSLContext> client_ctx() {
+  return loop::SSLContext::create_default_context(loop::Purpose::server_auth,
+                                                  TestCerts::get().ca_cert);
+}
+std::shared_ptr<loop::SSLContext> server_ctx() {
+  auto ctx = loop::SSLContext::create_default_context(loop::Purpose::client_auth);
+  ctx->load_cert_chain(TestCerts::get().server_cert, TestCerts::get().server_key);
+  return ctx;
+}
+
+// The server side's upgrade, a Task (its arguments live in the coroutine's frame).
+loop::Coroutine<void> upgrade(loop::EventLoop& lp, std::shared_ptr<loop::Transport> t,
+                              std::shared_ptr<RecordingProtocol> p,
+                              std::shared_ptr<loop::Transport>* out, loop::CipherInfo* cipher) {
+  auto ctx = server_ctx();
+  auto u = lp.start_tls(t, p, ctx, true);
+  *out = co_await std::move(u);
+  *cipher = std::any_cast<loop::CipherInfo>((*out)->get_extra_info("cipher"));
+  // Data may arrive between the handshake's end and this task's resumption (asyncio too).
+  if (!p->received.empty()) (*out)->write("echo:" + p->received);
+}
+
+}  // namespace
+
+TEST_CASE("our ssl create_connection to a Python asyncio TLS echo server") {
+  const auto& certs = TestCerts::get();
+  PythonPeer peer(R"(
+import asyncio, ssl, sys
+async def handle(r, w):
+    data = await r.readexactly(5)
+    w.write(b'echo:' + data + w.get_extra_info('ssl_object').version().encode())
+    await w.drain(); w.close()
+async def main():
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    srv = await asyncio.start_server(handle, '127.0.0.1', 0, ssl=ctx)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(30)
+asyncio.run(main())
+)",
+                  {certs.server_cert, certs.server_key});
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto factory = [] { return std::make_shared<RecordingProtocol>(); };
+  loop::ConnectionOptions o;
+  o.ssl = client_ctx();
+  o.server_hostname = "localhost";
+  std::string host = "127.0.0.1";
+  auto c = lp.create_connection(factory, host, port, o);
+  auto [t, p] = lp.run_until_complete(std::move(c));
+  t->write("hello");
+  test::run_until(lp, [&] { return p->lost; });
+  CHECK(p->received == "echo:helloTLSv1.3");
+  CHECK(p->lost_error == nullptr);  // Python's close_notify: a clean end
+}
+
+TEST_CASE("start_tls, client side, against a Python asyncio server upgrading after STARTTLS") {
+  const auto& certs = TestCerts::get();
+  PythonPeer peer(R"(
+import asyncio, ssl, sys
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t, self.buf, self.tls = t, b'', None
+    def data_received(self, d):
+        if self.tls is None:
+            self.buf += d
+            if self.buf == b'STARTTLS\n':
+                self.t.write(b'OK\n')
+                asyncio.ensure_future(self.upgrade())
+        else:
+            self.tls.write(b'echo:' + d)
+    async def upgrade(self):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+        tls = await asyncio.get_running_loop().start_tls(self.t, self, ctx, server_side=True)
+        print('server tls', tls.get_extra_info('ssl_object').version(), flush=True)
+        self.tls = tls
+async def main():
+    srv = await asyncio.get_running_loop().create_server(P, '127.0.0.1', 0)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(30)
+asyncio.run(main())
+)",
+                  {certs.server_cert, certs.server_key});
+  int port = peer.port();
+  loop::EventLoop lp;
+  auto factory = [] { return std::make_shared<RecordingProtocol>(); };
+  std::string host = "127.0.0.1";
+  auto c = lp.create_connection(factory, host, port);
+  auto [t, p] = lp.run_until_complete(std::move(c));
+  t->write("STARTTLS\n");
+  test::run_until(lp, [&] { return p->received == "OK\n"; });
+  auto up = lp.start_tls(t, p, client_ctx(), false, "localhost", 10.0);
+  std::shared_ptr<loop::Transport> tls = lp.run_until_complete(std::move(up));
+  REQUIRE(tls != t);
+  CHECK(std::dynamic_pointer_cast<loop::SSLProtocol>(t->get_protocol()) != nullptr);
+  CHECK(tls->get_protocol() == p);
+  CHECK(std::any_cast<loop::CipherInfo>(tls->get_extra_info("cipher")).protocol == "TLSv1.3");
+  CHECK(peer.readline() == "server tls TLSv1.3");
+  tls->write("ping");
+  test::run_until(lp, [&] { return p->received == "OK\necho:ping"; });
+  // The protocol's connection_made ran once, for the plaintext connection.
+  CHECK(std::count(p->events.begin(), p->events.end(), "connection_made") == 1);
+  tls->close();
+  test::run_until(lp, [&] { return p->lost; });
+}
+
+TEST_CASE("start_tls, server side, with a Python asyncio client doing loop.start_tls") {
+  const auto& certs = TestCerts::get();
+  // A plain listening socket: the accepted connection goes to connect_accepted_socket, which
+  // gives the transport to upgrade.
+  int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  auto addr = loop::SocketAddress::from_ip("127.0.0.1", 0);
+  REQUIRE(::bind(ls, addr.data(), addr.size()) == 0);
+  REQUIRE(::listen(ls, 1) == 0);
+  loop::SocketAddress bound;
+  socklen_t len = loop::SocketAddress::capacity();
+  ::getsockname(ls, bound.data(), &len);
+  bound.set_size(len);
+  PythonPeer peer(R"(
+import asyncio, ssl, sys
+class P(asyncio.Protocol):
+    def __init__(self): self.got = b''; self.ok = asyncio.get_running_loop().create_future()
+    def data_received(self, d):
+        self.got += d
+        if self.got == b'OK\n' and not self.ok.done(): self.ok.set_result(None)
+    def connection_lost(self, exc): print('lost', exc, flush=True)
+async def main():
+    loop = asyncio.get_running_loop()
+    t, p = await loop.create_connection(P, '127.0.0.1', int(sys.argv[2]))
+    t.write(b'STARTTLS\n')
+    await p.ok
+    ctx = ssl.create_default_context(cafile=sys.argv[1])
+    tls = await loop.start_tls(t, p, ctx, server_hostname='localhost')
+    p.got = b''
+    tls.write(b'hello')
+    for _ in range(200):
+        if p.got: break
+        await asyncio.sleep(0.01)
+    print('client got', p.got.decode(), tls.get_extra_info('ssl_object').version(), flush=True)
+    tls.close()
+    await asyncio.sleep(0.5)
+asyncio.run(main())
+)",
+                  {certs.ca_cert, std::to_string(bound.port())});
+  int fd = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(ls);
+  REQUIRE(fd >= 0);
+  loop::EventLoop lp;
+  auto factory = [] { return std::make_shared<RecordingProtocol>(); };
+  auto ac = lp.connect_accepted_socket(factory, fd);
+  auto [t, p] = lp.run_until_complete(std::move(ac));
+  std::shared_ptr<loop::Transport> tls;
+  std::shared_ptr<RecordingProtocol> proto = p;
+  loop::CipherInfo cipher;
+  p->on_data = [&, tp = t, pp = p.get()](std::string_view) {
+    if (tls) {  // decrypted: echo it
+      tls->write("echo:" + pp->received);
+      return;
+    }
+    if (pp->received != "STARTTLS\n") return;
+    pp->received.clear();
+    // Nothing may be read in plaintext past this line: the peer's ClientHello is for TLS.
+    tp->pause_reading();
+    tp->write("OK\n");
+    lp.create_task(upgrade(lp, tp, proto, &tls, &cipher));
+  };
+  test::run_until(lp, [&] { return p->lost; });
+  REQUIRE(tls);
+  CHECK(cipher.protocol == "TLSv1.3");
+  CHECK(p->received == "hello");
+  CHECK(peer.readline() == "client got echo:hello TLSv1.3");
+  // Python closed with close_notify: a clean end on both sides.
+  CHECK(p->lost_error == nullptr);
+  CHECK(peer.readline() == "lost None");
+}
+
+TEST_CASE("start_tls: a failed handshake closes the transport and throws") {
+  loop::EventLoop lp;
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  auto factory = [] { return std::make_shared<RecordingProtocol>(); };
+  auto ac = lp.connect_accepted_socket(factory, sv[0]);
+  auto [t, p] = lp.run_until_complete(std::move(ac));
+  // The peer answers the ClientHello with plaintext garbage (reading paused first, as a
+  // protocol about to upgrade does, so that the old protocol does not read it).
+  t->pause_reading();
+  REQUIRE(::write(sv[1], "garbage garbage garbage\r\n", 25) == 25);
+  auto up = lp.start_tls(t, p, client_ctx(), false, "localhost", 5.0);
+  CHECK_THROWS_AS(lp.run_until_complete(std::move(up)), loop::SSLError);
+  test::run_until(lp, [&] { return t->is_closing(); });
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(sv[1], buf, sizeof buf)) > 0) {
+  }
+  CHECK(n == 0);  // our side closed the socket
+  ::close(sv[1]);
+  // start_tls refuses a missing context.
+  CHECK_THROWS_AS(lp.run_until_complete(lp.start_tls(t, p, nullptr)), std::invalid_argument);
+}
