@@ -33,6 +33,10 @@ test: build
 test-sanitizers: deps
 	JOBS=$(JOBS) scripts/test-sanitizers.sh
 
+# make bench [BENCH_ARGS=--quick]: the benchmarks side by side (bench/run.py), on demand only.
+bench: configure
+	python3 bench/run.py --build-dir $(BUILD_DIR) $(BENCH_ARGS)
+
 package: build
 	cd $(BUILD_DIR) && cpack
 

@@ -1,0 +1,163 @@
+"""The loop micro-benchmarks on asyncio or uvloop: the same work as bench/micro/loop_micro.cpp.
+
+    micro.py [call_soon|timers|timers_cancel|add_reader|executor|all] [--uvloop] [--scale F]
+
+One JSON line per benchmark on stdout. Standard library only (uvloop when asked for).
+"""
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import time
+
+IMPL = "asyncio"
+
+
+def emit(**fields):
+    print(json.dumps(dict(fields, impl=IMPL)), flush=True)
+
+
+def quantile(values, q):
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[int(q * (len(values) - 1))]
+
+
+def bench_call_soon(n):
+    loop = asyncio.new_event_loop()
+    count = [0]
+
+    def cb():
+        count[0] += 1
+
+    t0 = time.perf_counter()
+    for _ in range(n):
+        loop.call_soon(cb)
+    t1 = time.perf_counter()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    t2 = time.perf_counter()
+    loop.close()
+    emit(bench="call_soon", n=n, ran=count[0], schedule_us=(t1 - t0) * 1e6 / n,
+         run_us=(t2 - t1) * 1e6 / n, per_callback_us=(t2 - t0) * 1e6 / n,
+         callbacks_per_s=n / (t2 - t0))
+
+
+def bench_timers(n, cancel_half):
+    loop = asyncio.new_event_loop()
+    rng = random.Random(42)
+    late = []
+    handles = []
+    deadlines = []  # uvloop's TimerHandle has no when(): remember the deadline here
+    expected = n - n // 2 if cancel_half else n
+    state = {"fired": 0, "fired_cancelled": 0}
+
+    def cb(i):
+        late.append(loop.time() - deadlines[i])
+        if cancel_half and i % 2 == 1:
+            state["fired_cancelled"] += 1
+        state["fired"] += 1
+        if state["fired"] == expected:
+            loop.stop()
+
+    t0 = time.perf_counter()
+    for i in range(n):
+        delay = rng.random()
+        deadlines.append(loop.time() + delay)
+        handles.append(loop.call_later(delay, cb, i))
+    t1 = time.perf_counter()
+    if cancel_half:
+        for i in range(1, n, 2):
+            handles[i].cancel()
+    t2 = time.perf_counter()
+    loop.run_forever()
+    loop.close()
+    emit(bench="timers_cancel" if cancel_half else "timers", n=n, fired=state["fired"],
+         fired_cancelled=state["fired_cancelled"], schedule_us=(t1 - t0) * 1e6 / n,
+         cancel_us=(t2 - t1) * 1e6 / (n // 2) if cancel_half else 0.0,
+         late_p99_ms=quantile(late, 0.99) * 1e3, late_max_ms=max(late) * 1e3 if late else 0.0)
+
+
+def bench_add_reader(n):
+    loop = asyncio.new_event_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    trips = [0]
+
+    def on_b():
+        data = os.read(b.fileno(), 1)
+        os.write(b.fileno(), data)
+
+    def on_a():
+        if not os.read(a.fileno(), 1):
+            return
+        trips[0] += 1
+        if trips[0] == n:
+            loop.stop()
+            return
+        os.write(a.fileno(), b"x")
+
+    loop.add_reader(b.fileno(), on_b)
+    loop.add_reader(a.fileno(), on_a)
+    t0 = time.perf_counter()
+    os.write(a.fileno(), b"x")
+    loop.run_forever()
+    t1 = time.perf_counter()
+    loop.remove_reader(a.fileno())
+    loop.remove_reader(b.fileno())
+    a.close()
+    b.close()
+    loop.close()
+    emit(bench="add_reader", n=n, trips=trips[0], per_trip_us=(t1 - t0) * 1e6 / n)
+
+
+def bench_executor(n):
+    loop = asyncio.new_event_loop()
+
+    async def body():
+        total = 0
+        for i in range(n):
+            total += await loop.run_in_executor(None, int, i)
+        return total
+
+    t0 = time.perf_counter()
+    total = loop.run_until_complete(body())
+    t1 = time.perf_counter()
+    loop.close()
+    emit(bench="executor", n=n, ok=total == n * (n - 1) // 2, per_trip_us=(t1 - t0) * 1e6 / n)
+
+
+def main():
+    global IMPL
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", nargs="?", default="all")
+    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--scale", type=float, default=1.0)
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        IMPL = "uvloop"
+
+    def count(n):
+        return max(1, int(n * args.scale))
+
+    every = args.which == "all"
+    if every or args.which == "call_soon":
+        bench_call_soon(count(1000000))
+    if every or args.which == "timers":
+        bench_timers(count(100000), False)
+    if every or args.which == "timers_cancel":
+        bench_timers(count(100000), True)
+    if every or args.which == "add_reader":
+        bench_add_reader(count(100000))
+    if every or args.which == "executor":
+        bench_executor(count(10000))
+
+
+if __name__ == "__main__":
+    main()
