@@ -2,7 +2,7 @@
 #   make run [ARGS="date --interval 0.5"]   install what is missing, build, run loopctl
 #                                            (default: echo-server --trace on 127.0.0.1:8888)
 #   make test                                install what is missing, build, run every test
-#                                            (then under ASan+UBSan, TSan, and the fuzzers)
+#   make test-sanitizers                     the suite under ASan+UBSan and TSan, then the fuzzers
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -27,7 +27,6 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
-	$(MAKE) test-sanitizers
 
 # build-asan/, build-tsan/, build-fuzz/: see scripts/test-sanitizers.sh and docs/reliability.md.
 test-sanitizers: deps

@@ -16,16 +16,22 @@ _loopctl() {
       "echo-server") path="echo-server" ;;
       "echo-client") path="echo-client" ;;
       "tls-proxy") path="tls-proxy" ;;
+      "udp-echo-server") path="udp-echo-server" ;;
+      "udp-echo-client") path="udp-echo-client" ;;
+      "sendfile") path="sendfile" ;;
+      "sendfile serve") path="sendfile serve" ;;
+      "sendfile send") path="sendfile send" ;;
+      "resolve") path="resolve" ;;
       "completion") path="completion" ;;
     esac
   done
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
     --cafile|--cert|--key|--path|--unix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --backlog|--count|--duration|--fd|--host|--interval|--listen|--message|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--upstream|--workers) return ;;
+    --backlog|--count|--duration|--family|--fd|--host|--interval|--listen|--message|--offset|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--type|--upstream|--workers) return ;;
   esac
   case "$path" in
-    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client tls-proxy completion" ;;
+    "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client tls-proxy udp-echo-server udp-echo-client sendfile resolve completion" ;;
     "hello") words="-h --help" ;;
     "date") words="-h --help --interval --duration" ;;
     "watch-fd") words="-h --help --fd --path --raw" ;;
@@ -33,6 +39,12 @@ _loopctl() {
     "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port --workers" ;;
     "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
     "tls-proxy") words="-h --help --listen --upstream --cert --key --upstream-tls --cafile --insecure --server-hostname --starttls" ;;
+    "udp-echo-server") words="-h --help --host --port" ;;
+    "udp-echo-client") words="-h --help --message --count --timeout" ;;
+    "sendfile") words="-h --help serve send" ;;
+    "sendfile serve") words="-h --help --host --port --unix --cert --key" ;;
+    "sendfile send") words="-h --help --offset --count" ;;
+    "resolve") words="-h --help --family --type" ;;
     "completion") words="-h --help bash zsh fish" ;;
   esac
   COMPREPLY=($(compgen -W "$words" -- "$cur"))

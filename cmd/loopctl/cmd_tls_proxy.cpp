@@ -249,10 +249,12 @@ class TlsProxy final : public Command {
       failed = std::current_exception();
     }
     if (failed) throw_listen_failure(listen, failed);
+    // The signal handlers go in before the line scripts wait for.
+    loop::Future<int> stop = stop_signal(lp);
     print_listening(*server);
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);
-    co_await serve_until_signal(lp, servers, connections);
+    co_await serve_until(lp, stop, servers, connections);
     co_return 0;
   }
 

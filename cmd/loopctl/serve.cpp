@@ -132,9 +132,13 @@ int run_workers(loop::EventLoop& lp, int workers, const Worker& worker) {
     loop::EventLoop* wl = slot.loop.get();
     auto stop = wl->create_future<int>();
     stoppers.push_back([wl, stop](int sig) {
-      wl->call_soon_threadsafe([stop, sig] {
-        if (!stop.done()) stop.set_result(sig);
-      });
+      try {
+        wl->call_soon_threadsafe([stop, sig] {
+          if (!stop.done()) stop.set_result(sig);
+        });
+      } catch (const std::runtime_error&) {
+        // That worker already finished and closed its loop.
+      }
     });
     slot.thread = std::thread([&slot, wl, stop, &worker, i] {
       try {
@@ -150,10 +154,17 @@ int run_workers(loop::EventLoop& lp, int workers, const Worker& worker) {
   main_stop.add_done_callback([&stoppers](loop::Future<int> f) {
     for (auto& s : stoppers) s(f.result());
   });
-  int code = lp.run_until_complete(worker(0, lp, main_stop));
-  if (!main_stop.done()) main_stop.set_result(SIGTERM);  // worker 0 failed: stop the others
+  int code = 0;
+  std::exception_ptr failed;
+  try {
+    code = lp.run_until_complete(worker(0, lp, main_stop));
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  // Whatever happened to worker 0, the others stop and are joined before we return.
   for (auto& s : stoppers) s(SIGTERM);
   for (auto& slot : slots) slot.thread.join();
+  if (failed) std::rethrow_exception(failed);
   for (auto& slot : slots) {
     if (!slot.error.empty()) print_error(slot.error);
     if (code == 0) code = slot.code;

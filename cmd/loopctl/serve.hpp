@@ -63,7 +63,9 @@ loop::Coroutine<void> serve_until(loop::EventLoop& lp, loop::Future<int> stop,
 /// A future that SIGINT or SIGTERM completes with the signal's number.
 loop::Future<int> stop_signal(loop::EventLoop& lp);
 
-/// serve_until(stop_signal()); returns the signal that stopped it.
+/// serve_until(stop_signal()); returns the signal that stopped it. Its handlers go in when it
+/// is first awaited: a server that prints its `listening on` line first should call
+/// stop_signal() before printing and serve_until() after.
 loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
                                         std::vector<std::shared_ptr<loop::Server>> servers,
                                         ConnectionSet& connections, double grace = 5.0);

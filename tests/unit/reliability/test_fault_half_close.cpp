@@ -16,7 +16,9 @@ using test::RecordingProtocol;
 TEST_CASE("half-close both ways: data after each side's EOF, clean close on both") {
   loop::EventLoop lp;
   const std::string request = iotest::pattern(300 * 1024);
-  const std::string answer = iotest::pattern(4 * 1024 * 1024) + "end";
+  // Built in two steps: GCC 12 -O2 warns falsely (-Warray-bounds) on pattern(...) + "end".
+  std::string answer = iotest::pattern(4 * 1024 * 1024);
+  answer.append("end");
   auto server_side = std::make_shared<RecordingProtocol>();
   server_side->on_eof = [&] {
     // The client can no longer write, we still can.
