@@ -1,0 +1,179 @@
+"""TLS in loopctl end to end, with certificates made here by the openssl CLI and real peers:
+Python's ssl module, `openssl s_client`, and loopctl's own client."""
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+import unittest
+
+from loopctl_testlib import Server, main, run
+
+PKI = tempfile.mkdtemp(prefix="loopctl-tls-")
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_pki():
+    p = lambda name: os.path.join(PKI, name)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p("ca.key"), "-out",
+            p("ca.pem"), "-days", "2", "-subj", "/CN=loopctl test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p("srv.key"), "-out",
+            p("srv.csr"), "-subj", "/CN=localhost")
+    with open(p("ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n")
+    openssl("x509", "-req", "-in", p("srv.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
+            "-CAcreateserial", "-out", p("srv.pem"), "-days", "2", "-extfile", p("ext"))
+    # Another CA nobody trusts, and its certificate for localhost.
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p("other.key"), "-out",
+            p("other.pem"), "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    return {k: p(k) for k in ("ca.pem", "srv.pem", "srv.key", "other.pem", "other.key")}
+
+
+CERTS = make_pki()
+TLS_SERVER = ("--cert", CERTS["srv.pem"], "--key", CERTS["srv.key"])
+
+
+def client_ctx():
+    return ssl.create_default_context(cafile=CERTS["ca.pem"])
+
+
+class EchoServerTls(unittest.TestCase):
+    def test_python_ssl_client(self):
+        with Server("echo-server", "--port", "0", *TLS_SERVER) as srv:
+            with socket.create_connection(("127.0.0.1", srv.port)) as raw:
+                with client_ctx().wrap_socket(raw, server_hostname="localhost") as c:
+                    c.sendall(b"over tls")
+                    self.assertEqual(c.recv(100), b"over tls")
+                    self.assertIn(c.version(), ("TLSv1.2", "TLSv1.3"))
+            self.assertEqual(srv.stop()[0], 0)
+
+    def test_openssl_s_client(self):
+        with Server("echo-server", "--port", "0", *TLS_SERVER) as srv:
+            p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % srv.port,
+                                  "-CAfile", CERTS["ca.pem"], "-verify_return_error", "-quiet",
+                                  "-servername", "localhost"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            p.stdin.write("ping from s_client\n")
+            p.stdin.flush()
+            line = p.stdout.readline()  # the echo, before we hang up
+            p.kill()
+            p.communicate()
+            self.assertEqual(line, "ping from s_client\n")
+            self.assertEqual(srv.stop()[0], 0)
+
+    def test_garbage_on_the_tls_port_then_the_next_client_is_served(self):
+        with Server("echo-server", "--port", "0", *TLS_SERVER) as srv:
+            with socket.create_connection(("127.0.0.1", srv.port)) as g:
+                g.sendall(b"GET / HTTP/1.0\r\n\r\n" * 10)
+                g.settimeout(10)
+                try:
+                    while g.recv(4096):
+                        pass
+                except ConnectionResetError:
+                    pass
+            r = run("echo-client", "127.0.0.1:%d" % srv.port, "--cafile", CERTS["ca.pem"],
+                    "--server-hostname", "localhost")
+            self.assertEqual((r.returncode, r.stdout), (0, "Hello World!\n"), r.stderr)
+            code, _, err = srv.stop()
+            self.assertEqual(code, 0)
+            self.assertNotIn("terminate", err)
+
+
+class EchoClientTls(unittest.TestCase):
+    def test_verified_by_cafile(self):
+        with Server("echo-server", "--port", "0", *TLS_SERVER) as srv:
+            r = run("echo-client", "127.0.0.1:%d" % srv.port, "--tls", "--cafile",
+                    CERTS["ca.pem"], "--count", "2")
+            self.assertEqual((r.returncode, r.stdout), (0, "Hello World!\nHello World!\n"), r.stderr)
+            srv.stop()
+
+    def test_unknown_ca_and_wrong_name_are_refused(self):
+        with Server("echo-server", "--port", "0", *TLS_SERVER) as srv:
+            r = run("echo-client", "127.0.0.1:%d" % srv.port, "--tls")  # system CAs only
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("loopctl: error: ", r.stderr)
+            self.assertIn("certificate verify failed", r.stderr)
+            r = run("echo-client", "127.0.0.1:%d" % srv.port, "--cafile", CERTS["ca.pem"],
+                    "--server-hostname", "example.org")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("Hostname mismatch", r.stderr)
+            srv.stop()
+
+    def test_insecure_says_so(self):
+        with Server("echo-server", "--port", "0", "--cert", CERTS["other.pem"], "--key",
+                    CERTS["other.key"]) as srv:
+            r = run("echo-client", "127.0.0.1:%d" % srv.port, "--insecure")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("NOT verified", r.stderr)
+            srv.stop()
+
+
+class TlsProxy(unittest.TestCase):
+    def test_terminates_tls_in_front_of_a_plain_server(self):
+        with Server("echo-server", "--port", "0") as up:
+            with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", up.endpoints[0],
+                        *TLS_SERVER) as proxy:
+                with socket.create_connection(("127.0.0.1", proxy.port)) as raw:
+                    with client_ctx().wrap_socket(raw, server_hostname="localhost") as c:
+                        c.sendall(b"through the proxy")
+                        self.assertEqual(c.recv(100), b"through the proxy")
+                self.assertEqual(proxy.stop()[0], 0)
+            up.stop()
+
+    def test_upstream_tls(self):
+        with Server("echo-server", "--port", "0", *TLS_SERVER) as up:
+            with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", up.endpoints[0],
+                        "--upstream-tls", "--cafile", CERTS["ca.pem"], "--server-hostname",
+                        "localhost") as proxy:
+                r = run("echo-client", proxy.endpoints[0], "--message", "plain to tls")
+                self.assertEqual((r.returncode, r.stdout), (0, "plain to tls\n"), r.stderr)
+                proxy.stop()
+            up.stop()
+
+    def test_starttls_upgrades_in_place(self):
+        with Server("echo-server", "--port", "0") as up:
+            with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", up.endpoints[0],
+                        "--starttls", *TLS_SERVER) as proxy:
+                with socket.create_connection(("127.0.0.1", proxy.port)) as raw:
+                    raw.sendall(b"STARTTLS\r\n")
+                    self.assertEqual(raw.recv(100), b"OK STARTTLS\r\n")
+                    with client_ctx().wrap_socket(raw, server_hostname="localhost") as c:
+                        c.sendall(b"secret")
+                        self.assertEqual(c.recv(100), b"secret")
+                # Anything but STARTTLS is refused, and nothing reaches the upstream.
+                with socket.create_connection(("127.0.0.1", proxy.port)) as raw:
+                    raw.sendall(b"HELLO\n")
+                    self.assertEqual(raw.recv(100), b"ERR expected STARTTLS\r\n")
+                    self.assertEqual(raw.recv(100), b"")
+                self.assertEqual(proxy.stop()[0], 0)
+            up.stop()
+
+    def test_upstream_down_closes_the_client_with_a_reason_and_survives(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+        s.close()
+        with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream",
+                    "127.0.0.1:%d" % dead) as proxy:
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", proxy.port)) as c:
+                    c.settimeout(10)
+                    self.assertEqual(c.recv(100), b"")
+            code, _, err = proxy.stop()
+            self.assertEqual(code, 0)
+            self.assertIn("cannot connect to 127.0.0.1:%d: Connection refused" % dead, err)
+
+    def test_usage(self):
+        r = run("tls-proxy", "--listen", "127.0.0.1:0")
+        self.assertEqual(r.returncode, 2)
+        r = run("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--starttls")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--starttls needs --cert and --key", r.stderr)
+
+
+if __name__ == "__main__":
+    main()
