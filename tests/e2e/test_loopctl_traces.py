@@ -9,11 +9,15 @@ import tempfile
 import time
 import unittest
 
-from json_schema_lite import errors
+from trace_schema import errors as schema_errors
 from loopctl_testlib import LOOPCTL, SOURCE_DIR, Server, main, parse_jsonl, run
 
 with open(os.path.join(SOURCE_DIR, "docs", "trace.schema.json")) as f:
     SCHEMA = json.load(f)
+
+
+def errors(value, schema):
+    return schema_errors(value, schema, schema)
 
 
 def subcommands():

@@ -1,6 +1,8 @@
 // SocketTransport: asyncio's _SelectorSocketTransport on asio readiness waits.
 #include "transports/socket_transport.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -45,6 +47,11 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protoc
   sockname_ = sockname(fd);
   family_ = sockname_.family();
   peername_ = peer ? *peer : peername(fd);
+  if (family_ == AF_INET || family_ == AF_INET6) {
+    // As asyncio's _set_nodelay: small writes go out at once (request/response latency).
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   set_protocol(std::move(protocol));
   if (server_) server_->attach();
   // The persistent handles: re-scheduled on every readiness event, never allocated again.
