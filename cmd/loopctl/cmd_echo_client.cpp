@@ -43,12 +43,7 @@ class EchoClient final : public Command {
   }
 
   int run(loop::EventLoop& lp) override {
-    Endpoint ep;
-    try {
-      ep = parse_endpoint(endpoint_);
-    } catch (const UsageError&) {
-      throw;
-    }
+    Endpoint ep = parse_endpoint(endpoint_);
     if (message_.empty()) throw UsageError("--message must not be empty");
     auto ssl = tls_.context();
     return lp.run_until_complete(talk(ep, ssl));
