@@ -38,7 +38,7 @@ _loopctl() {
     "signals") words="-h --help --signals" ;;
     "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port --workers" ;;
     "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
-    "tls-proxy") words="-h --help --listen --upstream --cert --key --upstream-tls --cafile --insecure --server-hostname --starttls" ;;
+    "tls-proxy") words="-h --help --listen --upstream --cert --key --upstream-tls --cafile --insecure --server-hostname --workers --starttls" ;;
     "udp-echo-server") words="-h --help --host --port" ;;
     "udp-echo-client") words="-h --help --message --count --timeout" ;;
     "sendfile") words="-h --help serve send" ;;

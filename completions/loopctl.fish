@@ -55,6 +55,7 @@ complete -c loopctl -n '__fish_seen_subcommand_from tls-proxy' -l upstream-tls -
 complete -c loopctl -n '__fish_seen_subcommand_from tls-proxy' -l cafile -r -F -d 'Trust the CAs in this PEM file instead of the system\'s store'
 complete -c loopctl -n '__fish_seen_subcommand_from tls-proxy' -l insecure -d 'Do not verify the server\'s certificate or name (says so on stderr)'
 complete -c loopctl -n '__fish_seen_subcommand_from tls-proxy' -l server-hostname -r -f -d 'The name to send (SNI) and to match the certificate against; default: the host'
+complete -c loopctl -n '__fish_seen_subcommand_from tls-proxy' -l workers -r -f -d 'Run N loops on N threads sharing the port with SO_REUSEPORT'
 complete -c loopctl -n '__fish_seen_subcommand_from tls-proxy' -l starttls -d 'Accept plaintext; upgrade with start_tls when the client sends the line STARTTLS'
 complete -c loopctl -n '__fish_seen_subcommand_from udp-echo-server' -s h -l help -d 'Print this help message and exit'
 complete -c loopctl -n '__fish_seen_subcommand_from udp-echo-server' -l host -r -f -d 'The address to bind to'

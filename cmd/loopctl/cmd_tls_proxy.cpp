@@ -92,7 +92,7 @@ bool is_starttls_line(std::string_view line) {
 
 class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLeg> {
  public:
-  explicit ClientLeg(const ProxyConfig& cfg) : cfg_(cfg) {}
+  explicit ClientLeg(std::shared_ptr<const ProxyConfig> cfg) : cfg_(*cfg), cfg_owner_(std::move(cfg)) {}
 
   void connection_made(loop::BaseTransport& t) override {
     Leg::connection_made(t);
@@ -190,6 +190,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
   }
 
   const ProxyConfig& cfg_;
+  std::shared_ptr<const ProxyConfig> cfg_owner_;  // one per worker loop, kept while we live
   loop::BaseTransport* base_ = nullptr;  // the accepted socket's transport
   std::string client_;
   loop::Task<void> task_;
@@ -211,6 +212,9 @@ class TlsProxy final : public Command {
     server_tls_.add_to(app);
     app.add_flag("--upstream-tls", upstream_tls_.tls, "Speak TLS to the upstream");
     upstream_tls_.add_to(app, false);
+    app.add_option("--workers", workers_,
+                   "Run N loops on N threads sharing the port with SO_REUSEPORT")
+        ->check(CLI::Range(1, 1024).description("1-1024"));
     app.add_flag("--starttls", starttls_,
                  "Accept plaintext; upgrade with start_tls when the client sends the line "
                  "STARTTLS (answered 'OK STARTTLS'); needs --cert/--key");
@@ -228,16 +232,26 @@ class TlsProxy final : public Command {
     }
     cfg_.starttls = starttls_;
     if (starttls_ && !cfg_.client_ssl) throw UsageError("--starttls needs --cert and --key");
-    return lp.run_until_complete(serve(lp, listen));
+    if (workers_ > 1 && listen.is_unix())
+      throw UsageError("--workers needs a TCP port: unix sockets cannot share a path");
+    if (workers_ > 1 && listen.port == 0) listen.port = pick_shared_port(listen.host);
+    return run_workers(lp, workers_, [this, listen](int index, loop::EventLoop& wl,
+                                                    loop::Future<int> stop) {
+      return serve(wl, listen, index, stop);
+    });
   }
 
  private:
-  loop::Coroutine<int> serve(loop::EventLoop& lp, Endpoint listen) {
+  loop::Coroutine<int> serve(loop::EventLoop& lp, Endpoint listen, int index,
+                             loop::Future<int> stop) {
     ConnectionSet connections;
-    cfg_.connections = &connections;
-    auto factory = [this] { return std::make_shared<ClientLeg>(cfg_); };
+    auto cfg = std::make_shared<ProxyConfig>(cfg_);  // this worker's: its loop, its connections
+    cfg->lp = &lp;
+    cfg->connections = &connections;
+    auto factory = [cfg] { return std::make_shared<ClientLeg>(cfg); };
     loop::ServerOptions opts;
-    if (!cfg_.starttls) opts.ssl = cfg_.client_ssl;  // STARTTLS upgrades later, in place
+    opts.reuse_port = workers_ > 1;
+    if (!cfg->starttls) opts.ssl = cfg->client_ssl;  // STARTTLS upgrades later, in place
     std::shared_ptr<loop::Server> server;
     std::exception_ptr failed;
     try {
@@ -249,9 +263,8 @@ class TlsProxy final : public Command {
       failed = std::current_exception();
     }
     if (failed) throw_listen_failure(listen, failed);
-    // The signal handlers go in before the line scripts wait for.
-    loop::Future<int> stop = stop_signal(lp);
-    print_listening(*server);
+    // run_workers installed the signal handlers before this line scripts wait for.
+    if (index == 0) print_listening(*server);
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);
     co_await serve_until(lp, stop, servers, connections);
@@ -272,6 +285,7 @@ class TlsProxy final : public Command {
   ServerTlsOptions server_tls_;
   ClientTlsOptions upstream_tls_;
   bool starttls_ = false;
+  int workers_ = 1;
   ProxyConfig cfg_;
 };
 

@@ -167,6 +167,17 @@ class TlsProxy(unittest.TestCase):
             self.assertEqual(code, 0)
             self.assertIn("cannot connect to 127.0.0.1:%d: Connection refused" % dead, err)
 
+    def test_workers(self):
+        with Server("echo-server", "--port", "0") as up:
+            with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", up.endpoints[0],
+                        "--workers", "2") as proxy:
+                self.assertGreaterEqual(len(os.listdir("/proc/%d/task" % proxy.proc.pid)), 2)
+                for i in range(8):
+                    r = run("echo-client", proxy.endpoints[0], "--message", "w%d" % i)
+                    self.assertEqual((r.returncode, r.stdout), (0, "w%d\n" % i), r.stderr)
+                self.assertEqual(proxy.stop()[0], 0)
+            up.stop()
+
     def test_usage(self):
         r = run("tls-proxy", "--listen", "127.0.0.1:0")
         self.assertEqual(r.returncode, 2)
