@@ -39,10 +39,10 @@ _loopctl() {
     "echo-server") words="-h --help --host --port --unix --cert --key --backlog --reuse-port --workers" ;;
     "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
     "tls-proxy") words="-h --help --listen --upstream --cert --key --upstream-tls --cafile --insecure --server-hostname --workers --starttls" ;;
-    "udp-echo-server") words="-h --help --host --port" ;;
+    "udp-echo-server") words="-h --help --host --port --workers" ;;
     "udp-echo-client") words="-h --help --message --count --timeout" ;;
     "sendfile") words="-h --help serve send" ;;
-    "sendfile serve") words="-h --help --host --port --unix --cert --key" ;;
+    "sendfile serve") words="-h --help --host --port --unix --cert --key --workers" ;;
     "sendfile send") words="-h --help --offset --count" ;;
     "resolve") words="-h --help --family --type" ;;
     "completion") words="-h --help bash zsh fish" ;;

@@ -166,6 +166,9 @@ class Sendfile final : public Command {
     serve_->add_option("--unix", unix_,
                        "Listen on this unix socket path instead (@NAME: abstract)");
     tls_.add_to(*serve_);
+    serve_->add_option("--workers", workers_,
+                       "Run N loops on N threads sharing the port with SO_REUSEPORT")
+        ->check(CLI::Range(1, 1024).description("1-1024"));
 
     send_ = app.add_subcommand(
         "send",
@@ -187,22 +190,31 @@ class Sendfile final : public Command {
  private:
   int run_serve(loop::EventLoop& lp) {
     std::size_t size = 0;
-    int fd = open_file(serve_file_, size);
-    FileCloser closer{fd};
+    ::close(open_file(serve_file_, size));  // a missing or unreadable FILE fails here, once
     auto ssl = tls_.context();
+    if (workers_ > 1 && !unix_.empty())
+      throw UsageError("--workers needs a TCP port: unix sockets cannot share a path");
+    if (workers_ > 1 && port_ == 0) port_ = pick_shared_port(host_);
     std::string where = unix_.empty() ? Endpoint{Endpoint::Kind::tcp, host_, port_, {}}.to_string()
                                       : "unix:" + unix_;
-    return lp.run_until_complete(serve(lp, fd, ssl, where));
+    return run_workers(lp, workers_, [this, ssl, where](int index, loop::EventLoop& wl,
+                                                        loop::Future<int> stop) {
+      // Each worker its own open file: no file position shared between threads.
+      std::size_t unused = 0;
+      return serve(wl, open_file(serve_file_, unused), ssl, where, index, stop);
+    });
   }
 
   loop::Coroutine<int> serve(loop::EventLoop& lp, int fd, std::shared_ptr<loop::SSLContext> ssl,
-                             std::string where) {
+                             std::string where, int index, loop::Future<int> stop) {
+    FileCloser closer{fd};
     ConnectionSet connections;
     auto factory = [&lp, &connections, fd] {
       return std::make_shared<SendfileServeProtocol>(lp, connections, fd);
     };
     loop::ServerOptions opts;
     opts.ssl = ssl;
+    opts.reuse_port = workers_ > 1;
     std::shared_ptr<loop::Server> server;
     std::exception_ptr failed;
     try {
@@ -216,12 +228,9 @@ class Sendfile final : public Command {
     if (failed) throw_listen_error(where, failed);
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);
-    // The signal handlers first (the task's first step runs before sleep(0) returns), then
-    // the line scripts wait for: a SIGINT right after it is a clean shutdown, not a kill.
-    auto waiting = lp.create_task(serve_until_signal(lp, servers, connections));
-    co_await loop::sleep(0);
-    print_listening(*server);
-    co_await waiting;
+    // run_workers installed the signal handlers before the line scripts wait for.
+    if (index == 0) print_listening(*server);
+    co_await serve_until(lp, stop, servers, connections);
     co_return 0;
   }
 
@@ -279,6 +288,7 @@ class Sendfile final : public Command {
   std::string host_ = "127.0.0.1";
   int port_ = 8888;
   std::string unix_;
+  int workers_ = 1;
   ServerTlsOptions tls_;
   std::string send_file_;
   std::string endpoint_;

@@ -60,17 +60,26 @@ class UdpEchoServer final : public Command {
     app.add_option("--host", host_, "The address to bind to");
     app.add_option("--port", port_, "The UDP port (0 = any free one, printed)")
         ->check(CLI::Range(0, 65535).description("0-65535"));
+    app.add_option("--workers", workers_,
+                   "Run N loops on N threads sharing the port with SO_REUSEPORT")
+        ->check(CLI::Range(1, 1024).description("1-1024"));
   }
 
   int run(loop::EventLoop& lp) override {
+    if (workers_ > 1 && port_ == 0) port_ = pick_shared_port(host_, SOCK_DGRAM);
     std::string where = Endpoint{Endpoint::Kind::tcp, host_, port_, {}}.to_string();
-    return lp.run_until_complete(serve(lp, where));
+    return run_workers(lp, workers_, [this, where](int index, loop::EventLoop& wl,
+                                                   loop::Future<int> stop) {
+      return serve(wl, where, index, stop);
+    });
   }
 
  private:
-  loop::Coroutine<int> serve(loop::EventLoop& lp, std::string where) {
+  loop::Coroutine<int> serve(loop::EventLoop& lp, std::string where, int index,
+                             loop::Future<int> stop) {
     auto factory = [] { return std::make_shared<UdpEchoProtocol>(); };
     auto opts = bind_options(host_, port_);
+    if (workers_ > 1) opts.reuse_port = true;
     std::shared_ptr<loop::DatagramTransport> transport;
     std::exception_ptr failed;
     try {
@@ -80,14 +89,9 @@ class UdpEchoServer final : public Command {
       failed = std::current_exception();
     }
     if (failed) throw_bind_error(where, failed);
-    // No listening server and no connections: only the wait for the signal is shared. Its
-    // task runs first (the handlers are in place) and only then the line scripts wait for.
-    ConnectionSet none;
-    std::vector<std::shared_ptr<loop::Server>> no_servers;
-    auto waiting = lp.create_task(serve_until_signal(lp, no_servers, none));
-    co_await loop::sleep(0);
-    print_bound(*transport);
-    co_await waiting;
+    // run_workers installed the signal handlers before the line scripts wait for.
+    if (index == 0) print_bound(*transport);
+    co_await stop;
     transport->close();
     co_await loop::sleep(0);  // let connection_lost run before the loop closes
     co_return 0;
@@ -95,6 +99,7 @@ class UdpEchoServer final : public Command {
 
   std::string host_ = "127.0.0.1";
   int port_ = 8888;
+  int workers_ = 1;
 };
 
 }  // namespace

@@ -172,15 +172,15 @@ int run_workers(loop::EventLoop& lp, int workers, const Worker& worker) {
   return code;
 }
 
-int pick_shared_port(const std::string& host) {
+int pick_shared_port(const std::string& host, int socktype) {
   addrinfo hints{};
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_socktype = socktype;
   addrinfo* res = nullptr;
   int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), "0", &hints, &res);
   if (rc != 0) throw RuntimeFailure("cannot resolve " + host + ": " + ::gai_strerror(rc));
   int port = -1;
-  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = ::socket(res->ai_family, socktype | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
       ::bind(fd, res->ai_addr, res->ai_addrlen) == 0) {

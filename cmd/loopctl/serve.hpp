@@ -5,6 +5,8 @@
 
 #include <loop/loop.hpp>
 #include <loop/ssl.hpp>
+#include <sys/socket.h>
+
 #include <functional>
 #include <memory>
 #include <set>
@@ -78,9 +80,9 @@ using Worker = std::function<loop::Coroutine<int>(int index, loop::EventLoop& lp
                                                   loop::Future<int> stop)>;
 int run_workers(loop::EventLoop& lp, int workers, const Worker& worker);
 
-/// A free TCP port on `host` that several SO_REUSEPORT listeners can share (for --workers
+/// A free port (TCP, or UDP with SOCK_DGRAM) on `host` that several SO_REUSEPORT listeners can share (for --workers
 /// with --port 0: the kernel's choice must be made once, before the workers bind).
-int pick_shared_port(const std::string& host);
+int pick_shared_port(const std::string& host, int socktype = SOCK_STREAM);
 
 /// "cannot connect to EP: reason" from whatever create_connection threw.
 std::string connect_error(const Endpoint& ep, const std::exception& e);

@@ -150,6 +150,24 @@ class EchoServer(unittest.TestCase):
         r = run("echo-server", "--workers", "2", "--unix", "/tmp/never")
         self.assertEqual(r.returncode, 2)
 
+    def test_every_server_takes_workers(self):
+        import tempfile
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(os.urandom(200000))
+            f.flush()
+            for args in (("udp-echo-server", "--port", "0"), ("sendfile", "serve", f.name, "--port", "0")):
+                with Server(*args, "--workers", "2") as srv:
+                    self.assertGreaterEqual(len(os.listdir("/proc/%d/task" % srv.proc.pid)), 2)
+                    if args[0] == "sendfile":
+                        for _ in range(4):
+                            with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                                self.assertEqual(len(recv_all(c)), 200000)
+                    else:
+                        for i in range(4):
+                            r = run("udp-echo-client", srv.endpoints[0], "--message", "u%d" % i)
+                            self.assertEqual((r.returncode, r.stdout), (0, "u%d\n" % i), r.stderr)
+                    self.assertEqual(srv.stop()[0], 0)
+
     def test_bad_options(self):
         r = run("echo-server", "--port", "70000")
         self.assertEqual(r.returncode, 2)
