@@ -57,6 +57,11 @@ std::unique_ptr<loop::EventLoop> make_loop(const GlobalOptions& options);
 /// caught, 0 if none, through `caught`. Exit code for an interrupted client: 128 + signal.
 void stop_on_interrupt(loop::EventLoop& lp, int& caught);
 
+/// The SIGINT/SIGTERM that interrupted a subcommand through make_loop's default handlers (which
+/// stop the loop so that traces end complete); 0 if none. Subcommands that handle these
+/// signals themselves install their own handlers, which replace the defaults.
+int interrupted_by();
+
 /// Prints `loopctl: error: <what>` on stderr.
 void print_error(const std::string& what);
 

@@ -23,6 +23,18 @@ std::vector<std::string> normalize_args(int argc, char** argv) {
   return args;
 }
 
+// asyncio.run's _cancel_all_tasks: cancel every pending task and let each see its
+// CancelledError, a bounded number of iterations.
+void cancel_pending_tasks(loop::EventLoop& lp) {
+  if (lp.is_closed() || lp.is_running()) return;
+  for (auto& t : loop::all_tasks(lp)) t.cancel();
+  for (int i = 0; i < 10 && !loop::all_tasks(lp).empty(); ++i) {
+    lp.call_soon([&lp] { lp.stop(); });
+    lp.run_forever();
+  }
+  lp.close();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -86,16 +98,24 @@ int main(int argc, char** argv) {
   }
   if (*trace_opt) global.trace = trace_dest.empty() ? std::string("-") : trace_dest;
 
+  std::unique_ptr<loop::EventLoop> loop;
   try {
-    auto loop = make_loop(global);
+    loop = make_loop(global);
     int code = chosen->run(*loop);
     if (!loop->is_closed()) loop->close();
     std::fflush(stdout);
+    if (interrupted_by()) return 128 + interrupted_by();
     return code;
   } catch (const UsageError& e) {
     print_error(e.what());
     return 2;
   } catch (const std::exception& e) {
+    // Stopped by SIGINT/SIGTERM mid-run ("Event loop stopped before Future completed."): not
+    // an error to report, just the interruption. Cancel what still runs, as asyncio.run does.
+    if (interrupted_by()) {
+      cancel_pending_tasks(*loop);
+      return 128 + interrupted_by();
+    }
     print_error(e.what());
     return 1;
   }

@@ -36,6 +36,12 @@ CLI::Validator non_negative_number() {
   return number_check("NONNEGATIVE", [](double v) { return v >= 0; }, "a number >= 0");
 }
 
+namespace {
+int g_interrupted = 0;
+}
+
+int interrupted_by() { return g_interrupted; }
+
 void stop_on_interrupt(loop::EventLoop& lp, int& caught) {
   for (int sig : {SIGINT, SIGTERM}) {
     lp.add_signal_handler(sig, [&lp, &caught, sig] {
@@ -56,6 +62,14 @@ std::unique_ptr<loop::EventLoop> make_loop(const GlobalOptions& options) {
     } catch (const std::invalid_argument& e) {
       throw UsageError(e.what());
     }
+  }
+  // By default SIGINT/SIGTERM stop the loop instead of killing the process, so that a trace
+  // file ends complete; main() then exits 128 + the signal, as a shell reports it.
+  for (int sig : {SIGINT, SIGTERM}) {
+    lp->add_signal_handler(sig, [raw = lp.get(), sig] {
+      if (!g_interrupted) g_interrupted = sig;
+      raw->stop();
+    });
   }
   loop::set_event_loop(lp.get());
   return lp;

@@ -237,6 +237,29 @@ class EchoClient(unittest.TestCase):
         self.assertEqual(r.stdout, "ABC\n")
         self.assertIn("loopctl: error: 1 of 1 echoes did not match", r.stderr)
 
+    def test_sigint_while_waiting_leaves_a_complete_chrome_trace(self):
+        import json
+        import tempfile
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        with tempfile.TemporaryDirectory() as d:
+            trace = os.path.join(d, "t.json")
+            p = subprocess.Popen([LOOPCTL, "--trace=" + trace, "--trace-format=chrome",
+                                  "echo-client", "127.0.0.1:%d" % lst.getsockname()[1]],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            conn, _ = lst.accept()  # a server that never answers
+            time.sleep(0.3)
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=10)
+            conn.close()
+            lst.close()
+            self.assertEqual(p.returncode, 128 + signal.SIGINT)
+            self.assertEqual(err, "")
+            with open(trace) as f:
+                events = json.load(f)
+            self.assertTrue(any(e.get("name") == "signal" for e in events))
+
     def test_usage_errors(self):
         for args in (("echo-client",), ("echo-client", "nohost"), ("echo-client", "h:99999"),
                      ("echo-client", "127.0.0.1:1", "--count", "x")):
