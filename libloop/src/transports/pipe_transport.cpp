@@ -48,13 +48,17 @@ ssize_t write_no_sigpipe(int fd, bool is_socket, const char* data, std::size_t s
   return n;
 }
 
-Coroutine<std::shared_ptr<ReadTransport>> connect_read_pipe(
-    EventLoop& lp, std::function<std::shared_ptr<Protocol>()> protocol_factory, int fd) {
+namespace {
+// The shared half of connect_read_pipe / connect_write_pipe: make the transport, wait for
+// connection_made to have run, close the transport if that failed.
+template <class Impl, class Interface, class P>
+Coroutine<std::shared_ptr<Interface>> start_pipe_transport(
+    EventLoop& lp, std::function<std::shared_ptr<P>()> protocol_factory, int fd) {
   lp.check_closed();
   if (lp.get_debug()) lp.check_thread();
   auto protocol = protocol_factory();
   if (!protocol) throw std::invalid_argument("protocol_factory returned no protocol");
-  auto transport = std::make_shared<ReadPipeTransport>(lp, fd, protocol);
+  auto transport = std::make_shared<Impl>(lp, fd, protocol);
   Future<void> waiter = lp.create_future<void>();
   transport->start(waiter);
   std::exception_ptr failed;
@@ -67,29 +71,20 @@ Coroutine<std::shared_ptr<ReadTransport>> connect_read_pipe(
     transport->close();
     std::rethrow_exception(failed);
   }
-  co_return transport;
+  co_return std::shared_ptr<Interface>(transport);
+}
+}  // namespace
+
+Coroutine<std::shared_ptr<ReadTransport>> connect_read_pipe(
+    EventLoop& lp, std::function<std::shared_ptr<Protocol>()> protocol_factory, int fd) {
+  return start_pipe_transport<ReadPipeTransport, ReadTransport>(lp, std::move(protocol_factory),
+                                                                fd);
 }
 
 Coroutine<std::shared_ptr<WriteTransport>> connect_write_pipe(
     EventLoop& lp, std::function<std::shared_ptr<BaseProtocol>()> protocol_factory, int fd) {
-  lp.check_closed();
-  if (lp.get_debug()) lp.check_thread();
-  auto protocol = protocol_factory();
-  if (!protocol) throw std::invalid_argument("protocol_factory returned no protocol");
-  auto transport = std::make_shared<WritePipeTransport>(lp, fd, protocol);
-  Future<void> waiter = lp.create_future<void>();
-  transport->start(waiter);
-  std::exception_ptr failed;
-  try {
-    co_await waiter;
-  } catch (...) {
-    failed = std::current_exception();
-  }
-  if (failed) {
-    transport->close();
-    std::rethrow_exception(failed);
-  }
-  co_return transport;
+  return start_pipe_transport<WritePipeTransport, WriteTransport>(
+      lp, std::move(protocol_factory), fd);
 }
 
 }  // namespace loop::detail
