@@ -25,6 +25,9 @@ int parse_port(const std::string& text) {
 
 Endpoint parse_endpoint(const std::string& text) {
   Endpoint ep;
+  // Only reachable from code (argv has no NUL bytes), but a name must not be cut short.
+  if (text.find('\0') != std::string::npos)
+    throw UsageError("malformed endpoint: it contains a NUL byte");
   if (text.rfind("unix:", 0) == 0) {
     ep.kind = Endpoint::Kind::unix_socket;
     ep.path = text.substr(5);

@@ -44,3 +44,8 @@ TEST_CASE("malformed endpoints are usage errors that say why") {
   CHECK_THROWS_WITH(parse_endpoint("::1:80"), Catch::Contains("needs brackets"));
   CHECK_THROWS_WITH(parse_endpoint("nonsense"), Catch::Contains("expected HOST:PORT"));
 }
+
+TEST_CASE("an endpoint with a NUL byte is refused") {
+  CHECK_THROWS_AS(parse_endpoint(std::string("127.0.0.1\0x:80", 14)), UsageError);
+  CHECK_THROWS_AS(parse_endpoint(std::string("unix:/tmp/a\0b", 13)), UsageError);
+}
