@@ -11,7 +11,7 @@ namespace loopctl {
 // stops us reading from it, so memory stays bounded by the write-buffer limits.
 class EchoProtocol final : public loop::Protocol {
  public:
-  explicit EchoProtocol(ConnectionSet& set) : set_(set) {}
+  explicit EchoProtocol(ConnectionSet set) : set_(std::move(set)) {}
   void connection_made(loop::BaseTransport& t) override {
     transport_ = dynamic_cast<loop::Transport*>(&t);
     set_.add(&t);
@@ -23,7 +23,7 @@ class EchoProtocol final : public loop::Protocol {
   void connection_lost(std::exception_ptr) override { set_.remove(transport_); }
 
  private:
-  ConnectionSet& set_;
+  ConnectionSet set_;  // shares the server's set
   loop::Transport* transport_ = nullptr;
 };
 

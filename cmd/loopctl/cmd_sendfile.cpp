@@ -19,7 +19,7 @@ namespace loopctl {
 class SendfileServeProtocol final : public loop::Protocol,
                                     public std::enable_shared_from_this<SendfileServeProtocol> {
  public:
-  SendfileServeProtocol(loop::EventLoop& lp, ConnectionSet& set, int file_fd)
+  SendfileServeProtocol(loop::EventLoop& lp, ConnectionSet set, int file_fd)
       : lp_(lp), set_(set), file_fd_(file_fd) {}
 
   void connection_made(loop::BaseTransport& t) override {
@@ -76,7 +76,7 @@ class SendfileServeProtocol final : public loop::Protocol,
   static constexpr double kLinger = 10.0;
 
   loop::EventLoop& lp_;
-  ConnectionSet& set_;
+  ConnectionSet set_;  // shares the server's set
   int file_fd_;
   loop::Transport* transport_ = nullptr;
   std::optional<loop::Task<void>> task_;

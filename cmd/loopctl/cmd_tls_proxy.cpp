@@ -17,7 +17,7 @@ struct ProxyConfig {
   std::shared_ptr<loop::SSLContext> upstream_ssl;  // --upstream-tls
   std::string server_hostname;
   bool starttls = false;
-  ConnectionSet* connections = nullptr;
+  ConnectionSet connections;  // shares the worker's set
 };
 
 // One side of a proxied connection. Flow control crosses over: when this side's transport is
@@ -96,7 +96,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
 
   void connection_made(loop::BaseTransport& t) override {
     Leg::connection_made(t);
-    cfg_.connections->add(&t);
+    cfg_.connections.add(&t);
     base_ = &t;
     auto peer_addr = t.extra<loop::SocketAddress>("peername");
     client_ = peer_addr ? peer_addr->to_string() : std::string("?");
@@ -127,7 +127,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
     return Leg::eof_received();
   }
   void connection_lost(std::exception_ptr exc) override {
-    cfg_.connections->remove(base_);
+    cfg_.connections.remove(base_);
     Leg::connection_lost(exc);
     tls_transport_.reset();
     if (task_ && !task_.done()) task_.cancel();
@@ -247,7 +247,7 @@ class TlsProxy final : public Command {
     ConnectionSet connections;
     auto cfg = std::make_shared<ProxyConfig>(cfg_);  // this worker's: its loop, its connections
     cfg->lp = &lp;
-    cfg->connections = &connections;
+    cfg->connections = connections;
     auto factory = [cfg] { return std::make_shared<ClientLeg>(cfg); };
     loop::ServerOptions opts;
     opts.reuse_port = workers_ > 1;

@@ -15,7 +15,7 @@
 namespace loopctl {
 
 void ConnectionSet::abort_all() {
-  auto live = live_;  // abort() may call back into remove()
+  auto live = *live_;  // abort() may call back into remove()
   for (auto* t : live) {
     if (auto* w = dynamic_cast<loop::WriteTransport*>(t))
       w->abort();

@@ -19,16 +19,19 @@
 namespace loopctl {
 
 /// The connections a server holds, so that shutdown can wait for them and then close them.
+/// Copies share one set: each protocol keeps a copy, so a connection_lost that runs after the
+/// server's coroutine has ended still finds the set alive.
 class ConnectionSet {
  public:
-  void add(loop::BaseTransport* t) { live_.insert(t); }
-  void remove(loop::BaseTransport* t) { live_.erase(t); }
-  std::size_t size() const { return live_.size(); }
+  void add(loop::BaseTransport* t) const { live_->insert(t); }
+  void remove(loop::BaseTransport* t) const { live_->erase(t); }
+  std::size_t size() const { return live_->size(); }
   /// Closes every connection at once (buffered data is dropped).
   void abort_all();
 
  private:
-  std::set<loop::BaseTransport*> live_;
+  std::shared_ptr<std::set<loop::BaseTransport*>> live_ =
+      std::make_shared<std::set<loop::BaseTransport*>>();
 };
 
 /// Prints `listening on ADDR` for each socket of `server` on stdout, flushed at once.
