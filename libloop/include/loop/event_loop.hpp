@@ -18,6 +18,7 @@
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@
 
 namespace loop {
 
+class EventLoop;
 template <class T>
 class Future;
 template <class T>
@@ -53,6 +55,24 @@ class FutureStateBase;
 class TaskStateBase;
 class AsyncGenStateBase;
 struct LoopLink;
+
+/// Something that keeps itself alive through the loop (a transport from its start to its
+/// connection_lost). If the loop is destroyed first, it tells each one to let go of itself
+/// and of its protocol: otherwise their reference cycles would outlive the loop as leaks.
+class LoopResource {
+ public:
+  /// Close the fd, drop the self-reference and the protocol; call no protocol method.
+  virtual void loop_destroyed() noexcept = 0;
+  /// Whether the loop holds it (a destructor must not reach a loop that is gone).
+  bool registered() const { return registered_; }
+
+ protected:
+  ~LoopResource() = default;
+
+ private:
+  friend class loop::EventLoop;
+  bool registered_ = false;
+};
 }  // namespace detail
 
 class EventLoop {
@@ -187,12 +207,10 @@ class EventLoop {
   // ---- DNS (libloop/src/io/dns.cpp) ---------------------------------------------------------
   /// getaddrinfo(3) in the default executor, so the loop never blocks; an empty host or port
   /// is passed as NULL. Failures throw loop::GaiError (dns.hpp) naming the host.
-  Coroutine<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string port,
-                                               int family = 0, int type = 0, int proto = 0,
-                                               int flags = 0);
+  Coroutine<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string port, int family = 0,
+                                               int type = 0, int proto = 0, int flags = 0);
   /// getnameinfo(3) in the default executor: {host, service}.
-  Coroutine<std::pair<std::string, std::string>> getnameinfo(SocketAddress address,
-                                                              int flags = 0);
+  Coroutine<std::pair<std::string, std::string>> getnameinfo(SocketAddress address, int flags = 0);
 
   // ---- UNIX signals (libloop/src/io/signals.cpp) --------------------------------------------
   /// Runs callback(args...) as an ordinary loop callback (never in signal context) each time
@@ -219,8 +237,7 @@ class EventLoop {
       -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
   /// Connects to a unix socket path ('@name': Linux abstract namespace); empty: options.sock.
   template <class F>
-  auto create_unix_connection(F protocol_factory, std::string path,
-                              ConnectionOptions options = {})
+  auto create_unix_connection(F protocol_factory, std::string path, ConnectionOptions options = {})
       -> Coroutine<ConnectionPair<typename std::invoke_result_t<F&>::element_type>>;
   /// Wraps a socket accepted outside the loop (the transport owns it).
   template <class F>
@@ -278,8 +295,8 @@ class EventLoop {
   /// SIGCHLD handler, no other process's child reaped, no zombie left.
   template <class Factory>
   Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
-  subprocess_exec(Factory protocol_factory, std::string program,
-                  std::vector<std::string> args = {}, SubprocessOptions options = {});
+  subprocess_exec(Factory protocol_factory, std::string program, std::vector<std::string> args = {},
+                  SubprocessOptions options = {});
   /// As subprocess_exec, for `cmd` run by "/bin/sh -c".
   template <class Factory>
   Coroutine<std::pair<std::shared_ptr<SubprocessTransport>, std::invoke_result_t<Factory&>>>
@@ -328,6 +345,14 @@ class EventLoop {
   }
   void register_asyncgen(detail::AsyncGenStateBase* gen);
   void unregister_asyncgen(detail::AsyncGenStateBase* gen);
+  void register_resource(detail::LoopResource* r) {
+    if (!r->registered_) resources_.insert(r);
+    r->registered_ = true;
+  }
+  void unregister_resource(detail::LoopResource* r) {
+    if (r->registered_) resources_.erase(r);
+    r->registered_ = false;
+  }
   Executor& default_executor();
   /// A weak link other threads use to reach this loop (and find it gone after destruction).
   std::shared_ptr<detail::LoopLink> link() const { return link_; }
@@ -345,6 +370,9 @@ class EventLoop {
 
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
+  // Before ready_: a handle destroyed with the queue may release a transport, which then
+  // unregisters itself from this set.
+  std::unordered_set<detail::LoopResource*> resources_;
   std::unique_ptr<Clock> clock_;
   std::deque<detail::HandleRef> ready_;
   std::vector<detail::HandleRef> timers_;  // a min-heap on (when, seq)

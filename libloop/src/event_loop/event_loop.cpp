@@ -72,6 +72,14 @@ EventLoop::~EventLoop() {
   }
   ready_.clear();
   timers_.clear();
+  // Transports still open let go of themselves while the reactor exists (one at a time:
+  // releasing one may destroy another, which then leaves the set).
+  while (!resources_.empty()) {
+    detail::LoopResource* r = *resources_.begin();
+    resources_.erase(resources_.begin());
+    r->registered_ = false;
+    r->loop_destroyed();
+  }
   default_executor_.reset();
   if (tracer_) tracer_->finish();
   // From here on, futures that outlive the loop no longer report to it.
@@ -107,7 +115,9 @@ void EventLoop::run_forever() {
   trace("loop_stop");
 }
 
-void EventLoop::stop() { stopping_ = true; }
+void EventLoop::stop() {
+  stopping_ = true;
+}
 
 void EventLoop::close() {
   if (running_) throw std::runtime_error("Cannot close a running event loop");
@@ -225,11 +235,12 @@ void EventLoop::run_once() {
   // Run exactly the callbacks that are ready now; what they schedule runs next iteration.
   std::size_t ntodo = ready_.size();
   if (tracer_) [[unlikely]] {
-    nlohmann::json rec = {{"timeout", timeout < 0 ? nlohmann::json(nullptr) : nlohmann::json(timeout)},
-                          {"events", static_cast<std::size_t>(events)},
-                          {"ready", ntodo},
-                          {"timers", timers_.size()},
-                          {"poll", end_time - clock_->resolution() - poll_start}};
+    nlohmann::json rec = {
+        {"timeout", timeout < 0 ? nlohmann::json(nullptr) : nlohmann::json(timeout)},
+        {"events", static_cast<std::size_t>(events)},
+        {"ready", ntodo},
+        {"timers", timers_.size()},
+        {"poll", end_time - clock_->resolution() - poll_start}};
     trace("iteration", std::move(rec));
   }
   for (std::size_t i = 0; i < ntodo && !ready_.empty(); ++i) {
@@ -274,8 +285,8 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
   }
   if (debug_ && dt >= slow_callback_duration) {
     std::string origin = h.origin ? " created at " + h.origin->describe() : "";
-    std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n",
-                 name.c_str(), origin.c_str(), dt);
+    std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n", name.c_str(),
+                 origin.c_str(), dt);
     trace("slow_callback", {{"id", h.id}, {"name", name}, {"duration", dt}});
   }
 }
@@ -353,7 +364,9 @@ void EventLoop::register_task(std::shared_ptr<detail::TaskStateBase> task) {
   tasks_.emplace(key, std::move(task));
 }
 
-void EventLoop::unregister_task(detail::TaskStateBase* task) { tasks_.erase(task); }
+void EventLoop::unregister_task(detail::TaskStateBase* task) {
+  tasks_.erase(task);
+}
 
 // ---- Executor ----------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ SubprocessTransportImpl::SubprocessTransportImpl(EventLoop& loop,
 }
 
 SubprocessTransportImpl::~SubprocessTransportImpl() {
+  if (registered()) loop_.unregister_resource(this);
   for (auto& [fd, proto] : pipes_) {
     proto->proc = nullptr;
     if (proto->raw_fd >= 0) ::close(proto->raw_fd);
@@ -74,6 +75,7 @@ SubprocessTransportImpl::~SubprocessTransportImpl() {
 
 void SubprocessTransportImpl::start(Future<void> waiter) {
   self_ = shared_from_this();
+  loop_.register_resource(this);
   loop_.create_task(connect_pipes(waiter));
   std::weak_ptr<SubprocessTransportImpl> weak = self_;
   watcher_ = ChildWatcher::watch(loop_, pid_, [weak](int returncode) {
@@ -182,6 +184,7 @@ void SubprocessTransportImpl::call_connection_lost(std::exception_ptr exc) {
         if (!w.done()) w.set_result(*t.returncode_);
       t.exit_waiters_.clear();
       t.lost_ = true;
+      t.loop_.unregister_resource(&t);
       t.self_.reset();  // the caller's lambda still holds a reference
     }
   } finally{*this};
@@ -247,6 +250,11 @@ void SubprocessTransportImpl::terminate() {
 }
 void SubprocessTransportImpl::kill() {
   send_signal(SIGKILL);
+}
+
+void SubprocessTransportImpl::loop_destroyed() noexcept {
+  auto protocol = std::move(protocol_);
+  auto keep = std::move(self_);  // released last
 }
 
 }  // namespace loop::detail

@@ -41,6 +41,7 @@ class SubprocessPipeProto final : public Protocol {
 };
 
 class SubprocessTransportImpl final : public SubprocessTransport,
+                                      public LoopResource,
                                       public std::enable_shared_from_this<SubprocessTransportImpl> {
  public:
   /// Spawns the child (throws as spawn_child does); start() does the rest.
@@ -48,6 +49,7 @@ class SubprocessTransportImpl final : public SubprocessTransport,
                           const std::vector<std::string>& argv, std::string display_name,
                           const SubprocessOptions& options);
   ~SubprocessTransportImpl() override;
+  void loop_destroyed() noexcept override;
 
   /// Watches the child's exit and connects the pipes in a task; `waiter` gets the outcome
   /// (connection_made is scheduled before it completes).

@@ -45,12 +45,14 @@ DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd, int fa
 }
 
 DatagramSocketTransport::~DatagramSocketTransport() {
+  if (registered()) loop_.unregister_resource(this);
   static_cast<IoHandle<DatagramSocketTransport>*>(read_handle_.get())->detach();
   static_cast<IoHandle<DatagramSocketTransport>*>(write_handle_.get())->detach();
 }
 
 void DatagramSocketTransport::start(Future<void> waiter) {
   self_ = shared_from_this();
+  loop_.register_resource(this);
   auto self = self_;
   loop_.call_soon(named("DatagramTransport.connection_made", [self] { self->connection_made(); }));
   // Only start reading once connection_made has run.
@@ -288,6 +290,7 @@ void DatagramSocketTransport::call_connection_lost(std::exception_ptr exc) {
       asio::error_code ec;
       t.sock_.close(ec);  // cancels the pending waits; their completions drop the last refs
       t.protocol_.reset();
+      t.loop_.unregister_resource(&t);
       t.self_.reset();
     }
   } finally{*this};
@@ -310,6 +313,13 @@ void DatagramSocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protoco
   auto p = std::dynamic_pointer_cast<DatagramProtocol>(protocol);
   if (!p) throw std::invalid_argument("a DatagramTransport needs a DatagramProtocol");
   protocol_ = std::move(p);
+}
+
+void DatagramSocketTransport::loop_destroyed() noexcept {
+  asio::error_code ec;
+  sock_.close(ec);
+  auto protocol = std::move(protocol_);
+  auto keep = std::move(self_);  // released last
 }
 
 }  // namespace loop::detail

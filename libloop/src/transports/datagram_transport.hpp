@@ -16,6 +16,7 @@
 namespace loop::detail {
 
 class DatagramSocketTransport final : public DatagramTransport,
+                                      public LoopResource,
                                       public std::enable_shared_from_this<DatagramSocketTransport> {
  public:
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
@@ -25,6 +26,7 @@ class DatagramSocketTransport final : public DatagramTransport,
                           std::shared_ptr<DatagramProtocol> protocol,
                           std::optional<SocketAddress> address);
   ~DatagramSocketTransport() override;
+  void loop_destroyed() noexcept override;
 
   /// Schedules connection_made, then reading, then waiter's result (asyncio's __init__ order).
   void start(Future<void> waiter);

@@ -83,8 +83,8 @@ Coroutine<std::shared_ptr<ReadTransport>> connect_read_pipe(
 
 Coroutine<std::shared_ptr<WriteTransport>> connect_write_pipe(
     EventLoop& lp, std::function<std::shared_ptr<BaseProtocol>()> protocol_factory, int fd) {
-  return start_pipe_transport<WritePipeTransport, WriteTransport>(
-      lp, std::move(protocol_factory), fd);
+  return start_pipe_transport<WritePipeTransport, WriteTransport>(lp, std::move(protocol_factory),
+                                                                  fd);
 }
 
 }  // namespace loop::detail

@@ -25,11 +25,13 @@ bool check_pipe_fd(int fd, const char* message);
 ssize_t write_no_sigpipe(int fd, bool is_socket, const char* data, std::size_t size);
 
 class ReadPipeTransport final : public ReadTransport,
+                                public LoopResource,
                                 public std::enable_shared_from_this<ReadPipeTransport> {
  public:
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   ReadPipeTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol);
   ~ReadPipeTransport() override;
+  void loop_destroyed() noexcept override;
   void start(Future<void> waiter);
 
   std::any get_extra_info(std::string_view name, std::any default_value = {}) const override;
@@ -64,11 +66,13 @@ class ReadPipeTransport final : public ReadTransport,
 };
 
 class WritePipeTransport final : public WriteTransport,
+                                 public LoopResource,
                                  public std::enable_shared_from_this<WritePipeTransport> {
  public:
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   WritePipeTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol);
   ~WritePipeTransport() override;
+  void loop_destroyed() noexcept override;
   void start(Future<void> waiter);
 
   std::any get_extra_info(std::string_view name, std::any default_value = {}) const override;

@@ -24,11 +24,13 @@ ReadPipeTransport::ReadPipeTransport(EventLoop& loop, int fd, std::shared_ptr<Pr
 }
 
 ReadPipeTransport::~ReadPipeTransport() {
+  if (registered()) loop_.unregister_resource(this);
   static_cast<IoHandle<ReadPipeTransport>*>(read_handle_.get())->detach();
 }
 
 void ReadPipeTransport::start(Future<void> waiter) {
   self_ = shared_from_this();
+  loop_.register_resource(this);
   auto self = self_;
   loop_.call_soon(named("ReadPipeTransport.connection_made", [self] {
     if (self->loop_.tracer())
@@ -149,6 +151,7 @@ void ReadPipeTransport::call_connection_lost(std::exception_ptr exc) {
       asio::error_code ec;
       t.pipe_.close(ec);  // the transport owns the fd, as asyncio closes the pipe
       t.protocol_.reset();
+      t.loop_.unregister_resource(&t);
       t.self_.reset();
     }
   } finally{*this};
@@ -166,6 +169,13 @@ void ReadPipeTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
   auto p = std::dynamic_pointer_cast<Protocol>(protocol);
   if (!p) throw std::invalid_argument("a read pipe transport needs a Protocol");
   protocol_ = std::move(p);
+}
+
+void ReadPipeTransport::loop_destroyed() noexcept {
+  asio::error_code ec;
+  pipe_.close(ec);
+  auto protocol = std::move(protocol_);
+  auto keep = std::move(self_);  // released last
 }
 
 }  // namespace loop::detail

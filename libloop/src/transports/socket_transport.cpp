@@ -75,6 +75,7 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protoc
 }
 
 SocketTransport::~SocketTransport() {
+  if (registered()) loop_->unregister_resource(this);
   // A handle still on the ready queue must not call into a destroyed transport.
   read_handle_->cancelled = true;
   write_handle_->cancelled = true;
@@ -82,6 +83,7 @@ SocketTransport::~SocketTransport() {
 
 void SocketTransport::start(std::optional<Future<void>> waiter) {
   self_ = shared_from_this();
+  loop_->register_resource(this);
   auto self = self_;
   if (loop_->tracer())
     loop_->trace(
@@ -466,12 +468,24 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
       t.protocol_.reset();
       t.buffered_ = nullptr;
       if (auto server = std::move(t.server_)) server->detach();
+      t.loop_->unregister_resource(&t);
       auto keep = std::move(t.self_);  // released last, when this scope ends
     }
   } finally{*this};
   if (loop_->tracer())
     loop_->trace("connection_lost", {{"transport", id_}, {"reason", reason_json(exc)}});
   if (protocol_connected_ && protocol_) protocol_->connection_lost(exc);
+}
+
+void SocketTransport::loop_destroyed() noexcept {
+  asio::error_code ec;
+  sock_.close(ec);
+  if (detached_) ::close(fd_);
+  detached_ = false;
+  buffered_ = nullptr;
+  auto protocol = std::move(protocol_);
+  auto server = std::move(server_);
+  auto keep = std::move(self_);  // released last
 }
 
 }  // namespace loop::detail

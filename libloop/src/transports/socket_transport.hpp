@@ -22,8 +22,10 @@ namespace loop::detail {
 std::uint64_t next_transport_id();
 
 class SocketTransport final : public Transport,
+                              public LoopResource,
                               public std::enable_shared_from_this<SocketTransport> {
  public:
+  void loop_destroyed() noexcept override;
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   /// asyncio's recv size (max_size): one read per readiness event, at most this much.
   static constexpr std::size_t kMaxRead = 256 * 1024;

@@ -38,12 +38,14 @@ WritePipeTransport::WritePipeTransport(EventLoop& loop, int fd,
 }
 
 WritePipeTransport::~WritePipeTransport() {
+  if (registered()) loop_.unregister_resource(this);
   static_cast<IoHandle<WritePipeTransport>*>(read_handle_.get())->detach();
   static_cast<IoHandle<WritePipeTransport>*>(write_handle_.get())->detach();
 }
 
 void WritePipeTransport::start(Future<void> waiter) {
   self_ = shared_from_this();
+  loop_.register_resource(this);
   auto self = self_;
   loop_.call_soon(named("WritePipeTransport.connection_made", [self] {
     if (self->loop_.tracer())
@@ -275,6 +277,7 @@ void WritePipeTransport::call_connection_lost(std::exception_ptr exc) {
       asio::error_code ec;
       t.pipe_.close(ec);  // the transport owns the fd, as asyncio closes the pipe
       t.protocol_.reset();
+      t.loop_.unregister_resource(&t);
       t.self_.reset();
     }
   } finally{*this};
@@ -286,6 +289,13 @@ void WritePipeTransport::call_connection_lost(std::exception_ptr exc) {
 std::any WritePipeTransport::get_extra_info(std::string_view name, std::any default_value) const {
   if (name == "pipe") return pipe_.is_open() ? std::any(fd_) : default_value;
   return default_value;
+}
+
+void WritePipeTransport::loop_destroyed() noexcept {
+  asio::error_code ec;
+  pipe_.close(ec);
+  auto protocol = std::move(protocol_);
+  auto keep = std::move(self_);  // released last
 }
 
 }  // namespace loop::detail
