@@ -134,6 +134,9 @@ class SSLProtocolTransport : public Transport {
   friend class SSLProtocol;
   std::shared_ptr<SSLProtocol> protocol_or_throw() const;
   std::weak_ptr<SSLProtocol> ssl_protocol_;
+  // After connection_lost the application's transport owns the layer, so that its extra info
+  // (the TLS session's and the peer's address) outlives the connection, as in asyncio.
+  std::shared_ptr<SSLProtocol> keep_;
   bool closed_ = false;
 };
 
@@ -166,8 +169,11 @@ class SSLProtocol : public Protocol, public std::enable_shared_from_this<SSLProt
                                            SSLProtocolOptions options = {});
   ~SSLProtocol() override;
 
-  /// The transport to give the application (valid as long as this object lives).
-  std::shared_ptr<SSLProtocolTransport> app_transport() const { return app_transport_; }
+  /// The transport to give the application (valid as long as this object lives; after
+  /// connection_lost, as long as somebody holds it).
+  std::shared_ptr<SSLProtocolTransport> app_transport() const {
+    return app_transport_ ? app_transport_ : app_transport_after_lost_.lock();
+  }
   const std::shared_ptr<SSLContext>& context() const { return context_; }
   std::shared_ptr<Protocol> app_protocol() const { return app_protocol_; }
   void set_app_protocol(std::shared_ptr<Protocol> protocol);
@@ -213,8 +219,12 @@ class SSLProtocol : public Protocol, public std::enable_shared_from_this<SSLProt
   double handshake_timeout_;
   std::uint64_t trace_id_;
   std::shared_ptr<SSLProtocolTransport> app_transport_;
+  std::weak_ptr<SSLProtocolTransport> app_transport_after_lost_;  // it owns us then
   std::unique_ptr<SSLPipe> sslpipe_;
   Transport* transport_ = nullptr;  // the transport below, from connection_made to _lost
+  // The transport below (when it is shared): keeps start_tls's path to the socket alive and
+  // answers get_extra_info("peername"...) after connection_lost too.
+  std::shared_ptr<BaseTransport> below_;
   // Data waiting to be encrypted: (data, offset). ("", 1) is the handshake, ("", 0) the
   // shutdown, as in asyncio.
   std::deque<std::pair<std::string, std::size_t>> write_backlog_;

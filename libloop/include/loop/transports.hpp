@@ -71,7 +71,15 @@ class WriteTransport : public virtual BaseTransport {
 };
 
 /// A bidirectional stream (asyncio.Transport).
-class Transport : public ReadTransport, public WriteTransport {};
+class Transport : public ReadTransport, public WriteTransport {
+ public:
+  /// For start_tls (asyncio's _start_tls_compatible): from now on this transport refuses
+  /// write, write_eof, set_protocol, pause/resume_reading and set_write_buffer_limits
+  /// (std::runtime_error), so nothing can slip into the connection in plaintext or steal the
+  /// TLS records; the returned transport is the TLS layer's own path to the same connection.
+  /// close() and abort() still end the connection. Null: this transport cannot be upgraded.
+  virtual std::shared_ptr<Transport> hand_over_to_tls() { return nullptr; }
+};
 
 /// A datagram transport (asyncio.DatagramTransport).
 class DatagramTransport : public virtual BaseTransport {

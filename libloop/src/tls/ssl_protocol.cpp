@@ -123,6 +123,7 @@ void SSLProtocol::wakeup_waiter(std::exception_ptr exc) {
 
 void SSLProtocol::connection_made(BaseTransport& transport) {
   transport_ = dynamic_cast<Transport*>(&transport);
+  below_ = transport.shared_transport();
   if (!transport_) throw std::invalid_argument("SSLProtocol needs a stream Transport");
   if (!options_.trace_id) {
     auto id = transport.extra<std::uint64_t>("transport_id");
@@ -148,9 +149,14 @@ void SSLProtocol::connection_lost(std::exception_ptr exc) {
   }
   if (session_established_) {
     session_established_ = false;
-    if (auto app = app_protocol_) loop_.call_soon([app, exc] { app->connection_lost(exc); });
+    // The application's transport lives at least until its connection_lost has run.
+    if (auto app = app_protocol_)
+      loop_.call_soon([app, exc, t = app_transport_] { app->connection_lost(exc); });
   }
   app_transport_->closed_ = true;
+  app_transport_->keep_ = shared_from_this();
+  app_transport_after_lost_ = app_transport_;
+  auto app_transport = std::move(app_transport_);  // released when this function returns
   transport_ = nullptr;
   pipe_done_ = true;
   if (handshake_timeout_handle_) handshake_timeout_handle_->cancel();
@@ -233,9 +239,10 @@ bool SSLProtocol::eof_received() {
 
 std::any SSLProtocol::get_extra_info(std::string_view name, std::any default_value) const {
   if (name == "sslcontext") return context_;
-  if (session_established_ || (sslpipe_ && sslpipe_->ssl_object() && !in_handshake_)) {
+  // The session's details stay after the connection is lost (the SSL object is kept).
+  if (handshake_ok_) {
     SSL* ssl = sslpipe_ ? sslpipe_->ssl_object() : nullptr;
-    if (ssl && handshake_ok_) {
+    if (ssl) {
       if (name == "ssl_object") return ssl;
       if (name == "peercert") return peercert_;
       if (name == "peercert_der") return ssl_peercert_der(ssl);
@@ -252,6 +259,7 @@ std::any SSLProtocol::get_extra_info(std::string_view name, std::any default_val
     }
   }
   if (transport_) return transport_->get_extra_info(name, std::move(default_value));
+  if (below_) return below_->get_extra_info(name, std::move(default_value));
   return default_value;
 }
 

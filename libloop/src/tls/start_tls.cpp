@@ -14,6 +14,9 @@ Coroutine<std::shared_ptr<Transport>> EventLoop::start_tls(
   if (!transport) throw std::invalid_argument("start_tls needs a transport");
   if (!sslcontext) throw std::invalid_argument("sslcontext is expected to be an SSLContext");
   if (transport->is_closing()) throw std::runtime_error("Transport is closing");
+  // asyncio's _start_tls_compatible check; from here on the old transport refuses use.
+  std::shared_ptr<Transport> below = transport->hand_over_to_tls();
+  if (!below) throw std::invalid_argument("transport is not supported by start_tls()");
   Future<void> waiter = create_future<void>();
   SSLProtocolOptions options;
   options.server_side = server_side;
@@ -24,11 +27,10 @@ Coroutine<std::shared_ptr<Transport>> EventLoop::start_tls(
                                         std::move(options));
   // Pause first, so that the SSLProtocol reads nothing before its connection_made; from now
   // on every byte the transport reads is a TLS record for it.
-  transport->pause_reading();
-  transport->set_protocol(ssl_protocol);
-  Handle conmade =
-      call_soon([ssl_protocol, transport] { ssl_protocol->connection_made(*transport); });
-  Handle resume = call_soon([transport] { transport->resume_reading(); });
+  below->pause_reading();
+  below->set_protocol(ssl_protocol);
+  Handle conmade = call_soon([ssl_protocol, below] { ssl_protocol->connection_made(*below); });
+  Handle resume = call_soon([below] { below->resume_reading(); });
   std::exception_ptr failed;
   try {
     co_await waiter;
@@ -36,7 +38,7 @@ Coroutine<std::shared_ptr<Transport>> EventLoop::start_tls(
     failed = std::current_exception();
   }
   if (failed) {
-    transport->close();
+    below->close();
     conmade.cancel();
     resume.cancel();
     std::rethrow_exception(failed);

@@ -147,7 +147,11 @@ Coroutine<std::size_t> EventLoop::sendfile(Transport& transport, int file_fd, st
                                            std::optional<std::size_t> count, bool fallback) {
   check_closed();
   if (transport.is_closing()) throw std::runtime_error("Transport is closing");
-  if (auto* st = dynamic_cast<detail::SocketTransport*>(&transport)) {
+  auto* st = dynamic_cast<detail::SocketTransport*>(&transport);
+  if (st && st->upgraded())
+    throw std::runtime_error(
+        "cannot sendfile(): start_tls upgraded this transport; use the one it returned");
+  if (st) {
     bool unavailable = false;
     std::size_t sent = 0;
     try {

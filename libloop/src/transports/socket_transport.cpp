@@ -111,6 +111,7 @@ std::any SocketTransport::get_extra_info(std::string_view name, std::any default
 }
 
 void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
+  refuse_if_upgraded("set_protocol");
   auto p = std::dynamic_pointer_cast<Protocol>(protocol);
   if (protocol && !p) throw std::invalid_argument("a stream transport needs a loop::Protocol");
   protocol_ = std::move(p);
@@ -161,6 +162,7 @@ void SocketTransport::arm_write() {
 // ---- Reading -----------------------------------------------------------------------------
 
 void SocketTransport::pause_reading() {
+  refuse_if_upgraded("pause_reading");
   if (closing_ || paused_) return;
   paused_ = true;
   remove_reader();
@@ -168,6 +170,7 @@ void SocketTransport::pause_reading() {
 }
 
 void SocketTransport::resume_reading() {
+  refuse_if_upgraded("resume_reading");
   if (closing_ || !paused_) return;
   paused_ = false;
   add_reader();
@@ -246,6 +249,7 @@ void SocketTransport::read_ready_on_eof() {
 // ---- Writing -----------------------------------------------------------------------------
 
 void SocketTransport::write(std::string_view data) {
+  refuse_if_upgraded("write");
   if (eof_) throw std::runtime_error("Cannot call write() after write_eof()");
   if (empty_waiter_) throw std::runtime_error("unable to write; sendfile is in progress");
   if (data.empty()) return;
@@ -318,6 +322,7 @@ void SocketTransport::write_ready() {
 }
 
 void SocketTransport::write_eof() {
+  refuse_if_upgraded("write_eof");
   if (closing_ || eof_) return;
   eof_ = true;
   if (loop_->tracer()) loop_->trace("write_eof", {{"transport", id_}});
@@ -353,6 +358,7 @@ Future<void> SocketTransport::make_empty_waiter() {
 
 void SocketTransport::set_write_buffer_limits(std::optional<std::size_t> high,
                                               std::optional<std::size_t> low) {
+  refuse_if_upgraded("set_write_buffer_limits");
   std::size_t h = high ? *high : (low ? 4 * *low : 64 * 1024);
   std::size_t l = low ? *low : h / 4;
   if (!(h >= l))
@@ -486,6 +492,76 @@ void SocketTransport::loop_destroyed() noexcept {
   auto protocol = std::move(protocol_);
   auto server = std::move(server_);
   auto keep = std::move(self_);  // released last
+}
+
+// ---- start_tls's hand-over ------------------------------------------------------------------
+
+void SocketTransport::refuse_if_upgraded(const char* method) const {
+  if (upgraded_ && tls_path_calls_ == 0)
+    throw std::runtime_error(std::string("cannot ") + method +
+                             "(): start_tls upgraded this transport; use the one it returned");
+}
+
+// The TLS layer's path to the connection: the same transport, with the refusal lifted while
+// the call lasts.
+class SocketTransport::TlsPath final : public Transport,
+                                       public std::enable_shared_from_this<TlsPath> {
+ public:
+  explicit TlsPath(std::shared_ptr<SocketTransport> t) : t_(std::move(t)) {}
+
+  std::any get_extra_info(std::string_view name, std::any default_value) const override {
+    return t_->get_extra_info(name, std::move(default_value));
+  }
+  bool is_closing() const override { return t_->is_closing(); }
+  void close() override { t_->close(); }
+  void set_protocol(std::shared_ptr<BaseProtocol> protocol) override {
+    Call c(*t_);
+    t_->set_protocol(std::move(protocol));
+  }
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return t_->get_protocol(); }
+  std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
+  bool is_reading() const override { return t_->is_reading(); }
+  void pause_reading() override {
+    Call c(*t_);
+    t_->pause_reading();
+  }
+  void resume_reading() override {
+    Call c(*t_);
+    t_->resume_reading();
+  }
+  void write(std::string_view data) override {
+    Call c(*t_);
+    t_->write(data);
+  }
+  void write_eof() override {
+    Call c(*t_);
+    t_->write_eof();
+  }
+  bool can_write_eof() const override { return t_->can_write_eof(); }
+  void abort() override { t_->abort(); }
+  std::size_t get_write_buffer_size() const override { return t_->get_write_buffer_size(); }
+  void set_write_buffer_limits(std::optional<std::size_t> high,
+                               std::optional<std::size_t> low) override {
+    Call c(*t_);
+    t_->set_write_buffer_limits(high, low);
+  }
+  std::pair<std::size_t, std::size_t> get_write_buffer_limits() const override {
+    return t_->get_write_buffer_limits();
+  }
+
+ private:
+  struct Call {
+    SocketTransport& t;
+    explicit Call(SocketTransport& s) : t(s) { ++t.tls_path_calls_; }
+    ~Call() { --t.tls_path_calls_; }
+  };
+  std::shared_ptr<SocketTransport> t_;
+};
+
+std::shared_ptr<Transport> SocketTransport::hand_over_to_tls() {
+  if (upgraded_) throw std::runtime_error("start_tls already upgraded this transport");
+  upgraded_ = true;
+  return std::make_shared<TlsPath>(shared_from_this());
 }
 
 }  // namespace loop::detail

@@ -73,8 +73,15 @@ class SocketTransport final : public Transport,
   void attach_watcher();
   /// pause_writing was called and resume_writing not yet.
   bool protocol_paused() const { return protocol_paused_; }
+  std::shared_ptr<Transport> hand_over_to_tls() override;
+  /// start_tls took this transport over (see hand_over_to_tls).
+  bool upgraded() const { return upgraded_; }
 
  private:
+  class TlsPath;
+  friend class TlsPath;
+  /// Throws once start_tls took the transport over, unless the TLS layer is the caller.
+  void refuse_if_upgraded(const char* method) const;
   void add_reader();
   void remove_reader() { reader_active_ = false; }
   void arm_read();
@@ -125,6 +132,9 @@ class SocketTransport final : public Transport,
   bool protocol_paused_ = false;
   std::size_t high_water_ = 64 * 1024, low_water_ = 16 * 1024;
   std::optional<Future<void>> empty_waiter_;
+
+  bool upgraded_ = false;
+  int tls_path_calls_ = 0;  // > 0 while the TLS layer's path calls in
 };
 
 }  // namespace loop::detail
