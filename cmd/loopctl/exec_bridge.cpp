@@ -12,17 +12,25 @@ namespace {
 class SocketSide final : public loop::Protocol {
  public:
   explicit SocketSide(std::shared_ptr<ExecBridge> bridge) : bridge_(std::move(bridge)) {}
-  void connection_made(loop::BaseTransport& t) override { bridge_->socket_made(t); }
-  void data_received(std::string_view data) override { bridge_->socket_data(data); }
+  void connection_made(loop::BaseTransport& t) override {
+    if (bridge_) bridge_->socket_made(t);
+  }
+  void data_received(std::string_view data) override {
+    if (bridge_) bridge_->socket_data(data);
+  }
   bool eof_received() override {
-    bridge_->socket_eof();
+    if (bridge_) bridge_->socket_eof();
     return true;  // keep writing the child's output back (half-close)
   }
-  void pause_writing() override { bridge_->socket_full(true); }
-  void resume_writing() override { bridge_->socket_full(false); }
+  void pause_writing() override {
+    if (bridge_) bridge_->socket_full(true);
+  }
+  void resume_writing() override {
+    if (bridge_) bridge_->socket_full(false);
+  }
   void connection_lost(std::exception_ptr) override {
-    auto bridge = std::move(bridge_);  // the transport keeps us; the bridge need not live on
-    bridge->socket_lost();
+    // The transport keeps us; the bridge need not live on (nothing comes after this).
+    if (auto bridge = std::move(bridge_)) bridge->socket_lost();
   }
 
  private:
@@ -33,18 +41,27 @@ class SocketSide final : public loop::Protocol {
 class ChildSide final : public loop::SubprocessProtocol {
  public:
   explicit ChildSide(std::shared_ptr<ExecBridge> bridge) : bridge_(std::move(bridge)) {}
-  void connection_made(loop::BaseTransport& t) override { bridge_->child_made(t); }
-  void pipe_data_received(int fd, std::string_view data) override {
-    if (fd == 1) bridge_->child_output(data);
+  void connection_made(loop::BaseTransport& t) override {
+    if (bridge_) bridge_->child_made(t);
   }
-  void pipe_connection_lost(int fd, std::exception_ptr) override { bridge_->child_pipe_lost(fd); }
-  void process_exited() override { bridge_->child_exited(); }
+  void pipe_data_received(int fd, std::string_view data) override {
+    if (bridge_ && fd == 1) bridge_->child_output(data);
+  }
+  void pipe_connection_lost(int fd, std::exception_ptr) override {
+    if (bridge_) bridge_->child_pipe_lost(fd);
+  }
+  void process_exited() override {
+    if (bridge_) bridge_->child_exited();
+  }
   // The stdin pipe's flow control.
-  void pause_writing() override { bridge_->stdin_full(true); }
-  void resume_writing() override { bridge_->stdin_full(false); }
+  void pause_writing() override {
+    if (bridge_) bridge_->stdin_full(true);
+  }
+  void resume_writing() override {
+    if (bridge_) bridge_->stdin_full(false);
+  }
   void connection_lost(std::exception_ptr) override {
-    auto bridge = std::move(bridge_);
-    bridge->child_lost();
+    if (auto bridge = std::move(bridge_)) bridge->child_lost();
   }
 
  private:
@@ -300,7 +317,6 @@ void ExecBridge::maybe_done() {
   if (done_ || !socket_done_) return;
   if (!child_done_ && !(spawn_done_ && !child_ready_)) return;
   done_ = true;
-  spawn_task_.reset();
   auto keep = shared_from_this();  // remove() may drop the last reference
   bridges_.remove(this);
   if (on_done) on_done(child_ready_ ? returncode_ : std::nullopt);

@@ -85,7 +85,7 @@ class ExecBridge : public std::enable_shared_from_this<ExecBridge> {
   std::string command_;
   ConnectionSet connections_;
   BridgeSet bridges_;
-  std::optional<loop::Task<void>> spawn_task_;
+  std::optional<loop::Task<void>> spawn_task_;  // its frame (and `self`) go when it ends
 
   loop::Transport* socket_ = nullptr;  // until the connection is lost
   loop::BaseTransport* socket_base_ = nullptr;

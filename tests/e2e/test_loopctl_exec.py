@@ -242,6 +242,16 @@ class EchoServerExec(unittest.TestCase):
                     c.shutdown(socket.SHUT_WR)
                     self.assertEqual(read_all(c), b"CLIENT %d" % i)
             self.assertEqual(srv.stop()[0], 0)
+        # Children of every worker's loop are terminated when their clients leave.
+        with Server("echo-server", "--port", "0", "--workers", "2", "--exec",
+                    "echo $$; exec sleep 60") as srv:
+            clients = [connect(srv.port) for _ in range(6)]
+            pids = [int(read_line(c)) for c in clients]
+            for c in clients:
+                reset(c)
+            for pid in pids:
+                self.assertTrue(wait_gone(pid), "child %d outlived its client" % pid)
+            self.assertEqual(srv.stop()[0], 0)
 
     @unittest.skipUnless(shutil.which("openssl"), "needs the openssl CLI")
     def test_tls(self):
