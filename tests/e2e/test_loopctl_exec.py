@@ -234,6 +234,22 @@ class EchoServerExec(unittest.TestCase):
             for pid in pids:
                 self.assertTrue(wait_gone(pid, 2), "child %d left behind" % pid)
 
+    def test_a_child_that_ignores_sigterm_is_killed(self):
+        # SIGTERM first; SIGKILL 2 s later (ExecBridge::kill_after), at shutdown and when the
+        # client leaves.
+        cmd = "trap '' TERM; echo $$; exec sleep 60"
+        with Server("echo-server", "--port", "0", "--exec", cmd) as srv:
+            c = connect(srv.port)
+            pid = int(read_line(c))
+            reset(c)
+            self.assertTrue(wait_gone(pid), "child %d outlived its client" % pid)
+            with connect(srv.port) as c:
+                pid = int(read_line(c))
+                code, _, err = srv.stop(signal.SIGTERM)
+                self.assertEqual(code, 0, err)
+                self.assertEqual(read_all(c), b"")
+            self.assertTrue(wait_gone(pid, 2), "child %d left behind" % pid)
+
     def test_workers(self):
         with Server("echo-server", "--port", "0", "--workers", "2", "--exec", "tr a-z A-Z") as srv:
             for i in range(6):
