@@ -131,9 +131,7 @@ loop::Coroutine<void> ExecBridge::spawn(std::shared_ptr<ExecBridge> self) {
   std::exception_ptr failed;
   try {
     co_await self->lp_.subprocess_shell(factory, command, options);
-  } catch (const loop::CancelledError&) {
-    failed = std::current_exception();
-  } catch (...) {
+  } catch (...) {  // CancelledError too: the loop is going away
     failed = std::current_exception();
   }
   self->spawn_done_ = true;
