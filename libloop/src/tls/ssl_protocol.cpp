@@ -148,7 +148,10 @@ void SSLProtocol::connection_lost(std::exception_ptr exc) {
   }
   if (session_established_) {
     session_established_ = false;
-    if (auto app = app_protocol_) loop_.call_soon([app, exc] { app->connection_lost(exc); });
+    // The app's transport lives until the app heard of the loss (asyncio's stays referenced
+    // too): the app may use it until then (is_closing() is true, writes are dropped).
+    if (auto app = app_protocol_)
+      loop_.call_soon([app, exc, keep = app_transport_] { app->connection_lost(exc); });
   }
   app_transport_->closed_ = true;
   transport_ = nullptr;
