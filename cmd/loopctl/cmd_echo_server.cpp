@@ -1,8 +1,10 @@
 // loopctl echo-server: a protocol-based echo server (create_server / create_unix_server).
 // Every byte a client sends comes back until the client closes; after the client's EOF the
 // rest is echoed, then the server closes (half-close honoured). --cert/--key: TLS.
+// --exec CMD: each connection is joined to a new child running CMD instead (exec_bridge.hpp).
 #include <cstdio>
 
+#include "exec_bridge.hpp"
 #include "serve.hpp"
 
 namespace loopctl {
@@ -45,7 +47,8 @@ class EchoServer final : public Command {
   const char* name() const override { return "echo-server"; }
   const char* description() const override {
     return "Echo every byte each client sends until it closes (create_server); TLS with "
-           "--cert/--key; runs until SIGINT or SIGTERM";
+           "--cert/--key; --exec CMD joins each client to a new child instead; runs until "
+           "SIGINT or SIGTERM";
   }
   void setup(CLI::App& app) override {
     app.add_option("--host", host_, "The address to listen on ('' = every interface)");
@@ -58,6 +61,12 @@ class EchoServer final : public Command {
     app.add_option("--workers", workers_,
                    "Run N loops on N threads sharing the port with SO_REUSEPORT")
         ->check(CLI::Range(1, 1024).description("1-1024"));
+    app.add_option("--exec", exec_,
+                   "Instead of echoing, run CMD with /bin/sh -c for each client: the client's "
+                   "bytes go to its stdin, its stdout goes back, its stderr is ours (ncat -l "
+                   "-c); the client's EOF closes its stdin, its stdout's EOF closes the "
+                   "connection, a client that leaves gets it terminated")
+        ->type_name("CMD");
   }
 
   int run(loop::EventLoop& lp) override {
@@ -77,7 +86,9 @@ class EchoServer final : public Command {
   loop::Coroutine<int> serve(loop::EventLoop& lp, std::shared_ptr<loop::SSLContext> ssl,
                              std::string where, int index, loop::Future<int> stop) {
     ConnectionSet connections;
-    auto factory = [&connections] { return std::make_shared<EchoProtocol>(connections); };
+    BridgeSet bridges;
+    std::function<std::shared_ptr<loop::Protocol>()> factory =
+        make_factory(lp, connections, bridges);
     loop::ServerOptions opts;
     opts.backlog = backlog_;
     opts.reuse_port = reuse_port_ || workers_ > 1;
@@ -96,8 +107,19 @@ class EchoServer final : public Command {
     if (index == 0) print_listening(*server);  // the workers share these sockets' addresses
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);
+    // --exec: children are told to end as soon as we stop; their output still reaches their
+    // clients, whose connections then close within the grace period.
+    stop.add_done_callback([bridges](loop::Future<int>) { bridges.terminate_all(); });
     co_await serve_until(lp, stop, servers, connections);
+    co_await reap_children(lp, bridges);
     co_return 0;
+  }
+
+  std::function<std::shared_ptr<loop::Protocol>()> make_factory(loop::EventLoop& lp,
+                                                                ConnectionSet connections,
+                                                                BridgeSet bridges) {
+    if (!exec_.empty()) return exec_protocol_factory(lp, exec_, connections, bridges);
+    return [connections] { return std::make_shared<EchoProtocol>(connections); };
   }
 
   std::string host_ = "127.0.0.1";
@@ -107,6 +129,7 @@ class EchoServer final : public Command {
   int backlog_ = 100;
   bool reuse_port_ = false;
   int workers_ = 1;
+  std::string exec_;
 };
 
 }  // namespace

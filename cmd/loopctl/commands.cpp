@@ -10,6 +10,7 @@ std::unique_ptr<Command> make_signals();
 std::unique_ptr<Command> make_echo_server();
 std::unique_ptr<Command> make_echo_client();
 std::unique_ptr<Command> make_tls_proxy();
+std::unique_ptr<Command> make_exec();
 std::unique_ptr<Command> make_udp_echo_server();
 std::unique_ptr<Command> make_udp_echo_client();
 std::unique_ptr<Command> make_sendfile();
@@ -26,6 +27,7 @@ std::vector<std::unique_ptr<Command>> all_commands() {
   cmds.push_back(make_echo_server());
   cmds.push_back(make_echo_client());
   cmds.push_back(make_tls_proxy());
+  cmds.push_back(make_exec());
   cmds.push_back(make_udp_echo_server());
   cmds.push_back(make_udp_echo_client());
   cmds.push_back(make_sendfile());

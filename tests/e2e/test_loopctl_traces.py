@@ -88,6 +88,32 @@ class Traces(unittest.TestCase):
                     self.check(r.stderr)
                     code, _, err = srv.stop()
                     self.check(err, ["datagram_received"])
+            if "exec" in subs:
+                with socket.socket() as ls:
+                    ls.bind(("127.0.0.1", 0))
+                    ls.listen(1)
+                    ls.settimeout(30)
+                    ep = "127.0.0.1:%d" % ls.getsockname()[1]
+                    p = subprocess.Popen([LOOPCTL, "--trace", "exec", "echo hi", "--connect", ep],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)
+                    conn, _ = ls.accept()
+                    with conn:
+                        conn.settimeout(30)
+                        while conn.recv(100):
+                            pass
+                    _, err = p.communicate(timeout=30)
+                    self.assertEqual(p.returncode, 0, err)
+                    self.check(err, ["subprocess_started", "pipe_data_received",
+                                     "subprocess_exited"])
+                with Server("--trace", "echo-server", "--port", "0", "--exec", "cat") as srv:
+                    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as c:
+                        c.sendall(b"x")
+                        c.shutdown(socket.SHUT_WR)
+                        self.assertEqual(c.recv(10), b"x")
+                    code, _, err = srv.stop()
+                    self.check(err, ["subprocess_started", "pipe_data_received",
+                                     "subprocess_exited"])
             if "resolve" in subs:
                 r = run("--trace", "resolve", "localhost", "80")
                 self.assertEqual(r.returncode, 0, r.stderr)
