@@ -37,6 +37,8 @@ class SendfileServeProtocol final : public loop::Protocol,
     transport_ = nullptr;
     if (task_ && !task_->done()) task_->cancel();
     if (linger_) linger_->cancel();
+    task_.reset();
+    linger_.reset();
   }
 
  private:
@@ -67,9 +69,11 @@ class SendfileServeProtocol final : public loop::Protocol,
       return;
     }
     transport_->write_eof();
-    auto self = shared_from_this();
-    linger_ = lp_.call_later(kLinger, [self] {
-      if (self->transport_) self->transport_->close();
+    // Weak: this protocol holds the timer's handle, a strong capture would be a cycle.
+    std::weak_ptr<SendfileServeProtocol> weak = weak_from_this();
+    linger_ = lp_.call_later(kLinger, [weak] {
+      auto self = weak.lock();
+      if (self && self->transport_) self->transport_->close();
     });
   }
 

@@ -126,7 +126,11 @@ class StreamWriter {
 
  private:
   std::shared_ptr<Transport> transport_;
-  std::shared_ptr<StreamReaderProtocol> protocol_;
+  // Weak: the transport owns the protocol until connection_lost, and the protocol (server
+  // side) holds this writer until then; a strong reference back would be a cycle that
+  // outlives a loop destroyed with the connection open.
+  std::weak_ptr<StreamReaderProtocol> protocol_;
+  Future<void> closed_;
   std::shared_ptr<StreamReader> reader_;
   EventLoop& loop_;
 };

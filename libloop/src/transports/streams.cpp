@@ -274,12 +274,13 @@ StreamWriter::StreamWriter(std::shared_ptr<Transport> transport,
                            std::shared_ptr<StreamReaderProtocol> protocol,
                            std::shared_ptr<StreamReader> reader, EventLoop& loop)
     : transport_(std::move(transport)),
-      protocol_(std::move(protocol)),
+      protocol_(protocol),
+      closed_(protocol->closed()),
       reader_(std::move(reader)),
       loop_(loop) {}
 
 Coroutine<void> StreamWriter::wait_closed() {
-  Future<void> closed = protocol_->closed();
+  Future<void> closed = closed_;
   co_await closed;
 }
 
@@ -289,7 +290,9 @@ Coroutine<void> StreamWriter::drain() {
   }
   // Let connection_lost run first if the transport is closing (asyncio yields once).
   if (transport_->is_closing()) co_await sleep(0);
-  co_await protocol_->drain_helper();
+  auto protocol = protocol_.lock();  // gone: the connection was lost and released it
+  if (!protocol) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
+  co_await protocol->drain_helper();
 }
 
 // ---- open_connection / start_server ----------------------------------------------------------

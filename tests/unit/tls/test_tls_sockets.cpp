@@ -466,7 +466,7 @@ TEST_CASE("openssl s_client against our ssl create_server") {
   auto make = [&] {
     auto p = std::make_shared<RecordingProtocol>();
     p->on_made = [&](loop::Transport&) { ++made; };
-    p->on_data = [p](std::string_view) {
+    p->on_data = [p = p.get()](std::string_view) {  // not a shared_ptr: no self-cycle
       if (p->received.find('\n') == std::string::npos) return;
       std::string up = p->received;
       for (auto& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
