@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "serve.hpp"
+#include "starttls_line.hpp"
 
 namespace loopctl {
 
@@ -84,12 +85,6 @@ void report_starttls_failure(const std::string& client, const std::exception& e)
   std::fflush(stderr);
 }
 
-// The STARTTLS line: "STARTTLS" ended by \n or \r\n.
-bool is_starttls_line(std::string_view line) {
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  return line == "STARTTLS";
-}
-
 class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLeg> {
  public:
   explicit ClientLeg(std::shared_ptr<const ProxyConfig> cfg) : cfg_(*cfg), cfg_owner_(std::move(cfg)) {}
@@ -107,18 +102,18 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
   }
   void data_received(std::string_view data) override {
     if (!awaiting_line_) return Leg::data_received(data);
-    line_.append(data);
-    auto nl = line_.find('\n');
-    if (nl == std::string::npos) {
-      if (line_.size() > 1024) refuse("ERR line too long\r\n");
-      return;
+    switch (line_.feed(data)) {
+      case StartTlsLine::Verdict::need_more:
+        return;
+      case StartTlsLine::Verdict::refuse:
+        return refuse(line_.refusal());
+      case StartTlsLine::Verdict::upgrade:
+        break;
     }
-    // The client must wait for our answer before its ClientHello: bytes after the line are a
-    // protocol error, and nothing crosses in plaintext.
-    if (!is_starttls_line(std::string_view(line_).substr(0, nl)) || nl + 1 != line_.size())
-      return refuse("ERR expected STARTTLS\r\n");
     awaiting_line_ = false;
-    line_.clear();
+    // Read nothing more until start_tls hands the socket to the TLS layer: whatever comes
+    // next is the client's TLS records.
+    transport->pause_reading();
     transport->write("OK STARTTLS\r\n");
     task_ = cfg_.lp->create_task(upgrade_then_connect(shared_from_this()));
   }
@@ -195,7 +190,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
   std::string client_;
   loop::Task<void> task_;
   bool awaiting_line_ = false;  // --starttls: before the upgrade
-  std::string line_;
+  StartTlsLine line_;
   std::shared_ptr<loop::Transport> tls_transport_;  // after the upgrade
 };
 

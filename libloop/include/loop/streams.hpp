@@ -48,7 +48,8 @@ class StreamReader {
   void feed_data(std::string_view data);
   void feed_eof();
   void set_exception(std::exception_ptr exc);
-  void set_transport(Transport* transport) { transport_ = transport; }
+  /// Reading is paused on `transport` (a socket's or a child's pipe) when the buffer is full.
+  void set_transport(ReadTransport* transport) { transport_ = transport; }
   std::size_t limit() const { return limit_; }
 
  private:
@@ -62,7 +63,7 @@ class StreamReader {
   bool eof_ = false;
   std::optional<Future<void>> waiter_;
   std::exception_ptr exception_;
-  Transport* transport_ = nullptr;  // valid until connection_lost
+  ReadTransport* transport_ = nullptr;  // valid until connection_lost
   bool paused_ = false;
 };
 

@@ -16,6 +16,7 @@
 
 #include "loop/coroutine.hpp"
 #include "loop/future.hpp"
+#include "loop/streams.hpp"
 #include "loop/subprocess_options.hpp"
 #include "loop/transports.hpp"
 
@@ -71,43 +72,9 @@ EventLoop::subprocess_shell(Factory protocol_factory, std::string cmd, Subproces
 }
 
 // ---- asyncio.subprocess --------------------------------------------------------------------
-// The child's stdout/stderr are read through PipeReader and its stdin written through
-// PipeWriter: the parts of asyncio's StreamReader/StreamWriter a Process needs (with the same
-// flow control), until the stream classes can take their place.
-
-/// The reading half of a pipe (asyncio.StreamReader's read side).
-class PipeReader : public std::enable_shared_from_this<PipeReader> {
- public:
-  explicit PipeReader(EventLoop& loop, std::size_t limit = 64 * 1024);
-  /// Up to `n` bytes; n < 0 reads until EOF. "" at EOF.
-  Coroutine<std::string> read(std::ptrdiff_t n = -1);
-  /// Up to and including the next '\n'; at EOF what is left (maybe "").
-  Coroutine<std::string> readline();
-  /// EOF was fed and the buffer is empty.
-  bool at_eof() const { return eof_ && buffer_.empty(); }
-  std::exception_ptr exception() const { return exception_; }
-
-  // The protocol's side (feed_data and friends in asyncio).
-  /// Reading is paused on `transport` when more than 2 * limit bytes are buffered.
-  void set_transport(ReadTransport* transport) { transport_ = transport; }
-  void feed_data(std::string_view data);
-  void feed_eof();
-  void set_exception(std::exception_ptr exc);
-
- private:
-  Coroutine<void> wait_for_data(const char* func);
-  void wakeup_waiter();
-  void maybe_resume_transport();
-
-  EventLoop& loop_;
-  std::size_t limit_;
-  std::string buffer_;
-  bool eof_ = false;
-  bool paused_ = false;
-  std::exception_ptr exception_;
-  std::optional<Future<void>> waiter_;
-  ReadTransport* transport_ = nullptr;
-};
+// The child's stdout/stderr are StreamReaders (as in asyncio); its stdin is written through
+// PipeWriter, StreamWriter's write side and drain for a pipe (a StreamWriter needs a
+// bidirectional transport and its StreamReaderProtocol).
 
 /// The writing half of a pipe (asyncio.StreamWriter, with FlowControlMixin's drain).
 class PipeWriter {
@@ -140,7 +107,7 @@ class PipeWriter {
 class Process {
  public:
   Process(std::shared_ptr<SubprocessTransport> transport, std::shared_ptr<PipeWriter> std_in,
-          std::shared_ptr<PipeReader> std_out, std::shared_ptr<PipeReader> std_err);
+          std::shared_ptr<StreamReader> std_out, std::shared_ptr<StreamReader> std_err);
 
   int pid() const { return pid_; }
   /// nullopt while it runs; the exit code, or -N if signal N killed it.
@@ -161,8 +128,8 @@ class Process {
   /// The pipes asked for with PIPE (null otherwise). std_in/std_out/std_err: C may define
   /// stdin/stdout/stderr as macros.
   std::shared_ptr<PipeWriter> std_in;
-  std::shared_ptr<PipeReader> std_out;
-  std::shared_ptr<PipeReader> std_err;
+  std::shared_ptr<StreamReader> std_out;
+  std::shared_ptr<StreamReader> std_err;
 
  private:
   std::shared_ptr<SubprocessTransport> transport_;

@@ -18,12 +18,12 @@ class ProcessProtocol final : public SubprocessProtocol {
     transport_ = dynamic_cast<SubprocessTransport*>(&transport);
     if (!transport_) return;
     if (auto* t = dynamic_cast<ReadTransport*>(transport_->get_pipe_transport(1))) {
-      std_out = std::make_shared<PipeReader>(loop_);
+      std_out = std::make_shared<StreamReader>(loop_);
       std_out->set_transport(t);
       pipe_fds_.push_back(1);
     }
     if (auto* t = dynamic_cast<ReadTransport*>(transport_->get_pipe_transport(2))) {
-      std_err = std::make_shared<PipeReader>(loop_);
+      std_err = std::make_shared<StreamReader>(loop_);
       std_err->set_transport(t);
       pipe_fds_.push_back(2);
     }
@@ -66,10 +66,10 @@ class ProcessProtocol final : public SubprocessProtocol {
   }
 
   std::shared_ptr<PipeWriter> std_in;
-  std::shared_ptr<PipeReader> std_out, std_err;
+  std::shared_ptr<StreamReader> std_out, std_err;
 
  private:
-  PipeReader* reader(int fd) const {
+  StreamReader* reader(int fd) const {
     return fd == 1 ? std_out.get() : fd == 2 ? std_err.get() : nullptr;
   }
   void maybe_close_transport() {
@@ -106,7 +106,7 @@ Coroutine<std::string> empty_output() {
 }
 
 Coroutine<std::string> read_stream(std::shared_ptr<SubprocessTransport> t,
-                                   std::shared_ptr<PipeReader> r, int fd) {
+                                   std::shared_ptr<StreamReader> r, int fd) {
   std::string output = co_await r->read();
   if (auto* pipe = t->get_pipe_transport(fd)) pipe->close();
   co_return output;
@@ -128,7 +128,7 @@ Coroutine<Process> make_process(EventLoop& lp, std::vector<std::string> argv, st
 }  // namespace
 
 Process::Process(std::shared_ptr<SubprocessTransport> transport, std::shared_ptr<PipeWriter> in,
-                 std::shared_ptr<PipeReader> out, std::shared_ptr<PipeReader> err)
+                 std::shared_ptr<StreamReader> out, std::shared_ptr<StreamReader> err)
     : std_in(std::move(in)),
       std_out(std::move(out)),
       std_err(std::move(err)),

@@ -21,7 +21,29 @@ loop::Coroutine<std::pair<std::string, std::string>> big_both_ways(int* rc) {
   co_return result;
 }
 
+// The child's stdout is asyncio's StreamReader, with all of its reading methods.
+loop::Coroutine<std::string> stream_reader_api() {
+  std::string cmd = "printf 'abcdef:rest'";
+  auto proc = co_await loop::create_subprocess_shell(cmd);
+  std::string first = co_await proc.std_out->readexactly(3);
+  std::string separator = ":";
+  std::string until = co_await proc.std_out->readuntil(separator);
+  std::string incomplete;
+  try {
+    co_await proc.std_out->readexactly(100);
+  } catch (const loop::IncompleteReadError& e) {
+    incomplete = e.partial;
+  }
+  co_await proc.wait();
+  co_return first + "|" + until + "|" + incomplete;
+}
+
 }  // namespace
+
+TEST_CASE("Process.stdout is a StreamReader: readexactly, readuntil, IncompleteReadError") {
+  loop::EventLoop lp;
+  CHECK(lp.run_until_complete(stream_reader_api()) == "abc|def:|rest");
+}
 
 TEST_CASE("communicate: more than the pipe buffer before reading stdin does not deadlock") {
   loop::EventLoop lp;
