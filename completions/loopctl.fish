@@ -34,6 +34,7 @@ complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -s h -l help -d
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l host -r -f -d 'The address to listen on (\'\' = every interface)'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l port -r -f -d 'The TCP port (0 = any free one, printed)'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l unix -r -F -d 'Listen on this unix socket path instead (@NAME: abstract)'
+complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l unix-mode -r -f -d 'The unix socket file\'s permissions, exactly (e.g. 600: only this user may connec'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l cert -r -F -d 'Speak TLS with this certificate (PEM; may hold the key)'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l key -r -F -d 'The certificate\'s private key (PEM)'
 complete -c loopctl -n '__fish_seen_subcommand_from echo-server' -l backlog -r -f -d 'The listen backlog'

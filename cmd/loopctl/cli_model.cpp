@@ -42,9 +42,8 @@ CliCommand describe_cli(const CLI::App& app) {
     annotate(o);
     cmd.options.push_back(std::move(o));
   }
-  for (const CLI::App* sub : app.get_subcommands([](const CLI::App* a) {
-         return !a->get_group().empty();
-       }))
+  for (const CLI::App* sub :
+       app.get_subcommands([](const CLI::App* a) { return !a->get_group().empty(); }))
     cmd.subcommands.push_back(describe_cli(*sub));
   return cmd;
 }
@@ -123,14 +122,15 @@ std::string bash_completion(const CliCommand& root) {
   out += "  done\n";
   out += "  case \"$prev\" in\n";
   for (auto& [name, values] : choices)
-    out += "    " + name + ") COMPREPLY=($(compgen -W \"" + values + "\" -- \"$cur\")); return ;;\n";
+    out +=
+        "    " + name + ") COMPREPLY=($(compgen -W \"" + values + "\" -- \"$cur\")); return ;;\n";
   if (!files.empty())
     out += "    " + join({files.begin(), files.end()}, "|") +
            ") COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
   std::set<std::string> plain_valued;
   for (auto& v : valued)
-    if (!files.count(v) && std::none_of(choices.begin(), choices.end(),
-                                        [&](auto& c) { return c.first == v; }))
+    if (!files.count(v) &&
+        std::none_of(choices.begin(), choices.end(), [&](auto& c) { return c.first == v; }))
       plain_valued.insert(v);
   if (!plain_valued.empty())
     out += "    " + join({plain_valued.begin(), plain_valued.end()}, "|") + ") return ;;\n";
@@ -151,9 +151,12 @@ namespace {
 std::string zsh_escape(std::string s) {
   std::string out;
   for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else if (c == '[' || c == ']' || c == ':') out += std::string("\\") + c;
-    else out += c;
+    if (c == '\'')
+      out += "'\\''";
+    else if (c == '[' || c == ']' || c == ':')
+      out += std::string("\\") + c;
+    else
+      out += c;
   }
   return out;
 }
@@ -167,9 +170,12 @@ void zsh_function(const CliCommand& c, const std::string& fn, std::string& out) 
     std::string desc = zsh_escape(o.description.substr(0, 80));
     std::string action;
     if (o.takes_value) {
-      if (o.is_file) action = ":file:_files";
-      else if (!o.choices.empty()) action = ":value:(" + join(o.choices) + ")";
-      else action = ":value: ";
+      if (o.is_file)
+        action = ":file:_files";
+      else if (!o.choices.empty())
+        action = ":value:(" + join(o.choices) + ")";
+      else
+        action = ":value: ";
     }
     for (auto& n : o.names) {
       // --trace's value is only ever attached with '='.
@@ -193,7 +199,9 @@ void zsh_function(const CliCommand& c, const std::string& fn, std::string& out) 
     for (auto& o : c.options)
       if (!o.positional.empty())
         out += std::string("  args+=('*:") + o.positional + ":" +
-               (o.is_file ? "_files" : o.choices.empty() ? " " : "(" + join(o.choices) + ")") +
+               (o.is_file           ? "_files"
+                : o.choices.empty() ? " "
+                                    : "(" + join(o.choices) + ")") +
                "')\n";
     out += "  _arguments -s $args\n";
   }
@@ -233,8 +241,10 @@ void fish_lines(const CliCommand& c, const std::vector<std::string>& path, std::
     if (!o.positional.empty()) continue;
     std::string line = "complete -c loopctl -n " + fish_quote(cond);
     for (auto& n : o.names) {
-      if (n.rfind("--", 0) == 0) line += " -l " + n.substr(2);
-      else line += " -s " + n.substr(1);
+      if (n.rfind("--", 0) == 0)
+        line += " -l " + n.substr(2);
+      else
+        line += " -s " + n.substr(1);
     }
     if (o.takes_value) line += o.is_file ? " -r -F" : " -r -f";
     if (!o.choices.empty()) line += " -a " + fish_quote(join(o.choices));
@@ -267,9 +277,12 @@ namespace {
 std::string roff(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '\\') out += "\\e";
-    else if (c == '-') out += "\\-";
-    else out += c;
+    if (c == '\\')
+      out += "\\e";
+    else if (c == '-')
+      out += "\\-";
+    else
+      out += c;
   }
   if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out = "\\&" + out;
   return out;
@@ -306,33 +319,40 @@ std::string man_page(const CliCommand& root) {
   std::string out;
   out += ".\\\" Generated from loopctl's CLI11 definitions by `loopctl manpage`; do not edit.\n";
   out += ".TH LOOPCTL 1 \"\" \"loopctl\" \"User Commands\"\n";
-  out += ".SH NAME\nloopctl \\- quick servers and clients, and asyncio's event loop examples, on "
-         "libloop\n";
-  out += ".SH SYNOPSIS\n\\fBloopctl\\fR [\\fIGLOBAL OPTIONS\\fR] \\fISUBCOMMAND\\fR "
-         "[\\fIOPTIONS\\fR]\n";
+  out +=
+      ".SH NAME\nloopctl \\- quick servers and clients, and asyncio's event loop examples, on "
+      "libloop\n";
+  out +=
+      ".SH SYNOPSIS\n\\fBloopctl\\fR [\\fIGLOBAL OPTIONS\\fR] \\fISUBCOMMAND\\fR "
+      "[\\fIOPTIONS\\fR]\n";
   out += ".SH DESCRIPTION\n" + roff(root.description) + "\n";
-  out += ".PP\nEndpoints are written HOST:PORT, [V6ADDR]:PORT or unix:PATH (a leading @ in PATH "
-         "names the Linux abstract namespace). Servers print one line \\fBlistening on "
-         "HOST:PORT\\fR per bound socket as soon as they accept, run until SIGINT or SIGTERM, "
-         "then stop listening at once, let open connections finish for up to 5 seconds, and "
-         "exit 0.\n";
+  out +=
+      ".PP\nEndpoints are written HOST:PORT, [V6ADDR]:PORT or unix:PATH (a leading @ in PATH "
+      "names the Linux abstract namespace). Servers print one line \\fBlistening on "
+      "HOST:PORT\\fR per bound socket as soon as they accept, run until SIGINT or SIGTERM, "
+      "then stop listening at once, let open connections finish for up to 5 seconds, and "
+      "exit 0.\n";
   out += ".SH GLOBAL OPTIONS\n";
   man_options(root, out);
   out += ".SH SUBCOMMANDS\n";
   man_commands(root, "", out);
-  out += ".SH TRACES\nWith \\fB\\-\\-trace\\fR every loop iteration (poll timeout, events, "
-         "ready callbacks), every callback (name, kind, when it was scheduled, when it "
-         "started, how long it ran) and every transport event is written as JSON Lines "
-         "(documented in docs/trace.md, with a JSON Schema) or, with "
-         "\\fB\\-\\-trace\\-format=chrome\\fR, as a Chrome Trace Event document that Perfetto "
-         "and chrome://tracing show as a timeline.\n";
-  out += ".SH EXIT STATUS\n0 success (a server stopped by SIGINT or SIGTERM after a clean "
-         "shutdown included); 1 a runtime failure; 2 a usage error (unknown option, bad value, "
-         "missing argument). Errors are one line on stderr beginning \\fBloopctl: error:\\fR.\n";
-  out += ".SH ENVIRONMENT\n.TP\n\\fBLOOP_DEBUG\\fR\nWhen non-empty, the loop runs in debug "
-         "mode, as \\fB\\-\\-debug\\fR.\n";
-  out += ".SH EXAMPLES\n.nf\nloopctl hello\nloopctl \\-\\-trace date \\-\\-interval 0.5 "
-         "\\-\\-duration 2\nloopctl \\-\\-trace=trace.json \\-\\-trace\\-format=chrome hello\n.fi\n";
+  out +=
+      ".SH TRACES\nWith \\fB\\-\\-trace\\fR every loop iteration (poll timeout, events, "
+      "ready callbacks), every callback (name, kind, when it was scheduled, when it "
+      "started, how long it ran) and every transport event is written as JSON Lines "
+      "(documented in docs/trace.md, with a JSON Schema) or, with "
+      "\\fB\\-\\-trace\\-format=chrome\\fR, as a Chrome Trace Event document that Perfetto "
+      "and chrome://tracing show as a timeline.\n";
+  out +=
+      ".SH EXIT STATUS\n0 success (a server stopped by SIGINT or SIGTERM after a clean "
+      "shutdown included); 1 a runtime failure; 2 a usage error (unknown option, bad value, "
+      "missing argument). Errors are one line on stderr beginning \\fBloopctl: error:\\fR.\n";
+  out +=
+      ".SH ENVIRONMENT\n.TP\n\\fBLOOP_DEBUG\\fR\nWhen non-empty, the loop runs in debug "
+      "mode, as \\fB\\-\\-debug\\fR.\n";
+  out +=
+      ".SH EXAMPLES\n.nf\nloopctl hello\nloopctl \\-\\-trace date \\-\\-interval 0.5 "
+      "\\-\\-duration 2\nloopctl \\-\\-trace=trace.json \\-\\-trace\\-format=chrome hello\n.fi\n";
   out += ".SH SEE ALSO\nThe asyncio documentation, \"Base Event Loop\".\n";
   return out;
 }

@@ -12,7 +12,7 @@ struct CliOption {
   std::vector<std::string> names;  // "--interval", "-h"
   std::string positional;          // the name of a positional argument, else empty
   std::string description;
-  std::string type_name;           // e.g. "FLOAT:POSITIVE"; empty for a flag
+  std::string type_name;  // e.g. "FLOAT:POSITIVE"; empty for a flag
   std::string default_value;
   bool takes_value = false;
   std::vector<std::string> choices;  // fixed values, when the option has them

@@ -59,7 +59,11 @@ class ManPage final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_completion() { return std::make_unique<Completion>(); }
-std::unique_ptr<Command> make_manpage() { return std::make_unique<ManPage>(); }
+std::unique_ptr<Command> make_completion() {
+  return std::make_unique<Completion>();
+}
+std::unique_ptr<Command> make_manpage() {
+  return std::make_unique<ManPage>();
+}
 
 }  // namespace loopctl

@@ -61,8 +61,7 @@ class Date final : public Command {
            "seconds";
   }
   void setup(CLI::App& app) override {
-    app.add_option("--interval", interval_, "Seconds between two lines")
-        ->check(positive_number());
+    app.add_option("--interval", interval_, "Seconds between two lines")->check(positive_number());
     app.add_option("--duration", duration_, "Seconds to run")->check(non_negative_number());
   }
   int run(loop::EventLoop& lp) override {
@@ -83,6 +82,8 @@ class Date final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_date() { return std::make_unique<Date>(); }
+std::unique_ptr<Command> make_date() {
+  return std::make_unique<Date>();
+}
 
 }  // namespace loopctl

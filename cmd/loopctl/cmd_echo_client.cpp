@@ -17,9 +17,8 @@ namespace {
                        " echoes did not match");
 }
 [[noreturn]] void throw_closed_early(const Endpoint& ep, std::size_t got, std::size_t want) {
-  throw RuntimeFailure("connection closed by " + ep.to_string() + " after " +
-                       std::to_string(got) + " of " + std::to_string(want) +
-                       " bytes of an echo");
+  throw RuntimeFailure("connection closed by " + ep.to_string() + " after " + std::to_string(got) +
+                       " of " + std::to_string(want) + " bytes of an echo");
 }
 void print_line(const std::string& s) {
   std::printf("%s\n", s.c_str());
@@ -101,6 +100,8 @@ class EchoClient final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_echo_client() { return std::make_unique<EchoClient>(); }
+std::unique_ptr<Command> make_echo_client() {
+  return std::make_unique<EchoClient>();
+}
 
 }  // namespace loopctl

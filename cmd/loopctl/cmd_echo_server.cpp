@@ -55,6 +55,10 @@ class EchoServer final : public Command {
     app.add_option("--port", port_, "The TCP port (0 = any free one, printed)")
         ->check(CLI::Range(0, 65535).description("0-65535"));
     app.add_option("--unix", unix_, "Listen on this unix socket path instead (@NAME: abstract)");
+    app.add_option("--unix-mode", unix_mode_,
+                   "The unix socket file's permissions, exactly (e.g. 600: only this user may "
+                   "connect); default: 777 minus the umask")
+        ->check(octal_mode());
     tls_.add_to(app);
     app.add_option("--backlog", backlog_, "The listen backlog")->check(CLI::PositiveNumber);
     app.add_flag("--reuse-port", reuse_port_, "Set SO_REUSEPORT (several servers on one port)");
@@ -73,13 +77,14 @@ class EchoServer final : public Command {
     auto ssl = tls_.context();
     if (workers_ > 1 && !unix_.empty())
       throw UsageError("--workers needs a TCP port: unix sockets cannot share a path");
+    if (!unix_mode_.empty() && unix_.empty()) throw UsageError("--unix-mode needs --unix");
     if (workers_ > 1 && port_ == 0) port_ = pick_shared_port(host_);
     std::string where = unix_.empty() ? Endpoint{Endpoint::Kind::tcp, host_, port_, {}}.to_string()
                                       : "unix:" + unix_;
-    return run_workers(lp, workers_, [this, ssl, where](int index, loop::EventLoop& wl,
-                                                        loop::Future<int> stop) {
-      return serve(wl, ssl, where, index, stop);
-    });
+    return run_workers(lp, workers_,
+                       [this, ssl, where](int index, loop::EventLoop& wl, loop::Future<int> stop) {
+                         return serve(wl, ssl, where, index, stop);
+                       });
   }
 
  private:
@@ -93,6 +98,7 @@ class EchoServer final : public Command {
     opts.backlog = backlog_;
     opts.reuse_port = reuse_port_ || workers_ > 1;
     opts.ssl = ssl;
+    if (!unix_mode_.empty()) opts.mode = parse_octal_mode(unix_mode_);
     std::shared_ptr<loop::Server> server;
     std::exception_ptr failed;
     try {
@@ -125,6 +131,7 @@ class EchoServer final : public Command {
   std::string host_ = "127.0.0.1";
   int port_ = 8888;
   std::string unix_;
+  std::string unix_mode_;
   ServerTlsOptions tls_;
   int backlog_ = 100;
   bool reuse_port_ = false;
@@ -134,6 +141,8 @@ class EchoServer final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_echo_server() { return std::make_unique<EchoServer>(); }
+std::unique_ptr<Command> make_echo_server() {
+  return std::make_unique<EchoServer>();
+}
 
 }  // namespace loopctl

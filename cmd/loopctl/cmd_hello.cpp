@@ -32,6 +32,8 @@ class Hello final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_hello() { return std::make_unique<Hello>(); }
+std::unique_ptr<Command> make_hello() {
+  return std::make_unique<Hello>();
+}
 
 }  // namespace loopctl

@@ -170,8 +170,9 @@ class Sendfile final : public Command {
     serve_->add_option("--unix", unix_,
                        "Listen on this unix socket path instead (@NAME: abstract)");
     tls_.add_to(*serve_);
-    serve_->add_option("--workers", workers_,
-                       "Run N loops on N threads sharing the port with SO_REUSEPORT")
+    serve_
+        ->add_option("--workers", workers_,
+                     "Run N loops on N threads sharing the port with SO_REUSEPORT")
         ->check(CLI::Range(1, 1024).description("1-1024"));
 
     send_ = app.add_subcommand(
@@ -201,12 +202,12 @@ class Sendfile final : public Command {
     if (workers_ > 1 && port_ == 0) port_ = pick_shared_port(host_);
     std::string where = unix_.empty() ? Endpoint{Endpoint::Kind::tcp, host_, port_, {}}.to_string()
                                       : "unix:" + unix_;
-    return run_workers(lp, workers_, [this, ssl, where](int index, loop::EventLoop& wl,
-                                                        loop::Future<int> stop) {
-      // Each worker its own open file: no file position shared between threads.
-      std::size_t unused = 0;
-      return serve(wl, open_file(serve_file_, unused), ssl, where, index, stop);
-    });
+    return run_workers(lp, workers_,
+                       [this, ssl, where](int index, loop::EventLoop& wl, loop::Future<int> stop) {
+                         // Each worker its own open file: no file position shared between threads.
+                         std::size_t unused = 0;
+                         return serve(wl, open_file(serve_file_, unused), ssl, where, index, stop);
+                       });
   }
 
   loop::Coroutine<int> serve(loop::EventLoop& lp, int fd, std::shared_ptr<loop::SSLContext> ssl,

@@ -56,6 +56,8 @@ class Signals final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_signals() { return std::make_unique<Signals>(); }
+std::unique_ptr<Command> make_signals() {
+  return std::make_unique<Signals>();
+}
 
 }  // namespace loopctl

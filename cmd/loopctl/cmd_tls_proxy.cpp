@@ -75,8 +75,8 @@ class Leg : public loop::Protocol {
 // Outside coroutines: GCC 12 miscompiles string literals in coroutine bodies.
 void report_upstream_failure(const ProxyConfig& cfg, const std::string& client,
                              const std::exception& e) {
-  std::fprintf(stderr, "loopctl: %s; closing client %s\n",
-               connect_error(cfg.upstream, e).c_str(), client.c_str());
+  std::fprintf(stderr, "loopctl: %s; closing client %s\n", connect_error(cfg.upstream, e).c_str(),
+               client.c_str());
   std::fflush(stderr);
 }
 
@@ -87,7 +87,8 @@ void report_starttls_failure(const std::string& client, const std::exception& e)
 
 class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLeg> {
  public:
-  explicit ClientLeg(std::shared_ptr<const ProxyConfig> cfg) : cfg_(*cfg), cfg_owner_(std::move(cfg)) {}
+  explicit ClientLeg(std::shared_ptr<const ProxyConfig> cfg)
+      : cfg_(*cfg), cfg_owner_(std::move(cfg)) {}
 
   void connection_made(loop::BaseTransport& t) override {
     Leg::connection_made(t);
@@ -157,7 +158,8 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
     const ProxyConfig& cfg = self->cfg_;
     loop::ConnectionOptions opts;
     opts.ssl = cfg.upstream_ssl;
-    if (cfg.upstream_ssl && !cfg.server_hostname.empty()) opts.server_hostname = cfg.server_hostname;
+    if (cfg.upstream_ssl && !cfg.server_hostname.empty())
+      opts.server_hostname = cfg.server_hostname;
     auto factory = [] { return std::make_shared<Leg>(); };
     std::shared_ptr<Leg> upstream;
     try {
@@ -165,8 +167,8 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
         auto pair = co_await cfg.lp->create_unix_connection(factory, cfg.upstream.path, opts);
         upstream = pair.second;
       } else {
-        auto pair = co_await cfg.lp->create_connection(factory, cfg.upstream.host,
-                                                       cfg.upstream.port, opts);
+        auto pair =
+            co_await cfg.lp->create_connection(factory, cfg.upstream.host, cfg.upstream.port, opts);
         upstream = pair.second;
       }
     } catch (const loop::CancelledError&) {
@@ -186,7 +188,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
 
   const ProxyConfig& cfg_;
   std::shared_ptr<const ProxyConfig> cfg_owner_;  // one per worker loop, kept while we live
-  loop::BaseTransport* base_ = nullptr;  // the accepted socket's transport
+  loop::BaseTransport* base_ = nullptr;           // the accepted socket's transport
   std::string client_;
   loop::Task<void> task_;
   bool awaiting_line_ = false;  // --starttls: before the upgrade
@@ -230,10 +232,10 @@ class TlsProxy final : public Command {
     if (workers_ > 1 && listen.is_unix())
       throw UsageError("--workers needs a TCP port: unix sockets cannot share a path");
     if (workers_ > 1 && listen.port == 0) listen.port = pick_shared_port(listen.host);
-    return run_workers(lp, workers_, [this, listen](int index, loop::EventLoop& wl,
-                                                    loop::Future<int> stop) {
-      return serve(wl, listen, index, stop);
-    });
+    return run_workers(lp, workers_,
+                       [this, listen](int index, loop::EventLoop& wl, loop::Future<int> stop) {
+                         return serve(wl, listen, index, stop);
+                       });
   }
 
  private:
@@ -286,6 +288,8 @@ class TlsProxy final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_tls_proxy() { return std::make_unique<TlsProxy>(); }
+std::unique_ptr<Command> make_tls_proxy() {
+  return std::make_unique<TlsProxy>();
+}
 
 }  // namespace loopctl

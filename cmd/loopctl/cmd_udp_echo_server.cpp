@@ -68,10 +68,10 @@ class UdpEchoServer final : public Command {
   int run(loop::EventLoop& lp) override {
     if (workers_ > 1 && port_ == 0) port_ = pick_shared_port(host_, SOCK_DGRAM);
     std::string where = Endpoint{Endpoint::Kind::tcp, host_, port_, {}}.to_string();
-    return run_workers(lp, workers_, [this, where](int index, loop::EventLoop& wl,
-                                                   loop::Future<int> stop) {
-      return serve(wl, where, index, stop);
-    });
+    return run_workers(lp, workers_,
+                       [this, where](int index, loop::EventLoop& wl, loop::Future<int> stop) {
+                         return serve(wl, where, index, stop);
+                       });
   }
 
  private:

@@ -78,7 +78,7 @@ class WatchFd final : public Command {
       throw RuntimeFailure("cannot watch fd " + std::to_string(fd) + ": " + std::strerror(errno));
     }
     std::string what = path_.empty() ? "fd " + std::to_string(fd) : path_;
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
       if (opened) ::close(fd);
       throw RuntimeFailure("cannot watch " + what +
@@ -116,7 +116,8 @@ class WatchFd final : public Command {
     // Register the file descriptor for read event.
     lp.add_reader(rsock, reader, &w);
     // Simulate the reception of data from the network.
-    lp.call_soon(loop::named("wsock.send", [wsock] { (void)::send(wsock, "abc", 3, MSG_NOSIGNAL); }));
+    lp.call_soon(
+        loop::named("wsock.send", [wsock] { (void)::send(wsock, "abc", 3, MSG_NOSIGNAL); }));
     // Run the event loop.
     lp.run_forever();
     // We are done, close sockets and the event loop.
@@ -133,6 +134,8 @@ class WatchFd final : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_watch_fd() { return std::make_unique<WatchFd>(); }
+std::unique_ptr<Command> make_watch_fd() {
+  return std::make_unique<WatchFd>();
+}
 
 }  // namespace loopctl

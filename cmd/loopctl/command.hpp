@@ -46,6 +46,10 @@ class Command {
 /// CLI11 validators with messages people can read ("must be a number > 0").
 CLI::Validator positive_number();
 CLI::Validator non_negative_number();
+/// An octal permission mask such as 600 or 0660 (for --unix-mode).
+CLI::Validator octal_mode();
+/// The value of an option octal_mode() accepted.
+unsigned parse_octal_mode(const std::string& text);
 
 /// Every subcommand, in the order `loopctl --help` lists them.
 std::vector<std::unique_ptr<Command>> all_commands();

@@ -39,18 +39,20 @@ void cancel_pending_tasks(loop::EventLoop& lp) {
 
 int main(int argc, char** argv) {
   using namespace loopctl;
-  CLI::App app{"loopctl: quick servers and clients, and the asyncio event loop's documented "
-               "examples, on libloop. Every subcommand can print a JSON trace of each loop "
-               "iteration and callback (--trace).",
-               "loopctl"};
+  CLI::App app{
+      "loopctl: quick servers and clients, and the asyncio event loop's documented "
+      "examples, on libloop. Every subcommand can print a JSON trace of each loop "
+      "iteration and callback (--trace).",
+      "loopctl"};
   app.set_version_flag("--version", std::string("loopctl ") + LOOPCTL_VERSION,
                        "Print the version and exit");
   app.require_subcommand(1);
   // Global options are also accepted after the subcommand: `loopctl echo-server --trace`.
   app.fallthrough();
   app.option_defaults()->always_capture_default();
-  app.footer("Exit codes: 0 success, 1 runtime failure, 2 usage error.\n"
-             "Environment: LOOP_DEBUG=1 turns on debug mode, as --debug does.");
+  app.footer(
+      "Exit codes: 0 success, 1 runtime failure, 2 usage error.\n"
+      "Environment: LOOP_DEBUG=1 turns on debug mode, as --debug does.");
 
   GlobalOptions global;
   std::string trace_dest;

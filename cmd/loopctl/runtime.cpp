@@ -30,17 +30,35 @@ CLI::Validator number_check(const char* desc, bool (*ok)(double), const char* wh
 }  // namespace
 
 CLI::Validator positive_number() {
-  return number_check("POSITIVE", [](double v) { return v > 0; }, "a number greater than 0");
+  return number_check(
+      "POSITIVE", [](double v) { return v > 0; }, "a number greater than 0");
 }
 CLI::Validator non_negative_number() {
-  return number_check("NONNEGATIVE", [](double v) { return v >= 0; }, "a number >= 0");
+  return number_check(
+      "NONNEGATIVE", [](double v) { return v >= 0; }, "a number >= 0");
+}
+
+CLI::Validator octal_mode() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        bool ok = !value.empty() && value.size() <= 4 &&
+                  value.find_first_not_of("01234567") == std::string::npos;
+        return ok ? std::string() : "'" + value + "' is not an octal mode such as 600 or 0660";
+      },
+      "OCTAL");
+}
+
+unsigned parse_octal_mode(const std::string& text) {
+  return static_cast<unsigned>(std::stoul(text, nullptr, 8));
 }
 
 namespace {
 int g_interrupted = 0;
 }
 
-int interrupted_by() { return g_interrupted; }
+int interrupted_by() {
+  return g_interrupted;
+}
 
 void stop_on_interrupt(loop::EventLoop& lp, int& caught) {
   for (int sig : {SIGINT, SIGTERM}) {

@@ -1,16 +1,16 @@
 #include "serve.hpp"
 
 #include <netdb.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <system_error>
 #include <thread>
-#include <pthread.h>
 
 namespace loopctl {
 
@@ -25,12 +25,14 @@ void ConnectionSet::abort_all() {
 }
 
 void print_listening(const loop::Server& server) {
-  for (const auto& addr : server.sockets()) std::printf("listening on %s\n", addr.to_string().c_str());
+  for (const auto& addr : server.sockets())
+    std::printf("listening on %s\n", addr.to_string().c_str());
   std::fflush(stdout);
 }
 
 void ServerTlsOptions::add_to(CLI::App& app) {
-  auto* c = app.add_option("--cert", cert, "Speak TLS with this certificate (PEM; may hold the key)");
+  auto* c =
+      app.add_option("--cert", cert, "Speak TLS with this certificate (PEM; may hold the key)");
   auto* k = app.add_option("--key", key, "The certificate's private key (PEM)");
   k->needs(c);
 }
@@ -47,7 +49,8 @@ std::shared_ptr<loop::SSLContext> ServerTlsOptions::context() const {
 }
 
 void ClientTlsOptions::add_to(CLI::App& app, bool with_tls_flag, const std::string& prefix) {
-  if (with_tls_flag) app.add_flag("--" + prefix + "tls", tls, "Speak TLS (verifying the server's certificate)");
+  if (with_tls_flag)
+    app.add_flag("--" + prefix + "tls", tls, "Speak TLS (verifying the server's certificate)");
   app.add_option("--" + prefix + "cafile", cafile,
                  "Trust the CAs in this PEM file instead of the system's store");
   app.add_flag("--" + prefix + "insecure", insecure,

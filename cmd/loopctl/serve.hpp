@@ -3,11 +3,11 @@
 // connections finish for a grace period of at most 5 s, then close them, exit 0).
 #pragma once
 
-#include <loop/loop.hpp>
-#include <loop/ssl.hpp>
 #include <sys/socket.h>
 
 #include <functional>
+#include <loop/loop.hpp>
+#include <loop/ssl.hpp>
 #include <memory>
 #include <set>
 #include <string>
@@ -79,12 +79,13 @@ loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
 /// the others each on its own thread and loop (sharing the port through SO_REUSEPORT); SIGINT or
 /// SIGTERM, caught here, completes every worker's `stop`. Each worker returns an exit code; the
 /// first non-zero one is returned.
-using Worker = std::function<loop::Coroutine<int>(int index, loop::EventLoop& lp,
-                                                  loop::Future<int> stop)>;
+using Worker =
+    std::function<loop::Coroutine<int>(int index, loop::EventLoop& lp, loop::Future<int> stop)>;
 int run_workers(loop::EventLoop& lp, int workers, const Worker& worker);
 
-/// A free port (TCP, or UDP with SOCK_DGRAM) on `host` that several SO_REUSEPORT listeners can share (for --workers
-/// with --port 0: the kernel's choice must be made once, before the workers bind).
+/// A free port (TCP, or UDP with SOCK_DGRAM) on `host` that several SO_REUSEPORT listeners can
+/// share (for --workers with --port 0: the kernel's choice must be made once, before the workers
+/// bind).
 int pick_shared_port(const std::string& host, int socktype = SOCK_STREAM);
 
 /// "cannot connect to EP: reason" from whatever create_connection threw.

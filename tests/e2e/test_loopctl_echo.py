@@ -168,6 +168,31 @@ class EchoServer(unittest.TestCase):
                             self.assertEqual((r.returncode, r.stdout), (0, "u%d\n" % i), r.stderr)
                     self.assertEqual(srv.stop()[0], 0)
 
+    def test_unix_mode_is_exact_and_never_replaces_a_regular_file(self):
+        import stat
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "private.sock")
+            with Server("echo-server", "--unix", path, "--unix-mode", "600") as srv:
+                self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+                r = run("echo-client", "unix:" + path, "--message", "mine")
+                self.assertEqual((r.returncode, r.stdout), (0, "mine\n"), r.stderr)
+                srv.stop()
+            precious = os.path.join(d, "precious")
+            with open(precious, "w") as f:
+                f.write("keep me")
+            r = run("echo-server", "--unix", precious)
+            self.assertEqual(r.returncode, 1)
+            self.assertTrue(r.stderr.startswith("loopctl: error: "), r.stderr)
+            with open(precious) as f:
+                self.assertEqual(f.read(), "keep me")
+        r = run("echo-server", "--unix", "/tmp/x.sock", "--unix-mode", "999")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("octal", r.stderr)
+        r = run("echo-server", "--unix-mode", "600")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--unix-mode needs --unix", r.stderr)
+
     def test_bad_options(self):
         r = run("echo-server", "--port", "70000")
         self.assertEqual(r.returncode, 2)

@@ -53,6 +53,11 @@ struct ServerOptions {
   /// handshake closes that connection only.
   std::shared_ptr<SSLContext> ssl;
   std::optional<double> ssl_handshake_timeout;
+  /// create_unix_server with a path: the socket file's permissions (e.g. 0600), exactly,
+  /// whatever the umask. It never has wider ones, not even between bind and chmod: the
+  /// socket's own mode is set before bind, so the file is created with at most these.
+  /// nullopt: what bind gives (0777 & ~umask). Ignored for abstract ('@') names.
+  std::optional<unsigned> mode;
 };
 
 }  // namespace loop

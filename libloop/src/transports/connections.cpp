@@ -291,6 +291,13 @@ Coroutine<std::shared_ptr<Server>> create_unix_server(EventLoop& loop, ProtocolF
       throw std::invalid_argument("path and sock can not be specified at the same time");
     SocketAddress addr = SocketAddress::from_unix_path(path);
     sock = make_socket(AF_UNIX, SOCK_STREAM, 0);
+    const bool set_mode = o.mode && path[0] != '@';
+    if (set_mode) {
+      if (*o.mode > 07777) throw std::invalid_argument("mode must be a permission mask (0-07777)");
+      // Linux creates the file with the socket inode's mode & ~umask.
+      if (::fchmod(sock.get(), static_cast<mode_t>(*o.mode)) < 0)
+        throw os_error(errno, "cannot set the mode of the socket for '" + path + "'");
+    }
     if (path[0] != '@') {
       struct stat st;
       if (::stat(path.c_str(), &st) == 0) {
@@ -305,6 +312,12 @@ Coroutine<std::shared_ptr<Server>> create_unix_server(EventLoop& loop, ProtocolF
       int err = errno;
       if (err == EADDRINUSE) throw os_error(err, "Address '" + path + "' is already in use");
       throw os_error(err, "error while attempting to bind on address '" + path + "'");
+    }
+    // Then exactly the mode asked for, whatever the umask took away.
+    if (set_mode && ::chmod(path.c_str(), static_cast<mode_t>(*o.mode)) < 0) {
+      int err = errno;
+      ::unlink(path.c_str());
+      throw os_error(err, "cannot set the mode of '" + path + "'");
     }
   } else {
     if (o.sock < 0) throw std::invalid_argument("path was not specified, and no sock specified");

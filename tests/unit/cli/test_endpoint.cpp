@@ -34,9 +34,9 @@ TEST_CASE("unix paths and abstract names") {
 }
 
 TEST_CASE("malformed endpoints are usage errors that say why") {
-  for (const char* bad : {"", "8888", "host", ":80", "host:", "host:port", "host:-1",
-                          "host:65536", "host:99999999", "[::1]", "[::1]80", "[nope]:80",
-                          "::1:80", "unix:", "unix:@"}) {
+  for (const char* bad :
+       {"", "8888", "host", ":80", "host:", "host:port", "host:-1", "host:65536", "host:99999999",
+        "[::1]", "[::1]80", "[nope]:80", "::1:80", "unix:", "unix:@"}) {
     INFO(bad);
     CHECK_THROWS_AS(parse_endpoint(bad), UsageError);
   }

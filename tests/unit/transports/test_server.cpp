@@ -298,6 +298,37 @@ TEST_CASE("create_unix_server replaces a stale socket file, refuses a regular fi
   ::unlink(path.c_str());
 }
 
+namespace {
+// Serves at `path` with `mode`, returns the file's permission bits (-1: no file).
+int served_mode(loop::EventLoop& lp, const std::string& path, std::optional<unsigned> mode) {
+  loop::ServerOptions o;
+  o.mode = mode;
+  auto srv = lp.run_until_complete(lp.create_unix_server(echo_factory, path, o));
+  struct stat st;
+  int bits = ::stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
+  srv->close();
+  lp.run_until_complete(srv->wait_closed());
+  ::unlink(path.c_str());
+  return bits;
+}
+}  // namespace
+
+TEST_CASE("create_unix_server: the socket file gets exactly the mode asked, whatever the umask") {
+  loop::EventLoop lp;
+  std::string path = "/tmp/libloop-mode-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(path.c_str());
+  mode_t old = ::umask(022);
+  CHECK(served_mode(lp, path, 0600u) == 0600);
+  CHECK(served_mode(lp, path, std::nullopt) == (0777 & ~022));
+  ::umask(077);
+  CHECK(served_mode(lp, path, 0660u) == 0660);  // wider than the umask allows: still exact
+  ::umask(old);
+  loop::ServerOptions bad;
+  bad.mode = 070000u;
+  CHECK_THROWS_AS(lp.run_until_complete(lp.create_unix_server(echo_factory, path, bad)),
+                  std::invalid_argument);
+}
+
 TEST_CASE("out of file descriptors: reported, accepting pauses and resumes") {
   loop::EventLoop lp;
   rlimit old{};
