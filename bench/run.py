@@ -2,7 +2,7 @@
 """Runs the benchmarks side by side in one run and writes the results (issue 6).
 
     python3 bench/run.py [--quick] [--duration S] [--warmup S] [--only NAME,...]
-                         [--skip echo,unix,udp,micro,memory] [--name NAME] [--no-build]
+                         [--skip echo,unix,udp,micro,tls,memory] [--name NAME] [--no-build]
 
 Builds what it needs (bench_all, loopctl) in --build-dir, then:
   echo    every server x {1, 10, 100 KiB at 10 connections, 1 KiB at 1,000 connections} over TCP,
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import tls_bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -443,6 +445,7 @@ def markdown(records, args):
             if r.get("errors"):
                 cells[0] += " (errors %s)" % r["errors"]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += tls_bench.markdown(records, fmt, ratio)
     if NOTES:
         lines.append("\n## Notes\n")
         lines += ["- " + n for n in NOTES]
@@ -456,7 +459,8 @@ def main():
     parser.add_argument("--duration", type=float, help="measured seconds per echo run (3)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per echo run (1)")
     parser.add_argument("--only", help="comma-separated server names (substring match)")
-    parser.add_argument("--skip", default="", help="comma-separated: echo,unix,udp,micro,memory")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated: echo,unix,udp,micro,tls,memory")
     parser.add_argument("--idle", type=int, help="idle connections for memory (10000)")
     parser.add_argument("--name", help="results name (default: full or quick)")
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
@@ -485,8 +489,6 @@ def main():
         args.idle = hard - 100
 
     paths = build(args.build_dir, args.no_build)
-    note("TLS handshakes/s and TLS echo MiB/s against `openssl s_server` are not measured yet "
-         "(TLS over socket transports reached main after this harness was written)")
     specs = server_specs(paths)
     if args.only:
         wanted = args.only.split(",")
@@ -522,6 +524,9 @@ def main():
                 run_echo(specs, paths, fam, conns, msg, args, tmp, out)
         if "micro" not in skip:
             run_micro(paths, 0.1 if args.quick else 1.0, out)
+        if "tls" not in skip and (not args.only or "tls" in args.only):
+            tls_bench.run_tls(paths["loopctl"], max(2, int(args.duration)), tmp, out,
+                              LOADGEN_CPU, SERVER_CPU)
         if "memory" not in skip:
             run_memory(specs, paths, args.idle, tmp, out)
     with open("/proc/loadavg") as f:
