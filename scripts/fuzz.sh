@@ -4,14 +4,14 @@
 # build-fuzz/corpus/<target>/). A crash, a leak, a sanitizer report or a failed check stops the
 # run, leaves the input in build-fuzz/artifacts/, and fails the script; turn it into a
 # regression test in tests/unit/ and add it to the corpus.
-#   scripts/fuzz.sh [target...]        FUZZ_SECONDS=12 per target (default: all five, ~1 min)
+#   scripts/fuzz.sh [target...]        FUZZ_SECONDS=9 per target (default: all seven, ~1 min)
 #   FUZZ_MERGE=1 scripts/fuzz.sh       also merge what was found into fuzz/corpus/ (to commit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
 dir=$src/build-fuzz
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-SECONDS_PER_TARGET=${FUZZ_SECONDS:-12}
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-9}
 CLANGXX=${CLANGXX:-$(command -v clang++ || command -v clang++-14 || true)}
 [ -n "$CLANGXX" ] || { echo "fuzz: clang++ not found (apt-get install clang)" >&2; exit 1; }
 
