@@ -1,13 +1,17 @@
 # Thin wrapper over CMake: the README's two commands start here.
 #   make run [ARGS="date --interval 0.5"]   install what is missing, build, run loopctl
 #                                            (default: echo-server --trace on 127.0.0.1:8888)
-#   make test                                install what is missing, build, run every test
-#   make test-sanitizers                     the suite under ASan+UBSan and TSan, then the fuzzers
+#   make test                                install what is missing, build, run every test:
+#                                            the suite, then the same under ASan+UBSan, the
+#                                            thread-crossing tests under TSan, the fuzzers
+#   make test SANITIZERS=0                   only the normal suite (a quick local check)
+#   make test-sanitizers                     only the sanitizer and fuzzer part
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS ?= echo-server --trace
 CMAKE_FLAGS ?=
+SANITIZERS ?= 1
 
 .PHONY: all deps configure build run test test-sanitizers clean format bench package completions
 
@@ -27,6 +31,9 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+ifneq ($(SANITIZERS),0)
+	JOBS=$(JOBS) scripts/test-sanitizers.sh
+endif
 
 # build-asan/, build-tsan/, build-fuzz/: see scripts/test-sanitizers.sh and docs/reliability.md.
 test-sanitizers: deps
@@ -46,4 +53,4 @@ format:
 	@find libloop cmd examples tests bench -name '*.[ch]pp' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz

@@ -22,20 +22,23 @@ auto EventLoop::run_in_executor(Executor* executor, F&& fn, Args&&... args)
   // The worker reaches the loop through its link: the loop may be closed or gone by then.
   ex.submit([link = link(), state = fut.state(), fn = std::forward<F>(fn),
              ... args = std::forward<Args>(args)]() mutable {
+    // `state` moves into what is posted: the worker keeps no reference to the loop's future
+    // (nor to the exception in it), so it is always released on the loop's thread.
     std::function<void()> deliver;
     try {
       if constexpr (std::is_void_v<R>) {
         std::invoke(fn, args...);
-        deliver = [state] {
+        deliver = [state = std::move(state)] {
           if (!state->done()) state->set_result();
         };
       } else {
-        deliver = [state, r = std::make_shared<R>(std::invoke(fn, args...))]() mutable {
+        auto r = std::make_shared<R>(std::invoke(fn, args...));
+        deliver = [state = std::move(state), r = std::move(r)]() mutable {
           if (!state->done()) state->set_result(std::move(*r));
         };
       }
     } catch (...) {
-      deliver = [state, e = std::current_exception()] {
+      deliver = [state = std::move(state), e = std::current_exception()] {
         if (!state->done()) state->set_exception(e);
       };
     }
