@@ -178,8 +178,13 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
       if (self->transport) self->transport->close();
       co_return;
     }
-    if (!self->transport) {  // the client left meanwhile
-      if (upstream->transport) upstream->transport->close();
+    if (!self->transport) {
+      // The client left meanwhile: what it sent still goes upstream (close() flushes first).
+      if (upstream->transport) {
+        if (!self->pending.empty()) upstream->transport->write(self->pending);
+        upstream->transport->close();
+      }
+      self->pending.clear();
       co_return;
     }
     upstream->link(self);

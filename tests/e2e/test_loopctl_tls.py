@@ -5,6 +5,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 import unittest
 
 from loopctl_testlib import Server, main, run
@@ -151,6 +152,85 @@ class TlsProxy(unittest.TestCase):
                     self.assertEqual(raw.recv(100), b"")
                 self.assertEqual(proxy.stop()[0], 0)
             up.stop()
+
+    def test_nothing_crosses_in_plaintext_after_a_failed_starttls(self):
+        # A recording upstream: every connection and every byte it gets.
+        import threading
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        lsock.settimeout(0.2)
+        got = {"conns": 0, "bytes": b""}
+        done = threading.Event()
+
+        def upstream():
+            while not done.is_set():
+                try:
+                    c, _ = lsock.accept()
+                except socket.timeout:
+                    continue
+                got["conns"] += 1
+                c.settimeout(0.5)
+                try:
+                    while True:
+                        d = c.recv(4096)
+                        if not d:
+                            break
+                        got["bytes"] += d
+                except OSError:
+                    pass
+                c.close()
+
+        t = threading.Thread(target=upstream)
+        t.start()
+        try:
+            with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream",
+                        "127.0.0.1:%d" % lsock.getsockname()[1], "--starttls",
+                        *TLS_SERVER) as proxy:
+                # Bytes pipelined after the line: refused before any upgrade.
+                with socket.create_connection(("127.0.0.1", proxy.port)) as raw:
+                    raw.settimeout(10)
+                    raw.sendall(b"STARTTLS\r\nUSER alice PASS secret\r\n")
+                    self.assertEqual(raw.recv(100), b"ERR expected STARTTLS\r\n")
+                    self.assertEqual(raw.recv(100), b"")
+                # Plaintext where the ClientHello should be: the handshake fails, the
+                # connection is closed, and the plaintext goes nowhere.
+                with socket.create_connection(("127.0.0.1", proxy.port)) as raw:
+                    raw.settimeout(10)
+                    raw.sendall(b"STARTTLS\n")
+                    self.assertEqual(raw.recv(100), b"OK STARTTLS\r\n")
+                    raw.sendall(b"USER alice PASS secret\r\n" * 20)
+                    rest = b""
+                    try:
+                        while True:
+                            d = raw.recv(4096)
+                            if not d:
+                                break
+                            rest += d
+                    except ConnectionResetError:
+                        pass
+                    self.assertNotIn(b"secret", rest)
+                # The proxy still serves a client that does it right.
+                with socket.create_connection(("127.0.0.1", proxy.port)) as raw:
+                    raw.sendall(b"STARTTLS\n")
+                    self.assertEqual(raw.recv(100), b"OK STARTTLS\r\n")
+                    with client_ctx().wrap_socket(raw, server_hostname="localhost") as c:
+                        c.sendall(b"ok")
+                        # Held open until it arrived: closing with the server's session
+                        # tickets unread would make our kernel send a reset instead.
+                        for _ in range(100):
+                            if got["bytes"]:
+                                break
+                            time.sleep(0.05)
+                code, _, err = proxy.stop()
+                self.assertEqual(code, 0, err)
+        finally:
+            done.set()
+            t.join()
+            lsock.close()
+        # Only the good client reached the upstream, and only with its own bytes.
+        self.assertEqual(got["conns"], 1)
+        self.assertEqual(got["bytes"], b"ok")
 
     def test_upstream_down_closes_the_client_with_a_reason_and_survives(self):
         s = socket.socket()
