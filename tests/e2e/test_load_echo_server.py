@@ -4,9 +4,11 @@ two rounds and checks the echo byte for byte; the server's RSS is read before, a
 after (all closed); the server then stops cleanly (exit 0, nothing on stderr).
 LOAD_CONNECTIONS overrides the count (it is capped by RLIMIT_NOFILE)."""
 import asyncio
+import json
 import os
 import random
 import resource
+import subprocess
 import time
 import unittest
 
@@ -85,6 +87,38 @@ class LoadEchoServer(unittest.TestCase):
             print(f"\nload: {n} connections held, {n * ROUNDS * SIZE} bytes echoed and checked "
                   f"in {peak['seconds']:.1f}s; server RSS {rss_before} KiB before, "
                   f"{peak['rss']} KiB at the peak, {rss_after} KiB after")
+
+
+    def test_the_bench_load_generator_twice_every_byte_checked_rss_flat(self):
+        # bench/loadgen (raw epoll, no libloop): N connections each echoing 1 KiB requests
+        # back to back for a bounded time, every answer compared byte for byte; a request
+        # unanswered for 2 s kills its connection and counts as an error. Two waves: the
+        # server's RSS after the second must be where the first left it (nothing grows with
+        # the connections served).
+        loadgen = os.path.join(os.environ.get("LOOP_BINARY_DIR", "build"), "bench", "loadgen")
+        if not os.access(loadgen, os.X_OK):
+            self.fail("no load generator at %s (built with the tests)" % loadgen)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        n = min(int(os.environ.get("LOAD_CONNECTIONS", "10000")), (soft - 200) // 2)
+        seconds = os.environ.get("LOAD_SECONDS", "5")
+        with Server("echo-server", "--port", "0", "--backlog", "4096") as srv:
+            pid = srv.proc.pid
+            after = []
+            for wave in range(2):
+                r = subprocess.run([loadgen, "--tcp", "127.0.0.1:%d" % srv.port, "-c", str(n),
+                                    "-m", "1024", "-d", seconds, "-w", "1", "--cpu", "0"],
+                                   capture_output=True, text=True, timeout=120)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                res = json.loads(r.stdout)
+                self.assertEqual((res["errors"], res["timeouts"]), (0, 0), res)
+                self.assertGreater(res["requests"], n)  # every connection went round at least once
+                time.sleep(0.5)  # let the server see every close
+                after.append(rss_kib(pid))
+                print("\nload wave %d: %d connections, %d requests (%.0f/s) checked, server RSS "
+                      "%d KiB after" % (wave + 1, n, res["requests"], res["rps"], after[-1]))
+            self.assertLessEqual(after[1], after[0] * 1.25 + 2048, after)
+            code, out, err = srv.stop(timeout=60)
+            self.assertEqual(code, 0, err)
 
 
 if __name__ == "__main__":

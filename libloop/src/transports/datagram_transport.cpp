@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "loop/loop.hpp"
+#include "transports/read_buffer.hpp"
 
 namespace loop::detail {
 
@@ -21,8 +22,7 @@ DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd, int fa
       fd_(fd),
       protocol_(std::move(protocol)),
       address_(std::move(address)),
-      id_(next_transport_id()),
-      rbuf_(new char[kMaxSize]) {
+      id_(next_transport_id()) {
   asio::error_code ec;
   sock_.assign(asio::generic::datagram_protocol(family, proto), fd, ec);
   if (ec) throw std::system_error(ec, "cannot register the datagram socket");
@@ -107,7 +107,8 @@ void DatagramSocketTransport::read_ready() {
   if (conn_lost_) return;
   SocketAddress addr;
   socklen_t len = SocketAddress::capacity();
-  ssize_t n = ::recvfrom(fd_, rbuf_.get(), kMaxSize, 0, addr.data(), &len);
+  char* buf = thread_read_buffer();
+  ssize_t n = ::recvfrom(fd_, buf, kMaxSize, 0, addr.data(), &len);
   if (n < 0) {
     int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return;
@@ -120,7 +121,7 @@ void DatagramSocketTransport::read_ready() {
     loop_.trace("datagram_received",
                 {{"transport", id_}, {"bytes", n}, {"peer", addr.to_string()}});
   }
-  protocol_->datagram_received(std::string_view(rbuf_.get(), static_cast<std::size_t>(n)), addr);
+  protocol_->datagram_received(std::string_view(buf, static_cast<std::size_t>(n)), addr);
 }
 
 void DatagramSocketTransport::error_received(std::exception_ptr exc) {

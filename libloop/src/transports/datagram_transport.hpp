@@ -45,7 +45,7 @@ class DatagramSocketTransport final : public DatagramTransport,
   std::uint64_t id() const { return id_; }
 
  private:
-  static constexpr std::size_t kMaxSize = 64 * 1024;  // one receive buffer per transport
+  static constexpr std::size_t kMaxSize = 64 * 1024;  // read into the thread's read buffer
 
   void connection_made();
   void add_reader();
@@ -80,7 +80,6 @@ class DatagramSocketTransport final : public DatagramTransport,
   std::size_t low_water_ = 16 * 1024;
   bool protocol_paused_ = false;
 
-  std::unique_ptr<char[]> rbuf_;
   bool closing_ = false;
   int conn_lost_ = 0;
   bool reading_ = false, read_wait_pending_ = false;

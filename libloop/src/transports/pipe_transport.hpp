@@ -58,7 +58,6 @@ class ReadPipeTransport final : public ReadTransport,
   int fd_;
   std::shared_ptr<Protocol> protocol_;
   std::uint64_t id_;
-  std::unique_ptr<char[]> rbuf_;
   bool closing_ = false, paused_ = false;
   bool reading_ = false, read_wait_pending_ = false;
   HandleRef read_handle_;

@@ -5,6 +5,7 @@
 
 #include "loop/loop.hpp"
 #include "transports/pipe_transport.hpp"
+#include "transports/read_buffer.hpp"
 
 namespace loop::detail {
 
@@ -13,7 +14,6 @@ ReadPipeTransport::ReadPipeTransport(EventLoop& loop, int fd, std::shared_ptr<Pr
   // Refused before taking the fd: the caller still owns a refused one (as asyncio).
   check_pipe_fd(fd, "Pipe transport is for pipes/sockets only.");
   id_ = next_transport_id();
-  rbuf_.reset(new char[kMaxSize]);
   asio::error_code ec;
   pipe_.assign(fd, ec);
   if (ec) throw std::system_error(ec, "cannot register the pipe");
@@ -73,7 +73,8 @@ void ReadPipeTransport::on_read_ready() {
 }
 
 void ReadPipeTransport::read_ready() {
-  ssize_t n = ::read(fd_, rbuf_.get(), kMaxSize);
+  char* buf = thread_read_buffer();
+  ssize_t n = ::read(fd_, buf, kMaxSize);
   if (n < 0) {
     int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return;
@@ -82,7 +83,7 @@ void ReadPipeTransport::read_ready() {
   }
   if (n > 0) {
     if (loop_.tracer()) loop_.trace("data_received", {{"transport", id_}, {"bytes", n}});
-    protocol_->data_received(std::string_view(rbuf_.get(), static_cast<std::size_t>(n)));
+    protocol_->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
     return;
   }
   // EOF: the writer closed its end.

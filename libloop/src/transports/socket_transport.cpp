@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "loop/exception_context.hpp"
+#include "transports/read_buffer.hpp"
 
 namespace loop::detail {
 
@@ -186,8 +187,8 @@ void SocketTransport::read_ready() {
 }
 
 void SocketTransport::read_ready_data_received() {
-  if (!rbuf_) rbuf_.reset(new char[kMaxRead]);
-  ssize_t n = ::recv(fd_, rbuf_.get(), kMaxRead, 0);
+  char* buf = thread_read_buffer();
+  ssize_t n = ::recv(fd_, buf, kMaxRead, 0);
   if (n < 0) {
     if (would_block(errno)) return;
     fatal_error(std::make_exception_ptr(os_error(errno, "recv")), true,
@@ -197,7 +198,7 @@ void SocketTransport::read_ready_data_received() {
   if (n == 0) return read_ready_on_eof();
   if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
   try {
-    protocol_->data_received(std::string_view(rbuf_.get(), static_cast<std::size_t>(n)));
+    protocol_->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.data_received() call failed.");

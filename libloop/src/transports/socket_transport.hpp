@@ -28,7 +28,7 @@ class SocketTransport final : public Transport,
   void loop_destroyed() noexcept override;
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   /// asyncio's recv size (max_size): one read per readiness event, at most this much.
-  static constexpr std::size_t kMaxRead = 256 * 1024;
+  static constexpr std::size_t kMaxRead = 256 * 1024;  // into the thread's read buffer
 
   /// Takes ownership of the connected non-blocking socket `fd`. Call start() next.
   SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol,
@@ -125,8 +125,7 @@ class SocketTransport final : public Transport,
   int family_;
   bool detached_ = false;  // fd_ is ours but not in the reactor (during sendfile)
 
-  std::unique_ptr<char[]> rbuf_;  // one read buffer for the transport's lifetime
-  std::vector<char> wbuf_;        // pending bytes are wbuf_[wpos_..]
+  std::vector<char> wbuf_;  // pending bytes are wbuf_[wpos_..]
   std::size_t wpos_ = 0;
 
   bool protocol_paused_ = false;
