@@ -171,12 +171,18 @@ SSLPipe::Output SSLPipe::feed_ssldata(std::string_view data, bool only_handshake
       int n = SSL_read(ssl_, buf.data() + old, 16384);
       if (n > 0) {
         buf.resize(old + static_cast<std::size_t>(n));
-        if (buf.size() >= max_size) out.appdata.push_back(std::exchange(buf, {}));
+        if (buf.size() >= max_size) {
+          out.appdata.push_back(std::move(buf));
+          buf = std::string();
+        }
         continue;
       }
       buf.resize(old);
       int err = SSL_get_error(ssl_, n);
-      if (!buf.empty()) out.appdata.push_back(std::exchange(buf, {}));
+      if (!buf.empty()) {
+          out.appdata.push_back(std::move(buf));
+          buf = std::string();
+        }
       if (err == SSL_ERROR_ZERO_RETURN) {
         out.appdata.emplace_back();  // close_notify
         break;
