@@ -14,9 +14,6 @@ Coroutine<std::shared_ptr<Transport>> EventLoop::start_tls(
   if (!transport) throw std::invalid_argument("start_tls needs a transport");
   if (!sslcontext) throw std::invalid_argument("sslcontext is expected to be an SSLContext");
   if (transport->is_closing()) throw std::runtime_error("Transport is closing");
-  // asyncio's _start_tls_compatible check; from here on the old transport refuses use.
-  std::shared_ptr<Transport> below = transport->hand_over_to_tls();
-  if (!below) throw std::invalid_argument("transport is not supported by start_tls()");
   Future<void> waiter = create_future<void>();
   SSLProtocolOptions options;
   options.server_side = server_side;
@@ -25,6 +22,10 @@ Coroutine<std::shared_ptr<Transport>> EventLoop::start_tls(
   options.ssl_handshake_timeout = ssl_handshake_timeout;
   auto ssl_protocol = SSLProtocol::make(*this, std::move(protocol), std::move(sslcontext), waiter,
                                         std::move(options));
+  // asyncio's _start_tls_compatible check, after the options were checked (an invalid one
+  // leaves the transport as it was); from here on the old transport refuses use.
+  std::shared_ptr<Transport> below = transport->hand_over_to_tls();
+  if (!below) throw std::invalid_argument("transport is not supported by start_tls()");
   // Pause first, so that the SSLProtocol reads nothing before its connection_made; from now
   // on every byte the transport reads is a TLS record for it.
   below->pause_reading();

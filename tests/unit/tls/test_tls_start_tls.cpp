@@ -312,3 +312,26 @@ TEST_CASE("start_tls refuses a transport that cannot be upgraded") {
   tls_c->abort();
   test::run_until(lp, [&] { return ps->lost; });
 }
+
+TEST_CASE("start_tls with invalid options throws and leaves the transport as it was") {
+  loop::EventLoop lp;
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  auto factory = [] { return std::make_shared<RecordingProtocol>(); };
+  auto a = lp.connect_accepted_socket(factory, sv[0]);
+  auto [t, p] = lp.run_until_complete(std::move(a));
+  // A client context that checks hostnames, without a hostname (asyncio's ValueError).
+  CHECK_THROWS_AS(lp.run_until_complete(lp.start_tls(t, p, client_ctx(), false, std::nullopt)),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(lp.run_until_complete(lp.start_tls(t, p, client_ctx(), false, "localhost", -1.0)),
+                  std::invalid_argument);
+  // Still the plaintext transport it was: it writes, and reads into its protocol.
+  t->write("still plain");
+  char buf[64];
+  ssize_t n = ::read(sv[1], buf, sizeof buf);
+  CHECK(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0) == "still plain");
+  REQUIRE(::write(sv[1], "back", 4) == 4);
+  test::run_until(lp, [&] { return p->received == "back"; });
+  CHECK(t->get_protocol() == p);
+  ::close(sv[1]);
+}
