@@ -147,7 +147,10 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
       throw;
     } catch (const std::exception& e) {
       report_starttls_failure(self->client_, e);
-      co_return;  // start_tls closed the connection
+      // start_tls closed the connection; without a TLS session our connection_lost never
+      // comes, so the socket leaves the server's set here.
+      self->cfg_.connections.remove(self->base_);
+      co_return;
     }
     self->tls_transport_ = upgraded;
     self->transport = upgraded.get();

@@ -116,7 +116,10 @@ class LoadEchoServer(unittest.TestCase):
                 after.append(rss_kib(pid))
                 print("\nload wave %d: %d connections, %d requests (%.0f/s) checked, server RSS "
                       "%d KiB after" % (wave + 1, n, res["requests"], res["rps"], after[-1]))
-            self.assertLessEqual(after[1], after[0] * 1.25 + 2048, after)
+            # Under AddressSanitizer freed memory sits in its quarantine (256 MB), so RSS
+            # grows with every free there: the check means something only without it.
+            if "ASAN_OPTIONS" not in os.environ:
+                self.assertLessEqual(after[1], after[0] * 1.25 + 2048, after)
             code, out, err = srv.stop(timeout=60)
             self.assertEqual(code, 0, err)
 
