@@ -8,6 +8,7 @@
 #include <functional>
 #include <loop/loop.hpp>
 #include <loop/sslproto.hpp>
+#include <tuple>
 
 #include "python_script_peer.hpp"
 #include "test_certs.hpp"
@@ -235,30 +236,49 @@ loop::Coroutine<void> upgrade_side(loop::EventLoop& lp, std::shared_ptr<loop::Tr
   *out = co_await std::move(u);
 }
 
-}  // namespace
-
-TEST_CASE("start_tls on both sides of a live connection: the old transports refuse use") {
-  loop::EventLoop lp;
+// Both ends of a socketpair as plaintext transports of this loop (server end first).
+struct PlainPair {
+  std::shared_ptr<loop::Transport> ts, tc;
+  std::shared_ptr<RecordingProtocol> ps, pc;
+};
+PlainPair plain_pair(loop::EventLoop& lp) {
   int sv[2];
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
   auto factory = [] { return std::make_shared<RecordingProtocol>(); };
+  PlainPair pp;
   auto a = lp.connect_accepted_socket(factory, sv[0]);
-  auto [ts, ps] = lp.run_until_complete(std::move(a));
+  std::tie(pp.ts, pp.ps) = lp.run_until_complete(std::move(a));
   auto b = lp.connect_accepted_socket(factory, sv[1]);
-  auto [tc, pc] = lp.run_until_complete(std::move(b));
-  // Plaintext first; what was written before the upgrade arrives before any TLS record.
-  tc->write("STARTTLS\n");
-  test::run_until(lp, [&] { return ps->received == "STARTTLS\n"; });
-  ps->received.clear();
+  std::tie(pp.tc, pp.pc) = lp.run_until_complete(std::move(b));
+  return pp;
+}
 
+// Upgrades both ends at once; returns (server's, client's) TLS transports.
+std::pair<std::shared_ptr<loop::Transport>, std::shared_ptr<loop::Transport>> upgrade_both(
+    loop::EventLoop& lp, const PlainPair& pp) {
   std::shared_ptr<loop::Transport> tls_s, tls_c;
-  auto server_task = lp.create_task(upgrade_side(lp, ts, ps, true, std::nullopt, &tls_s));
-  auto client_task = lp.create_task(upgrade_side(lp, tc, pc, false, "localhost", &tls_c));
+  auto server_task = lp.create_task(upgrade_side(lp, pp.ts, pp.ps, true, std::nullopt, &tls_s));
+  auto client_task = lp.create_task(upgrade_side(lp, pp.tc, pp.pc, false, "localhost", &tls_c));
   test::run_until(lp, [&] { return server_task.done() && client_task.done(); });
   server_task.result();
   client_task.result();
   REQUIRE(tls_s);
   REQUIRE(tls_c);
+  return {tls_s, tls_c};
+}
+
+}  // namespace
+
+TEST_CASE("start_tls on both sides of a live connection: the old transports refuse use") {
+  loop::EventLoop lp;
+  auto pp = plain_pair(lp);
+  auto& [ts, tc, ps, pc] = pp;
+  // Plaintext first; what was written before the upgrade arrives before any TLS record.
+  tc->write("STARTTLS\n");
+  test::run_until(lp, [&] { return ps->received == "STARTTLS\n"; });
+  ps->received.clear();
+
+  auto [tls_s, tls_c] = upgrade_both(lp, pp);
 
   // The plaintext transports refuse whatever could put bytes on the wire or steal the
   // records; reading their extra info is still fine.
@@ -294,23 +314,13 @@ TEST_CASE("start_tls on both sides of a live connection: the old transports refu
 
 TEST_CASE("start_tls refuses a transport that cannot be upgraded") {
   loop::EventLoop lp;
-  int sv[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-  auto factory = [] { return std::make_shared<RecordingProtocol>(); };
-  auto a = lp.connect_accepted_socket(factory, sv[0]);
-  auto [ts, ps] = lp.run_until_complete(std::move(a));
-  auto b = lp.connect_accepted_socket(factory, sv[1]);
-  auto [tc, pc] = lp.run_until_complete(std::move(b));
-  std::shared_ptr<loop::Transport> tls_s, tls_c;
-  auto server_task = lp.create_task(upgrade_side(lp, ts, ps, true, std::nullopt, &tls_s));
-  auto client_task = lp.create_task(upgrade_side(lp, tc, pc, false, "localhost", &tls_c));
-  test::run_until(lp, [&] { return server_task.done() && client_task.done(); });
-  REQUIRE(tls_c);
+  auto pp = plain_pair(lp);
+  auto [tls_s, tls_c] = upgrade_both(lp, pp);
   // TLS in TLS: asyncio's TypeError("transport ... is not supported by start_tls()").
-  CHECK_THROWS_AS(lp.run_until_complete(lp.start_tls(tls_c, pc, client_ctx())),
+  CHECK_THROWS_AS(lp.run_until_complete(lp.start_tls(tls_c, pp.pc, client_ctx())),
                   std::invalid_argument);
   tls_c->abort();
-  test::run_until(lp, [&] { return ps->lost; });
+  test::run_until(lp, [&] { return pp.ps->lost; });
 }
 
 TEST_CASE("start_tls with invalid options throws and leaves the transport as it was") {
