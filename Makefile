@@ -41,6 +41,7 @@ test-sanitizers: deps
 
 # make bench [BENCH_ARGS=--quick]: the benchmarks side by side (bench/run.py), on demand only.
 bench: configure
+	@scripts/install-deps.sh --bench
 	python3 bench/run.py --build-dir $(BUILD_DIR) $(BENCH_ARGS)
 
 package: build

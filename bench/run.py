@@ -407,8 +407,10 @@ def markdown(records, args):
         lines.append("|---|---|---|---|---|---|---|")
         metrics = [("call_soon", "per_callback_us"), ("call_soon", "schedule_us"),
                    ("timers", "schedule_us"), ("timers", "late_p99_ms"),
-                   ("timers", "late_max_ms"), ("timers_cancel", "schedule_us"),
+                   ("timers", "late_max_ms"), ("timers", "late_max_after_start_ms"),
+                   ("timers_cancel", "schedule_us"),
                    ("timers_cancel", "cancel_us"), ("timers_cancel", "late_max_ms"),
+                   ("timers_cancel", "late_max_after_start_ms"),
                    ("timers_cancel", "fired_cancelled"), ("add_reader", "per_trip_us"),
                    ("executor", "per_trip_us")]
         for bench, metric in metrics:

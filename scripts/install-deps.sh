@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, only those that are missing.
-# Called by `make run` / `make test`; safe to run again (it does nothing when all are present).
+# Called by `make run` / `make test` (and `make bench` with --bench); safe to run again (it does nothing when all are present).
 set -euo pipefail
 
 packages=(
@@ -9,6 +9,8 @@ packages=(
   openssl python3 procps
   clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer
 )
+# make bench: uvloop is a peer (run with Debian's /usr/bin/python3); nothing else needs it.
+[ "${1:-}" = "--bench" ] && packages+=(python3-uvloop)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -46,12 +46,17 @@ void bench_call_soon(long n) {
 
 // 100,000 call_later timers with random delays in [0, 1) s; with cancel_half, every other one
 // is cancelled right after all are scheduled. Lateness = the loop's time when it ran - when().
+// Timers due before the loop starts running (scheduling 100,000 takes milliseconds) are late
+// by construction, so the lateness of those due after the start is reported on its own too:
+// that part is the loop's doing.
 void bench_timers(long n, bool cancel_half) {
   loop::EventLoop lp;
   std::mt19937 rng(42);
   std::uniform_real_distribution<double> delay(0.0, 1.0);
   std::vector<double> late;
   late.reserve(n);
+  double late_max_after_start = 0;
+  double started = 0;  // the loop's time when run_forever was called
   std::vector<loop::TimerHandle> handles;
   handles.reserve(n);
   long expected = cancel_half ? n - n / 2 : n;
@@ -59,7 +64,10 @@ void bench_timers(long n, bool cancel_half) {
   double t0 = wall();
   for (long i = 0; i < n; ++i) {
     handles.push_back(lp.call_later(delay(rng), [&, i] {
-      late.push_back(lp.time() - handles[i].when());
+      double when = handles[i].when();
+      double l = lp.time() - when;
+      late.push_back(l);
+      if (when >= started) late_max_after_start = std::max(late_max_after_start, l);
       if (cancel_half && i % 2 == 1) ++fired_cancelled;
       if (++fired == expected) lp.stop();
     }));
@@ -68,13 +76,16 @@ void bench_timers(long n, bool cancel_half) {
   if (cancel_half)
     for (long i = 1; i < n; i += 2) handles[i].cancel();
   double t2 = wall();
+  started = lp.time();
   lp.run_forever();
   double mx = late.empty() ? 0 : *std::max_element(late.begin(), late.end());
   std::printf(
       "{\"bench\":\"%s\",\"impl\":\"libloop\",\"n\":%ld,\"fired\":%ld,\"fired_cancelled\":%ld,"
-      "\"schedule_us\":%.4f,\"cancel_us\":%.4f,\"late_p99_ms\":%.3f,\"late_max_ms\":%.3f}\n",
+      "\"schedule_us\":%.4f,\"cancel_us\":%.4f,\"late_p99_ms\":%.3f,\"late_max_ms\":%.3f,"
+      "\"late_max_after_start_ms\":%.3f}\n",
       cancel_half ? "timers_cancel" : "timers", n, fired, fired_cancelled, (t1 - t0) * 1e6 / n,
-      cancel_half ? (t2 - t1) * 1e6 / (n / 2) : 0.0, quantile(late, 0.99) * 1e3, mx * 1e3);
+      cancel_half ? (t2 - t1) * 1e6 / (n / 2) : 0.0, quantile(late, 0.99) * 1e3, mx * 1e3,
+      late_max_after_start * 1e3);
 }
 
 // add_reader ping-pong over a socketpair: a byte goes a -> b -> a; n round trips.

@@ -375,10 +375,9 @@ class EventLoop {
   std::unordered_set<detail::LoopResource*> resources_;
   std::unique_ptr<Clock> clock_;
   std::deque<detail::HandleRef> ready_;
-  std::vector<detail::HandleRef> timers_;  // a min-heap on (when, seq)
+  std::vector<detail::HandleRef> timers_;  // a min-heap on (when, id)
   std::size_t timer_cancelled_count_ = 0;
   std::uint64_t next_handle_id_ = 1;
-  std::uint64_t next_timer_seq_ = 0;
   bool running_ = false;
   bool stopping_ = false;
   std::atomic<bool> closed_{false};  // read by other threads (call_soon_threadsafe, LoopLink)

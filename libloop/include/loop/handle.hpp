@@ -49,7 +49,9 @@ std::unique_ptr<Origin> capture_origin();
 
 template <class F>
 std::string callable_name(const F& fn) {
-  if constexpr (requires { { fn.name } -> std::convertible_to<const char*>; }) {
+  if constexpr (requires {
+                  { fn.name } -> std::convertible_to<const char*>;
+                }) {
     return fn.name;
   } else if constexpr (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) {
     return function_name(reinterpret_cast<const void*>(fn), typeid(F));
@@ -61,6 +63,11 @@ std::string callable_name(const F& fn) {
 enum class HandleKind : std::uint8_t { soon, timer, threadsafe, io, signal, task, future };
 const char* kind_name(HandleKind kind);
 
+// Handles are allocated and freed once per callback: these keep a small per-thread cache of
+// freed blocks by size, so that a steady stream of callbacks does not go through malloc.
+void* allocate_handle(std::size_t size);
+void deallocate_handle(void* p, std::size_t size) noexcept;
+
 // The shared state behind Handle/TimerHandle; reference counted because both the loop's
 // queues and the caller may hold it.
 class HandleImpl {
@@ -69,20 +76,24 @@ class HandleImpl {
   virtual void invoke() = 0;
   virtual std::string callback_name() const = 0;
 
+  static void* operator new(std::size_t size) { return allocate_handle(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { deallocate_handle(p, size); }
+
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  /// The first reference of a new handle: nobody else can see it yet, so no atomic add.
+  void adopt_first_ref() noexcept { refs_.store(1, std::memory_order_relaxed); }
   void release() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
   EventLoop* loop = nullptr;
-  std::uint64_t id = 0;
+  std::uint64_t id = 0;  // also the FIFO order among timers with the same deadline
   double when = 0;       // TimerHandle: the deadline; otherwise when it was scheduled
-  std::uint64_t seq = 0;  // FIFO among timers with the same deadline
+  std::shared_ptr<ContextData> context;  // null: run in a fresh empty context
+  std::unique_ptr<Origin> origin;        // debug mode only
   HandleKind kind = HandleKind::soon;
   bool cancelled = false;
   bool scheduled = false;  // TimerHandle: still in the loop's heap
-  std::shared_ptr<ContextData> context;  // null: run in a fresh empty context
-  std::unique_ptr<Origin> origin;        // debug mode only
 
  private:
   std::atomic<std::uint32_t> refs_{0};
@@ -105,7 +116,10 @@ class CallbackImpl final : public HandleImpl {
 // An intrusive pointer to a HandleImpl.
 class HandleRef {
  public:
+  struct Adopt {};
   HandleRef() = default;
+  /// Takes a new handle's first reference (see HandleImpl::adopt_first_ref).
+  HandleRef(HandleImpl* fresh, Adopt) noexcept : p_(fresh) { p_->adopt_first_ref(); }
   explicit HandleRef(HandleImpl* p) noexcept : p_(p) {
     if (p_) p_->add_ref();
   }
@@ -130,7 +144,8 @@ class HandleRef {
 template <class F, class... Args>
 HandleRef make_handle(F&& fn, Args&&... args) {
   return HandleRef(new CallbackImpl<std::decay_t<F>, std::decay_t<Args>...>(
-      std::forward<F>(fn), std::forward<Args>(args)...));
+                       std::forward<F>(fn), std::forward<Args>(args)...),
+                   HandleRef::Adopt{});
 }
 
 }  // namespace detail

@@ -21,11 +21,12 @@ constexpr double kMaximumSelectTimeout = 24 * 3600;
 constexpr std::size_t kMinScheduledTimerHandles = 100;
 constexpr double kMinCancelledTimerHandlesFraction = 0.5;
 
-// Min-heap order on (when, seq): the earliest deadline first, FIFO among equal deadlines.
+// Min-heap order on (when, id): the earliest deadline first, FIFO among equal deadlines (ids
+// grow with every schedule).
 struct TimerLater {
   bool operator()(const detail::HandleRef& a, const detail::HandleRef& b) const {
     if (a->when != b->when) return a->when > b->when;
-    return a->seq > b->seq;
+    return a->id > b->id;
   }
 };
 
@@ -343,7 +344,6 @@ TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
   h->loop = this;
   h->id = next_handle_id_++;
   h->when = when;
-  h->seq = next_timer_seq_++;
   h->scheduled = true;
   if (debug_) h->origin = detail::capture_origin();
   timers_.push_back(h);

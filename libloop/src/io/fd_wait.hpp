@@ -20,11 +20,17 @@ inline bool would_block(int err) {
   return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
 }
 
-/// asyncio's debug check, always on here: a blocking socket would block the whole loop.
+/// A blocking socket would block the whole loop: refused with std::invalid_argument.
 inline void check_nonblocking(int sock) {
   int flags = ::fcntl(sock, F_GETFL);
   if (flags < 0) throw_errno(errno, "bad socket " + std::to_string(sock));
   if (!(flags & O_NONBLOCK)) throw std::invalid_argument("the socket must be non-blocking");
+}
+
+/// The sock_* coroutines make the check in debug mode only, as asyncio does: an fcntl per call
+/// costs as much as the recv it guards (a bad fd still fails, with the call's own error).
+inline void check_nonblocking_in_debug(const EventLoop& loop, int sock) {
+  if (loop.get_debug()) check_nonblocking(sock);
 }
 
 /// Suspends the task until `fd` is ready for reading (direction 0) or writing (1), the way

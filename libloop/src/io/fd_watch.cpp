@@ -1,24 +1,21 @@
 // add_reader/add_writer: level-triggered fd watching (asyncio's selector semantics) on asio.
 //
-// asio registers descriptors with epoll edge-triggered, and async_wait never checks readiness
-// itself: re-arming a wait while unread data remains would wait for a new edge that never comes.
-// So each direction runs this cycle, which gives level-triggered behaviour:
+// asio registers descriptors with epoll edge-triggered. What makes a wait level-triggered is how
+// asio arms it: async_wait is not speculative, so every wait re-arms the fd with EPOLL_CTL_MOD,
+// and the kernel queues an fd that is already ready at that moment (ep_modify puts a "hot" item
+// on the ready list). So each direction runs this cycle:
 //
-//   check (in the poll phase) --ready--> dispatch (in the ready batch: runs the callback)
-//     |  ^                                   |
-//     |  +------- post(check) <--------------+   still registered after the callback
-//     +--not ready--> async_wait --completion--> dispatch
+//   async_wait --completion (poll phase)--> dispatch (ready batch: runs the callback)
+//       ^                                        |
+//       +------ still registered after it -------+
 //
-// The check is a zero-timeout poll(2) on that one fd. It runs from a handler posted to the
-// io_context, so it happens in the next iteration's poll phase: the callback is queued there,
+// The completion arrives in the next iteration's poll phase: the callback is queued there,
 // after everything the previous batch scheduled, exactly where asyncio's _process_events puts
-// selector events. Nothing arms a wait while the fd is ready, and epoll reports every edge that
-// comes after the wait is armed, so no wakeup is lost.
-#include <poll.h>
+// selector events. An fd still ready after its callback is reported again by the next poll, as
+// a level-triggered selector would; no wakeup is lost, and no extra system call checks the fd.
 #include <sys/stat.h>
 
 #include <asio/posix/stream_descriptor.hpp>
-#include <asio/post.hpp>
 #include <cerrno>
 #include <memory>
 #include <system_error>
@@ -34,18 +31,6 @@ namespace {
 
 constexpr int kRead = 0;
 constexpr int kWrite = 1;
-
-// Whether `fd` is ready now for `direction`. Errors and hang-ups count as ready, as asyncio's
-// epoll selector reports them to readers and writers alike; a closed fd (POLLNVAL) never is.
-bool ready_now(int fd, int direction) {
-  pollfd p{fd, static_cast<short>(direction == kRead ? POLLIN : POLLOUT), 0};
-  int n;
-  do {
-    n = ::poll(&p, 1, 0);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0 || (p.revents & POLLNVAL)) return false;
-  return (p.revents & (p.events | POLLERR | POLLHUP)) != 0;
-}
 
 }  // namespace
 
@@ -122,31 +107,16 @@ class FdWatch : public std::enable_shared_from_this<FdWatch> {
     bool busy = false;   // a check, a wait or the dispatch is pending
   };
 
-  void after_callback(int d) {
-    if (dir_[d].callback && sd_.is_open())
-      start(d);
-    else
-      dir_[d].busy = false;
-  }
+  void after_callback(int d) { start(d); }
 
-  // Checks readiness in the next poll phase.
+  // Arms the wait (see the top of the file: it reports an fd that is ready already).
   void start(int d) {
-    dir_[d].busy = true;
-    asio::post(loop_.io_context(), [weak = weak_from_this(), d] {
-      if (auto w = weak.lock()) w->check(d);
-    });
-  }
-
-  void check(int d) {
     Direction& dir = dir_[d];
     if (!dir.callback || !sd_.is_open()) {
       dir.busy = false;
       return;
     }
-    if (ready_now(fd_, d)) {
-      schedule(d);
-      return;
-    }
+    dir.busy = true;
     auto type = d == kRead ? asio::posix::descriptor_base::wait_read
                            : asio::posix::descriptor_base::wait_write;
     sd_.async_wait(type, [weak = weak_from_this(), d](const std::error_code& ec) {

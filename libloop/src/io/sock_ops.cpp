@@ -12,14 +12,14 @@
 
 namespace loop {
 
-using detail::check_nonblocking;
+using detail::check_nonblocking_in_debug;
 using detail::throw_errno;
 using detail::wait_fd;
 using detail::would_block;
 
 Coroutine<std::string> EventLoop::sock_recv(int sock, std::size_t nbytes) {
   check_closed();
-  check_nonblocking(sock);
+  check_nonblocking_in_debug(*this, sock);
   std::string data(nbytes, '\0');
   for (;;) {
     ssize_t n = ::recv(sock, data.data(), nbytes, 0);
@@ -34,7 +34,7 @@ Coroutine<std::string> EventLoop::sock_recv(int sock, std::size_t nbytes) {
 
 Coroutine<std::size_t> EventLoop::sock_recv_into(int sock, std::span<char> buf) {
   check_closed();
-  check_nonblocking(sock);
+  check_nonblocking_in_debug(*this, sock);
   for (;;) {
     ssize_t n = ::recv(sock, buf.data(), buf.size(), 0);
     if (n >= 0) co_return static_cast<std::size_t>(n);
@@ -45,7 +45,7 @@ Coroutine<std::size_t> EventLoop::sock_recv_into(int sock, std::span<char> buf) 
 
 Coroutine<void> EventLoop::sock_sendall(int sock, std::string_view data) {
   check_closed();
-  check_nonblocking(sock);
+  check_nonblocking_in_debug(*this, sock);
   std::size_t pos = 0;
   while (pos < data.size()) {
     // MSG_NOSIGNAL: a peer that went away gives EPIPE, never a SIGPIPE that kills the process.
@@ -61,7 +61,7 @@ Coroutine<void> EventLoop::sock_sendall(int sock, std::string_view data) {
 
 Coroutine<void> EventLoop::sock_connect(int sock, SocketAddress address) {
   check_closed();
-  check_nonblocking(sock);
+  check_nonblocking_in_debug(*this, sock);
   if (::connect(sock, address.data(), address.size()) == 0) co_return;
   int err = errno;
   if (err != EINPROGRESS && !would_block(err))
@@ -79,7 +79,7 @@ Coroutine<void> EventLoop::sock_connect(int sock, SocketAddress address) {
 
 Coroutine<void> EventLoop::sock_connect(int sock, std::string host, unsigned short port) {
   check_closed();
-  check_nonblocking(sock);
+  check_nonblocking_in_debug(*this, sock);
   int family = 0, type = 0, proto = 0;
   socklen_t len = sizeof family;
   if (::getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &family, &len) != 0)
@@ -110,7 +110,7 @@ Coroutine<void> EventLoop::sock_connect(int sock, std::string host, unsigned sho
 
 Coroutine<std::pair<int, SocketAddress>> EventLoop::sock_accept(int sock) {
   check_closed();
-  check_nonblocking(sock);
+  check_nonblocking_in_debug(*this, sock);
   for (;;) {
     SocketAddress peer;
     socklen_t len = SocketAddress::capacity();

@@ -128,14 +128,32 @@ TEST_CASE("a refused connect raises std::system_error with ECONNREFUSED") {
   lp.close();
 }
 
-TEST_CASE("a blocking socket is refused with std::invalid_argument") {
+TEST_CASE("in debug mode a blocking socket is refused with std::invalid_argument") {
   loop::EventLoop lp;
+  lp.set_debug(true);  // asyncio makes this check in debug mode only
   Fd s(::socket(AF_INET, SOCK_STREAM, 0));
   try {
     lp.run_until_complete(lp.sock_recv(s, 10));
     FAIL("a blocking socket was accepted");
   } catch (const std::invalid_argument& e) {
     CHECK(std::string(e.what()) == "the socket must be non-blocking");
+  }
+  lp.close();
+}
+
+TEST_CASE(
+    "outside debug mode sock_recv skips the fcntl check: a bad fd fails with the recv's error") {
+  loop::EventLoop lp;
+  REQUIRE_FALSE(lp.get_debug());
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  ::close(fds[0]);
+  ::close(fds[1]);  // fds[0] is now a closed descriptor
+  try {
+    lp.run_until_complete(lp.sock_recv(fds[0], 10));
+    FAIL("a closed fd was accepted");
+  } catch (const std::system_error& e) {
+    CHECK(e.code().value() == EBADF);
   }
   lp.close();
 }
