@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "loop/block_cache.hpp"
 #include "loop/future.hpp"
 
 namespace loop {
@@ -45,8 +46,8 @@ class TaskStateBase {
   virtual void abandon() = 0;
 
  protected:
-  void step();                         // Task.__step
-  bool task_cancel(std::string msg);   // Task.cancel
+  void step();                        // Task.__step
+  bool task_cancel(std::string msg);  // Task.cancel
   virtual void on_coroutine_done(std::exception_ptr pending) = 0;
   virtual bool frame_done() const = 0;
   void schedule_first_step();
@@ -64,6 +65,10 @@ class TaskStateBase {
 TaskStateBase* current_task_state() noexcept;
 
 struct PromiseBase {
+  // A frame per call: from the thread's block cache, not malloc (loop/block_cache.hpp).
+  static void* operator new(std::size_t size) { return allocate_block(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { deallocate_block(p, size); }
+
   TaskStateBase* task = nullptr;
   std::coroutine_handle<> continuation;
   std::exception_ptr exception;
@@ -86,10 +91,8 @@ template <class T>
 struct Promise : PromiseBase {
   std::optional<T> value;
   template <class U>
-    requires std::is_convertible_v<U&&, T>
-  void return_value(U&& v) {
-    value.emplace(std::forward<U>(v));
-  }
+  requires std::is_convertible_v<U&&, T>
+  void return_value(U&& v) { value.emplace(std::forward<U>(v)); }
   T take() {
     if (exception) std::rethrow_exception(exception);
     return std::move(*value);

@@ -326,6 +326,9 @@ class EventLoop {
 
   // ---- For the library's own layers (transports, futures, tasks) ----------------------------
   asio::io_context& io_context() { return io_; }
+  /// Before giving `fd` to asio elsewhere (a transport, a pipe): drops the registration that
+  /// add_reader/add_writer keep for an fd nobody watches any more (asio refuses an fd twice).
+  void release_idle_fd_watch(int fd);
   /// Throws std::runtime_error("Event loop is closed") after close().
   void check_closed() const;
   /// In debug mode, refuses a call from a thread other than the one running the loop.

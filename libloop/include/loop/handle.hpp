@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "loop/block_cache.hpp"
 #include "loop/context.hpp"
 
 namespace loop {
@@ -63,11 +64,6 @@ std::string callable_name(const F& fn) {
 enum class HandleKind : std::uint8_t { soon, timer, threadsafe, io, signal, task, future };
 const char* kind_name(HandleKind kind);
 
-// Handles are allocated and freed once per callback: these keep a small per-thread cache of
-// freed blocks by size, so that a steady stream of callbacks does not go through malloc.
-void* allocate_handle(std::size_t size);
-void deallocate_handle(void* p, std::size_t size) noexcept;
-
 // The shared state behind Handle/TimerHandle; reference counted because both the loop's
 // queues and the caller may hold it.
 class HandleImpl {
@@ -76,8 +72,9 @@ class HandleImpl {
   virtual void invoke() = 0;
   virtual std::string callback_name() const = 0;
 
-  static void* operator new(std::size_t size) { return allocate_handle(size); }
-  static void operator delete(void* p, std::size_t size) noexcept { deallocate_handle(p, size); }
+  // One per callback: from the thread's block cache, not malloc (loop/block_cache.hpp).
+  static void* operator new(std::size_t size) { return allocate_block(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { deallocate_block(p, size); }
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   /// The first reference of a new handle: nobody else can see it yet, so no atomic add.

@@ -88,6 +88,8 @@ class StreamReaderProtocol : public Protocol,
 
   /// Waits while the transport is paused for writing (FlowControlMixin._drain_helper).
   Coroutine<void> drain_helper();
+  /// drain_helper would return at once: not paused, connection not lost (saves its frame).
+  bool drain_is_noop() const { return !paused_ && !connection_lost_; }
   /// Done at connection_lost (with its error, if any).
   Future<void> closed() const { return closed_; }
 

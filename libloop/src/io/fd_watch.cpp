@@ -13,6 +13,13 @@
 // after everything the previous batch scheduled, exactly where asyncio's _process_events puts
 // selector events. An fd still ready after its callback is reported again by the next poll, as
 // a level-triggered selector would; no wakeup is lost, and no extra system call checks the fd.
+//
+// remove_reader/remove_writer keep the fd's registration when nothing watches it any more
+// (an idle FdWatch), because the sock_* coroutines add and remove a reader around every wait:
+// registering again would cost an fstat, an ioctl, an EPOLL_CTL_ADD and an EPOLL_CTL_DEL each
+// time. The fd may have been closed meanwhile and its number reused, so an idle watch is used
+// again only when fstat still shows the same file (device and inode); otherwise it is replaced.
+// Whoever else hands an fd to asio first calls release_idle_fd_watch (asio refuses an fd twice).
 #include <sys/stat.h>
 
 #include <asio/posix/stream_descriptor.hpp>
@@ -55,9 +62,12 @@ class FdDispatch final : public HandleImpl {
 // One watched fd: the asio descriptor (which never owns the fd) and the two directions.
 class FdWatch : public std::enable_shared_from_this<FdWatch> {
  public:
-  FdWatch(EventLoop& loop, int fd) : loop_(loop), fd_(fd), sd_(loop.io_context()) {
+  FdWatch(EventLoop& loop, int fd, const struct stat& st)
+      : loop_(loop), fd_(fd), dev_(st.st_dev), ino_(st.st_ino), sd_(loop.io_context()) {
     sd_.assign(fd);  // registers with the reactor; throws std::system_error
   }
+  /// Whether the fd still refers to the file this watch registered.
+  bool same_file(const struct stat& st) const { return st.st_dev == dev_ && st.st_ino == ino_; }
   ~FdWatch() { release(); }
 
   void init() {
@@ -139,6 +149,8 @@ class FdWatch : public std::enable_shared_from_this<FdWatch> {
 
   EventLoop& loop_;
   int fd_;
+  dev_t dev_;
+  ino_t ino_;
   asio::posix::stream_descriptor sd_;
   Direction dir_[2];
 };
@@ -171,7 +183,7 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
   if (!fd_watchers_) fd_watchers_ = std::make_shared<detail::FdWatchers>();
   auto& map = fd_watchers_->map;
   auto it = map.find(fd);
-  if (it == map.end()) {
+  if (it == map.end() || !it->second->watching()) {
     struct stat st;
     if (::fstat(fd, &st) != 0)
       throw std::system_error(errno, std::system_category(),
@@ -182,9 +194,17 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
       throw std::system_error(EPERM, std::system_category(),
                               "cannot watch file descriptor " + std::to_string(fd) +
                                   " (a regular file or directory is always ready)");
-    auto w = std::make_shared<detail::FdWatch>(*this, fd);
-    w->init();
-    it = map.emplace(fd, std::move(w)).first;
+    if (it != map.end() && !it->second->same_file(st)) {
+      // An idle watch of a file that was closed since: this fd number is another file now.
+      it->second->release();
+      map.erase(it);
+      it = map.end();
+    }
+    if (it == map.end()) {
+      auto w = std::make_shared<detail::FdWatch>(*this, fd, st);
+      w->init();
+      it = map.emplace(fd, std::move(w)).first;
+    }
   }
   cb->loop = this;
   Handle result(cb);
@@ -201,12 +221,8 @@ bool EventLoop::remove_fd_watch(int fd, int direction) {
   auto& map = fd_watchers_->map;
   auto it = map.find(fd);
   if (it == map.end()) return false;
-  std::shared_ptr<detail::FdWatch> w = it->second;
-  detail::HandleRef old = w->clear(direction);
-  if (!w->watching()) {
-    w->release();
-    map.erase(it);
-  }
+  // The registration stays when nothing is watched any more (see the top of the file).
+  detail::HandleRef old = it->second->clear(direction);
   if (!old) return false;
   old->cancelled = true;
   if (tracer_) trace(direction == 0 ? "reader_removed" : "writer_removed", {{"fd", fd}});
@@ -218,6 +234,15 @@ bool EventLoop::remove_reader(int fd) {
 }
 bool EventLoop::remove_writer(int fd) {
   return remove_fd_watch(fd, 1);
+}
+
+void EventLoop::release_idle_fd_watch(int fd) {
+  if (!fd_watchers_) return;
+  auto& map = fd_watchers_->map;
+  auto it = map.find(fd);
+  if (it == map.end() || it->second->watching()) return;
+  it->second->release();
+  map.erase(it);
 }
 
 void EventLoop::close_fd_watchers() {

@@ -24,6 +24,7 @@ DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd, int fa
       address_(std::move(address)),
       id_(next_transport_id()) {
   asio::error_code ec;
+  loop.release_idle_fd_watch(fd);
   sock_.assign(asio::generic::datagram_protocol(family, proto), fd, ec);
   if (ec) throw std::system_error(ec, "cannot register the datagram socket");
   sock_.native_non_blocking(true, ec);

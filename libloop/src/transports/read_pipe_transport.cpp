@@ -15,6 +15,7 @@ ReadPipeTransport::ReadPipeTransport(EventLoop& loop, int fd, std::shared_ptr<Pr
   check_pipe_fd(fd, "Pipe transport is for pipes/sockets only.");
   id_ = next_transport_id();
   asio::error_code ec;
+  loop.release_idle_fd_watch(fd);
   pipe_.assign(fd, ec);
   if (ec) throw std::system_error(ec, "cannot register the pipe");
   pipe_.native_non_blocking(true, ec);

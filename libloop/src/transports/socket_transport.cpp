@@ -342,6 +342,7 @@ void SocketTransport::attach_watcher() {
   if (!detached_) return;  // closed meanwhile: the fd is gone
   detached_ = false;
   asio::error_code ec;
+  loop_->release_idle_fd_watch(fd_);  // sock_sendfile waited on it with add_writer
   sock_.assign(asio::generic::stream_protocol(family_, SOCK_STREAM), fd_, ec);
   if (ec) return force_close(std::make_exception_ptr(std::system_error(ec, "reattaching")));
   if (reader_active_) arm_read();

@@ -64,6 +64,7 @@ SocketAddress peername(int fd) {
 }
 
 AsioSocket asio_socket(EventLoop& loop, int fd, int family) {
+  loop.release_idle_fd_watch(fd);  // e.g. sock_connect waited on it with add_writer
   return AsioSocket(loop.io_context(), asio::generic::stream_protocol(family, SOCK_STREAM), fd);
 }
 

@@ -145,9 +145,14 @@ Coroutine<std::string> StreamReader::read(long n) {
     co_return all;
   }
   if (buffer_.empty() && !eof_) co_await wait_for_data("read");
-  std::size_t take = std::min(buffer_.size(), static_cast<std::size_t>(n));
-  std::string data = buffer_.substr(0, take);
-  buffer_.erase(0, take);
+  std::string data;
+  if (buffer_.size() <= static_cast<std::size_t>(n)) {
+    data = std::move(buffer_);  // the common case: all of it, without a copy
+    buffer_.clear();
+  } else {
+    data.assign(buffer_, 0, static_cast<std::size_t>(n));
+    buffer_.erase(0, static_cast<std::size_t>(n));
+  }
   maybe_resume_transport();
   co_return data;
 }
@@ -292,6 +297,7 @@ Coroutine<void> StreamWriter::drain() {
   if (transport_->is_closing()) co_await sleep(0);
   auto protocol = protocol_.lock();  // gone: the connection was lost and released it
   if (!protocol) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
+  if (protocol->drain_is_noop()) co_return;  // the usual case, without drain_helper's frame
   co_await protocol->drain_helper();
 }
 

@@ -27,6 +27,7 @@ WritePipeTransport::WritePipeTransport(EventLoop& loop, int fd,
   watch_reader_ = is_socket_ || S_ISFIFO(st.st_mode);
   id_ = next_transport_id();
   asio::error_code ec;
+  loop.release_idle_fd_watch(fd);
   pipe_.assign(fd, ec);
   if (ec) throw std::system_error(ec, "cannot register the pipe");
   pipe_.native_non_blocking(true, ec);

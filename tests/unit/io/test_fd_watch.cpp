@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <loop/loop.hpp>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -387,5 +388,59 @@ TEST_CASE("reader/writer added and removed are traced, in debug mode too") {
   CHECK(evs == std::vector<std::string>{"reader_added", "writer_added", "reader_removed",
                                         "writer_removed"});
   CHECK(callback_named);
+  lp.close();
+}
+
+TEST_CASE("a removed reader's fd closed and its number reused: the new file is watched") {
+  // remove_reader keeps the fd's registration for the next add_reader; closing the fd and
+  // getting the same number for another socket must not leave the new one unwatched.
+  loop::EventLoop lp;
+  auto first = std::make_unique<SocketPair>();
+  int fd = first->a;
+  lp.add_reader(fd, [] {});
+  REQUIRE(lp.remove_reader(fd));
+  first.reset();  // closes both ends: fd's number is free again
+  SocketPair second;
+  int reused = second.a == fd ? second.a : second.b == fd ? second.b : -1;
+  REQUIRE(reused == fd);  // the lowest free numbers come back
+  int other = reused == second.a ? second.b : second.a;
+  std::string got;
+  lp.add_reader(reused, [&] {
+    got = drain(reused);
+    lp.stop();
+  });
+  REQUIRE(::write(other, "hi", 2) == 2);
+  run_bounded(lp);
+  CHECK(got == "hi");
+  lp.remove_reader(reused);
+  lp.close();
+}
+
+TEST_CASE("an fd add_writer watched before can become a transport's (create_connection sock=)") {
+  // asyncio's pattern: sock_connect (which waits with add_writer), then hand the socket over.
+  loop::EventLoop lp;
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  REQUIRE(listener >= 0);
+  auto any = loop::SocketAddress::from_ip("127.0.0.1", 0);
+  REQUIRE(::bind(listener, any.data(), any.size()) == 0);
+  REQUIRE(::listen(listener, 4) == 0);
+  loop::SocketAddress bound;
+  socklen_t len = loop::SocketAddress::capacity();
+  ::getsockname(listener, bound.data(), &len);
+  bound.set_size(len);
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  auto main = [&]() -> loop::Coroutine<std::string> {
+    co_await lp.sock_connect(s, bound);
+    loop::ConnectionOptions opts;
+    opts.sock = s;
+    auto factory = [] { return std::make_shared<loop::Protocol>(); };
+    auto [t, p] = co_await lp.create_connection(factory, opts);
+    std::string peer =
+        std::any_cast<loop::SocketAddress>(t->get_extra_info("peername")).to_string();
+    t->close();
+    co_return peer;
+  };
+  CHECK(lp.run_until_complete(main()) == bound.to_string());
+  ::close(listener);
   lp.close();
 }

@@ -1,17 +1,19 @@
-// The per-thread cache of freed handle blocks behind HandleImpl's operator new/delete.
+// The per-thread cache of small freed blocks behind HandleImpl's and the coroutine frames'
+// operator new/delete.
 //
-// A callback costs one handle: allocated by call_soon (or an I/O completion), freed after it
-// ran. malloc/free for that is a good part of a callback's cost, so each thread keeps the blocks
-// it frees, by size class, and hands them out again. The cache is bounded per class: a burst of
-// a million callbacks leaves at most kMaxCachedPerClass blocks behind, the rest go back to
-// malloc. A block freed on another thread (call_soon_threadsafe's handles) joins that thread's
-// cache; each thread frees its cache when it exits. Under AddressSanitizer the cache is off, so
-// that a use after free of a handle is still caught.
+// A callback costs one handle, allocated by call_soon (or an I/O completion) and freed after it
+// ran; an await costs a coroutine frame or two. malloc/free for those is a good part of their
+// cost, so each thread keeps the blocks it frees, by size class, and hands them out again. The
+// cache is bounded per class (kMaxCachedBytesPerClass): a burst of a million callbacks leaves a
+// few thousand blocks behind, the rest go back to malloc. A block freed on another thread
+// (call_soon_threadsafe's handles) joins that thread's cache; each thread frees its cache when it
+// exits. Under AddressSanitizer the cache is off, so that a use after free of a handle is still
+// caught.
+#include "loop/block_cache.hpp"
+
 #include <cstddef>
 #include <cstdlib>
 #include <new>
-
-#include "loop/handle.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define LOOP_HANDLE_CACHE 0
@@ -31,8 +33,8 @@ namespace loop::detail {
 namespace {
 
 constexpr std::size_t kGranule = 16;
-constexpr std::size_t kClasses = 16;  // blocks of 16, 32, ... 256 bytes
-constexpr std::size_t kMaxCachedPerClass = 4096;
+constexpr std::size_t kClasses = 64;  // blocks of 16, 32, ... 1024 bytes
+constexpr std::size_t kMaxCachedBytesPerClass = 64 * 1024;
 
 struct FreeBlock {
   FreeBlock* next;
@@ -59,7 +61,7 @@ class HandleCache {
   }
   bool give(std::size_t cls, void* p) noexcept {
     Class& c = classes_[cls];
-    if (c.count == kMaxCachedPerClass) return false;
+    if (c.count * (cls + 1) * kGranule >= kMaxCachedBytesPerClass) return false;
     auto* b = static_cast<FreeBlock*>(p);
     b->next = c.head;
     c.head = b;
@@ -91,7 +93,7 @@ std::size_t size_class(std::size_t size) {
 
 }  // namespace
 
-void* allocate_handle(std::size_t size) {
+void* allocate_block(std::size_t size) {
   std::size_t cls = size_class(size);
   if (cls < kClasses && t_cache_alive)
     if (void* p = t_cache.take(cls)) return p;
@@ -99,7 +101,7 @@ void* allocate_handle(std::size_t size) {
   return ::operator new(cls < kClasses ? (cls + 1) * kGranule : size);
 }
 
-void deallocate_handle(void* p, std::size_t size) noexcept {
+void deallocate_block(void* p, std::size_t size) noexcept {
   std::size_t cls = size_class(size);
   if (cls < kClasses) {
     if (!t_cache_alive) {
@@ -115,10 +117,10 @@ void deallocate_handle(void* p, std::size_t size) noexcept {
 
 #else
 
-void* allocate_handle(std::size_t size) {
+void* allocate_block(std::size_t size) {
   return ::operator new(size);
 }
-void deallocate_handle(void* p, std::size_t) noexcept {
+void deallocate_block(void* p, std::size_t) noexcept {
   ::operator delete(p);
 }
 
