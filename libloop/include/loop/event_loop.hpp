@@ -378,7 +378,14 @@ class EventLoop {
   std::unordered_set<detail::LoopResource*> resources_;
   std::unique_ptr<Clock> clock_;
   std::deque<detail::HandleRef> ready_;
-  std::vector<detail::HandleRef> timers_;  // a min-heap on (when, id)
+  // A min-heap on (when, id). The keys are copied into the entries so that sifting compares
+  // without loading each handle (100,000 timers do not fit in the cache).
+  struct TimerEntry {
+    double when;
+    std::uint64_t id;
+    detail::HandleRef handle;
+  };
+  std::vector<TimerEntry> timers_;
   std::size_t timer_cancelled_count_ = 0;
   std::uint64_t next_handle_id_ = 1;
   bool running_ = false;

@@ -24,9 +24,10 @@ constexpr double kMinCancelledTimerHandlesFraction = 0.5;
 // Min-heap order on (when, id): the earliest deadline first, FIFO among equal deadlines (ids
 // grow with every schedule).
 struct TimerLater {
-  bool operator()(const detail::HandleRef& a, const detail::HandleRef& b) const {
-    if (a->when != b->when) return a->when > b->when;
-    return a->id > b->id;
+  template <class Entry>
+  bool operator()(const Entry& a, const Entry& b) const {
+    if (a.when != b.when) return a.when > b.when;
+    return a.id > b.id;
   }
 };
 
@@ -132,7 +133,7 @@ void EventLoop::close() {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
     threadsafe_queue_.clear();
   }
-  for (auto& t : timers_) t->scheduled = false;
+  for (auto& t : timers_) t.handle->scheduled = false;
   timers_.clear();
   timer_cancelled_count_ = 0;
   if (default_executor_) default_executor_->shutdown(false);
@@ -159,11 +160,11 @@ void EventLoop::drop_cancelled_timers() {
       static_cast<double>(timer_cancelled_count_) / static_cast<double>(sched_count) >
           kMinCancelledTimerHandlesFraction) {
     // Too many cancelled timers waste the heap: rebuild it from the live ones.
-    std::vector<detail::HandleRef> live;
+    std::vector<TimerEntry> live;
     live.reserve(sched_count - timer_cancelled_count_);
     for (auto& t : timers_) {
-      if (t->cancelled)
-        t->scheduled = false;
+      if (t.handle->cancelled)
+        t.handle->scheduled = false;
       else
         live.push_back(std::move(t));
     }
@@ -172,10 +173,10 @@ void EventLoop::drop_cancelled_timers() {
     timer_cancelled_count_ = 0;
   } else {
     // Remove cancelled timers from the front of the heap.
-    while (!timers_.empty() && timers_.front()->cancelled) {
+    while (!timers_.empty() && timers_.front().handle->cancelled) {
       --timer_cancelled_count_;
       std::pop_heap(timers_.begin(), timers_.end(), TimerLater{});
-      timers_.back()->scheduled = false;
+      timers_.back().handle->scheduled = false;
       timers_.pop_back();
     }
   }
@@ -188,7 +189,7 @@ double EventLoop::poll(double timeout) {
       // Simulated time: look at I/O without waiting; if nothing happened, jump to the timer.
       events = io_.poll();
       if (events == 0 && ready_.empty() && !timers_.empty())
-        clock_->advance_to(timers_.front()->when);
+        clock_->advance_to(timers_.front().when);
     } else if (timeout == 0) {
       events = io_.poll();
     } else if (timeout < 0) {
@@ -216,7 +217,7 @@ void EventLoop::run_once() {
   if (!ready_.empty() || stopping_) {
     timeout = 0;
   } else if (!timers_.empty()) {
-    timeout = std::clamp(timers_.front()->when - time(), 0.0, kMaximumSelectTimeout);
+    timeout = std::clamp(timers_.front().when - time(), 0.0, kMaximumSelectTimeout);
   }
 
   double poll_start = tracer_ ? time() : 0;
@@ -225,9 +226,9 @@ void EventLoop::run_once() {
   // Handle the timers that are due.
   double end_time = time() + clock_->resolution();
   while (!timers_.empty()) {
-    if (timers_.front()->when >= end_time) break;
+    if (timers_.front().when >= end_time) break;
     std::pop_heap(timers_.begin(), timers_.end(), TimerLater{});
-    detail::HandleRef h = std::move(timers_.back());
+    detail::HandleRef h = std::move(timers_.back().handle);
     timers_.pop_back();
     h->scheduled = false;
     ready_.push_back(std::move(h));
@@ -346,7 +347,7 @@ TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
   h->when = when;
   h->scheduled = true;
   if (debug_) h->origin = detail::capture_origin();
-  timers_.push_back(h);
+  timers_.push_back(TimerEntry{when, h->id, h});
   std::push_heap(timers_.begin(), timers_.end(), TimerLater{});
   if (tracer_) [[unlikely]]
     trace("timer_scheduled", {{"id", h->id}, {"name", h->callback_name()}, {"when", when}});
