@@ -46,8 +46,8 @@ class TaskStateBase {
   virtual void abandon() = 0;
 
  protected:
-  void step();                        // Task.__step
-  bool task_cancel(std::string msg);  // Task.cancel
+  void step();                         // Task.__step
+  bool task_cancel(std::string msg);   // Task.cancel
   virtual void on_coroutine_done(std::exception_ptr pending) = 0;
   virtual bool frame_done() const = 0;
   void schedule_first_step();
@@ -91,8 +91,10 @@ template <class T>
 struct Promise : PromiseBase {
   std::optional<T> value;
   template <class U>
-  requires std::is_convertible_v<U&&, T>
-  void return_value(U&& v) { value.emplace(std::forward<U>(v)); }
+    requires std::is_convertible_v<U&&, T>
+  void return_value(U&& v) {
+    value.emplace(std::forward<U>(v));
+  }
   T take() {
     if (exception) std::rethrow_exception(exception);
     return std::move(*value);

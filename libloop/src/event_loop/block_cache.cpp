@@ -7,8 +7,8 @@
 // cache is bounded per class (kMaxCachedBytesPerClass): a burst of a million callbacks leaves a
 // few thousand blocks behind, the rest go back to malloc. A block freed on another thread
 // (call_soon_threadsafe's handles) joins that thread's cache; each thread frees its cache when it
-// exits. Under AddressSanitizer the cache is off, so that a use after free of a handle is still
-// caught.
+// exits. Under AddressSanitizer (and TSan) the cache is off, so that a use after free of a handle
+// or a frame is still caught.
 #include "loop/block_cache.hpp"
 
 #include <cstddef>
@@ -16,19 +16,19 @@
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define LOOP_HANDLE_CACHE 0
+#define LOOP_BLOCK_CACHE 0
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define LOOP_HANDLE_CACHE 0
+#define LOOP_BLOCK_CACHE 0
 #endif
 #endif
-#ifndef LOOP_HANDLE_CACHE
-#define LOOP_HANDLE_CACHE 1
+#ifndef LOOP_BLOCK_CACHE
+#define LOOP_BLOCK_CACHE 1
 #endif
 
 namespace loop::detail {
 
-#if LOOP_HANDLE_CACHE
+#if LOOP_BLOCK_CACHE
 
 namespace {
 
@@ -40,9 +40,9 @@ struct FreeBlock {
   FreeBlock* next;
 };
 
-class HandleCache {
+class BlockCache {
  public:
-  ~HandleCache() {
+  ~BlockCache() {
     for (auto& c : classes_) {
       while (c.head) {
         FreeBlock* b = c.head;
@@ -77,8 +77,8 @@ class HandleCache {
   Class classes_[kClasses];
 };
 
-thread_local HandleCache t_cache;
-// Whether t_cache may still be used: false once this thread's cache was destroyed (handles
+thread_local BlockCache t_cache;
+// Whether t_cache may still be used: false once this thread's cache was destroyed (blocks
 // freed by other thread_local destructors after it go straight to malloc).
 thread_local bool t_cache_alive = false;
 
