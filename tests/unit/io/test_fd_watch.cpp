@@ -15,6 +15,8 @@
 #include <system_error>
 #include <thread>
 
+#include "io_test_support.hpp"
+
 namespace {
 
 // One iteration: stop() before run_forever polls once with a zero timeout and runs one batch.
@@ -419,16 +421,9 @@ TEST_CASE("a removed reader's fd closed and its number reused: the new file is w
 TEST_CASE("an fd add_writer watched before can become a transport's (create_connection sock=)") {
   // asyncio's pattern: sock_connect (which waits with add_writer), then hand the socket over.
   loop::EventLoop lp;
-  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  REQUIRE(listener >= 0);
-  auto any = loop::SocketAddress::from_ip("127.0.0.1", 0);
-  REQUIRE(::bind(listener, any.data(), any.size()) == 0);
-  REQUIRE(::listen(listener, 4) == 0);
   loop::SocketAddress bound;
-  socklen_t len = loop::SocketAddress::capacity();
-  ::getsockname(listener, bound.data(), &len);
-  bound.set_size(len);
-  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  iotest::Fd listener = iotest::listener(loop::SocketAddress::from_ip("127.0.0.1", 0), &bound);
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);  // the transport will own it
   auto main = [&]() -> loop::Coroutine<std::string> {
     co_await lp.sock_connect(s, bound);
     loop::ConnectionOptions opts;
@@ -441,6 +436,5 @@ TEST_CASE("an fd add_writer watched before can become a transport's (create_conn
     co_return peer;
   };
   CHECK(lp.run_until_complete(main()) == bound.to_string());
-  ::close(listener);
   lp.close();
 }
