@@ -114,7 +114,7 @@ class FdWatch : public std::enable_shared_from_this<FdWatch> {
   struct Direction {
     HandleRef callback;  // the user's handle; null: not watched
     HandleRef dispatch;  // FdDispatch
-    bool busy = false;   // a check, a wait or the dispatch is pending
+    bool busy = false;   // a wait or the dispatch is pending
   };
 
   void after_callback(int d) { start(d); }
