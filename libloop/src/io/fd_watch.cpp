@@ -104,7 +104,7 @@ class FdWatch : public std::enable_shared_from_this<FdWatch> {
     struct Rearm {
       FdWatch& w;
       int d;
-      ~Rearm() { w.after_callback(d); }
+      ~Rearm() { w.start(d); }
     } rearm{*this, d};
     cb->invoke();
   }
@@ -116,8 +116,6 @@ class FdWatch : public std::enable_shared_from_this<FdWatch> {
     HandleRef dispatch;  // FdDispatch
     bool busy = false;   // a wait or the dispatch is pending
   };
-
-  void after_callback(int d) { start(d); }
 
   // Arms the wait (see the top of the file: it reports an fd that is ready already).
   void start(int d) {
@@ -196,8 +194,7 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
                                   " (a regular file or directory is always ready)");
     if (it != map.end() && !it->second->same_file(st)) {
       // An idle watch of a file that was closed since: this fd number is another file now.
-      it->second->release();
-      map.erase(it);
+      release_idle_fd_watch(fd);
       it = map.end();
     }
     if (it == map.end()) {
