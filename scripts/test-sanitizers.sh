@@ -82,8 +82,9 @@ run_asan() {
 }
 
 # The test programs that cross threads: call_soon_threadsafe, run_in_executor, signal handlers
-# (a signal from another thread), getaddrinfo on the executor. Selected by program name.
-TSAN_PROGRAMS='(thread|executor|signal|dns|call_soon|current_loop)'
+# (a signal from another thread), getaddrinfo on the executor, the Poller's wake-up. Selected
+# by program name.
+TSAN_PROGRAMS='(thread|executor|signal|dns|call_soon|current_loop|poller)'
 
 run_tsan() {
   local dir=$src/build-tsan logs=$src/build-tsan/sanitizer-logs targets=()

@@ -50,6 +50,8 @@ struct AddrInfo;
 
 namespace detail {
 class FdWatchers;
+class Poller;
+class AsioReactorWatch;
 class SignalHandlers;
 class FutureStateBase;
 class TaskStateBase;
@@ -326,8 +328,10 @@ class EventLoop {
 
   // ---- For the library's own layers (transports, futures, tasks) ----------------------------
   asio::io_context& io_context() { return io_; }
-  /// Before giving `fd` to asio elsewhere (a transport, a pipe): drops the registration that
-  /// add_reader/add_writer keep for an fd nobody watches any more (asio refuses an fd twice).
+  /// The level-triggered epoll the loop blocks in: connections and add_reader/add_writer.
+  detail::Poller& poller() { return *poller_; }
+  /// Before giving `fd` to another watcher (a transport, a pipe): drops the registration that
+  /// add_reader/add_writer keep for an fd nobody watches any more (epoll refuses an fd twice).
   void release_idle_fd_watch(int fd);
   /// Throws std::runtime_error("Event loop is closed") after close().
   void check_closed() const;
@@ -365,7 +369,8 @@ class EventLoop {
 
  private:
   void run_once();
-  double poll(double timeout);  // returns the number of asio completions processed
+  double poll(double timeout);  // returns the number of I/O events processed
+  std::size_t poll_io(int timeout_ms);
   void run_handle(detail::HandleImpl& handle);
   void drop_cancelled_timers();
   template <class T>
@@ -373,6 +378,10 @@ class EventLoop {
 
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
+  // After io_, before everything registered in it: destroyed after the transports and fd
+  // watches let go of their entries.
+  std::unique_ptr<detail::Poller> poller_;
+  std::unique_ptr<detail::AsioReactorWatch> asio_watch_;  // asio's epoll fd, in poller_
   // Before ready_: a handle destroyed with the queue may release a transport, which then
   // unregisters itself from this set.
   std::unordered_set<detail::LoopResource*> resources_;

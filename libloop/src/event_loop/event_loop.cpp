@@ -2,11 +2,13 @@
 #include "loop/event_loop.hpp"
 
 #include <algorithm>
-#include <asio/post.hpp>
-#include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
+#include "io/asio_nesting.hpp"
+#include "io/poller.hpp"
 #include "loop/task.hpp"
 
 namespace loop {
@@ -31,6 +33,14 @@ struct TimerLater {
   }
 };
 
+// The poll timeout in epoll's milliseconds, rounded up as asyncio's EpollSelector does: a
+// timer is never polled for too short a time and then found not yet due.
+int timeout_ms(double timeout) {
+  if (timeout < 0) return -1;
+  double ms = std::ceil(timeout * 1000);
+  return ms >= static_cast<double>(INT_MAX) ? INT_MAX : static_cast<int>(ms);
+}
+
 bool env_debug() {
   const char* v = std::getenv("LOOP_DEBUG");
   return v && *v;
@@ -38,9 +48,29 @@ bool env_debug() {
 
 }  // namespace
 
+namespace detail {
+
+// asio's epoll fd, watched by the Poller (see io/asio_nesting.hpp).
+class AsioReactorWatch final : public PollWatcher {
+ public:
+  AsioReactorWatch(Poller& poller, asio::io_context& io) : entry_(*this) {
+    poller.watch(entry_, asio_reactor_fd(io), EPOLLIN);
+    asio_expect_interrupts(io);
+  }
+  void poll_ready(bool, bool) override { ready = true; }
+  bool ready = false;  // asio has something to run: io_context::poll() in this poll phase
+
+ private:
+  PollEntry entry_;
+};
+
+}  // namespace detail
+
 EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     : io_(1),
       work_(asio::make_work_guard(io_)),
+      poller_(std::make_unique<detail::Poller>()),
+      asio_watch_(std::make_unique<detail::AsioReactorWatch>(*poller_, io_)),
       clock_(clock ? std::move(clock) : make_steady_clock()),
       debug_(env_debug()),
       link_(std::make_shared<detail::LoopLink>()) {
@@ -187,27 +217,42 @@ double EventLoop::poll(double timeout) {
   try {
     if (clock_->is_virtual() && timeout > 0) {
       // Simulated time: look at I/O without waiting; if nothing happened, jump to the timer.
-      events = io_.poll();
+      events = poll_io(0);
       if (events == 0 && ready_.empty() && !timers_.empty())
         clock_->advance_to(timers_.front().when);
-    } else if (timeout == 0) {
-      events = io_.poll();
-    } else if (timeout < 0) {
-      events = io_.run_one();
-      events += io_.poll();
     } else {
-      events = io_.run_one_for(std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::duration<double>(timeout)));
-      events += io_.poll();
+      events = poll_io(timeout_ms(timeout));
     }
   } catch (...) {
-    // asio handlers only enqueue callbacks; one that throws is a bug in a layer of ours.
+    // Watchers and asio handlers only enqueue callbacks; one that throws is a bug in a layer
+    // of ours.
     ExceptionContext ctx;
     ctx.message = "Exception in the I/O poll";
     ctx.exception = std::current_exception();
     call_exception_handler(ctx);
   }
   return static_cast<double>(events);
+}
+
+// One epoll_wait: the connections and watched fds put their handles on the ready queue, the
+// other threads' call_soon_threadsafe handles are moved there, and asio runs what it has.
+std::size_t EventLoop::poll_io(int timeout_ms) {
+  auto events = static_cast<std::size_t>(poller_->wait(timeout_ms));
+  if (poller_->take_wakeup()) drain_threadsafe();
+  if (asio_watch_->ready) {
+    asio_watch_->ready = false;
+    struct ExpectInterrupts {
+      EventLoop& loop;
+      bool done = false;
+      ~ExpectInterrupts() {
+        detail::asio_expect_interrupts(loop.io_);
+        if (!done) loop.asio_watch_->ready = true;  // a handler threw: run the rest next time
+      }
+    } guard{*this};
+    events += io_.poll();
+    guard.done = true;
+  }
+  return events;
 }
 
 void EventLoop::run_once() {
@@ -322,9 +367,9 @@ void EventLoop::schedule_threadsafe(detail::HandleRef h) {
     wake = threadsafe_queue_.empty();  // else a wake-up is already on its way
     threadsafe_queue_.push_back(std::move(h));
   }
-  // asio::post is thread-safe and wakes a loop blocked in its poll (asyncio's self-pipe); the
-  // completion only moves the handles onto the ready queue, on the loop's thread.
-  if (wake) asio::post(io_, [this] { drain_threadsafe(); });
+  // The poller's eventfd is asyncio's self-pipe: the loop's poll returns and moves the
+  // handles onto the ready queue, on the loop's thread.
+  if (wake) poller_->wake();
 }
 
 void EventLoop::drain_threadsafe() {

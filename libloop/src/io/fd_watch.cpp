@@ -1,33 +1,30 @@
-// add_reader/add_writer: level-triggered fd watching (asyncio's selector semantics) on asio.
+// add_reader/add_writer: level-triggered fd watching (asyncio's selector semantics) on the
+// loop's Poller (io/poller.hpp).
 //
-// asio registers descriptors with epoll edge-triggered. What makes a wait level-triggered is how
-// asio arms it: async_wait is not speculative, so every wait re-arms the fd with EPOLL_CTL_MOD,
-// and the kernel queues an fd that is already ready at that moment (ep_modify puts a "hot" item
-// on the ready list). So each direction runs this cycle:
+// Each direction runs this cycle:
 //
-//   async_wait --completion (poll phase)--> dispatch (ready batch: runs the callback)
+//   poll phase: the fd is ready --> dispatch queued (ready batch: runs the callback)
 //       ^                                        |
-//       +------ still registered after it -------+
+//       +------ still watched after it ----------+
 //
-// The completion arrives in the next iteration's poll phase: the callback is queued there,
-// after everything the previous batch scheduled, exactly where asyncio's _process_events puts
-// selector events. An fd still ready after its callback is reported again by the next poll, as
-// a level-triggered selector would; no wakeup is lost, and no extra system call checks the fd.
+// The dispatch is queued in the poll phase, after everything the previous batch scheduled,
+// exactly where asyncio's _process_events puts selector events. An fd still ready after its
+// callback is reported again by the next poll (level-triggered); nothing is re-armed.
 //
-// remove_reader/remove_writer keep the fd's registration when nothing watches it any more
-// (an idle FdWatch), because the sock_* coroutines add and remove a reader around every wait:
-// registering again would cost an fstat, an ioctl, an EPOLL_CTL_ADD and an EPOLL_CTL_DEL each
-// time. The fd may have been closed meanwhile and its number reused, so an idle watch is used
+// remove_reader/remove_writer keep the FdWatch and its registration when nothing watches the
+// fd any more (an idle FdWatch), because the sock_* coroutines add and remove a reader around
+// every wait: the Poller then shrinks the registration only if the fd is reported meanwhile.
+// The fd may have been closed meanwhile and its number reused, so an idle watch is used
 // again only when fstat still shows the same file (device and inode); otherwise it is replaced.
-// Whoever else hands an fd to asio first calls release_idle_fd_watch (asio refuses an fd twice).
+// Whoever else watches an fd first calls release_idle_fd_watch (epoll refuses an fd twice).
 #include <sys/stat.h>
 
-#include <asio/posix/stream_descriptor.hpp>
 #include <cerrno>
 #include <memory>
 #include <system_error>
 #include <unordered_map>
 
+#include "io/poller.hpp"
 #include "loop/event_loop.hpp"
 
 namespace loop {
@@ -59,13 +56,11 @@ class FdDispatch final : public HandleImpl {
   int direction_;
 };
 
-// One watched fd: the asio descriptor (which never owns the fd) and the two directions.
-class FdWatch : public std::enable_shared_from_this<FdWatch> {
+// One watched fd: its Poller entry (the fd is never owned) and the two directions.
+class FdWatch final : public PollWatcher, public std::enable_shared_from_this<FdWatch> {
  public:
   FdWatch(EventLoop& loop, int fd, const struct stat& st)
-      : loop_(loop), fd_(fd), dev_(st.st_dev), ino_(st.st_ino), sd_(loop.io_context()) {
-    sd_.assign(fd);  // registers with the reactor; throws std::system_error
-  }
+      : loop_(loop), fd_(fd), dev_(st.st_dev), ino_(st.st_ino), entry_(*this) {}
   /// Whether the fd still refers to the file this watch registered.
   bool same_file(const struct stat& st) const { return st.st_dev == dev_ && st.st_ino == ino_; }
   ~FdWatch() { release(); }
@@ -74,72 +69,55 @@ class FdWatch : public std::enable_shared_from_this<FdWatch> {
     for (int d : {kRead, kWrite}) dir_[d].dispatch = HandleRef(new FdDispatch(weak_from_this(), d));
   }
 
-  /// Gives the fd back to its owner: asio cancels the waits and deregisters it.
-  void release() {
-    if (sd_.is_open()) (void)sd_.release();
-  }
+  /// Gives the fd back to its owner: out of the Poller.
+  void release() noexcept { loop_.poller().remove(entry_); }
 
-  /// Installs `cb` for direction d; returns the callback it replaces (null if none).
+  /// Installs `cb` for direction d; returns the callback it replaces (null if none). Throws
+  /// std::system_error if epoll refuses the fd (the callback is then not installed).
   HandleRef set(int d, HandleRef cb) {
-    Direction& dir = dir_[d];
-    HandleRef old = std::exchange(dir.callback, std::move(cb));
-    if (dir.callback && !dir.busy) start(d);
-    return old;
+    loop_.poller().watch(entry_, fd_, kEvents[d]);
+    return std::exchange(dir_[d].callback, std::move(cb));
   }
-  HandleRef clear(int d) { return std::exchange(dir_[d].callback, HandleRef()); }
+  HandleRef clear(int d) {
+    loop_.poller().unwatch(entry_, kEvents[d]);
+    return std::exchange(dir_[d].callback, HandleRef());
+  }
   bool watching() const { return dir_[kRead].callback || dir_[kWrite].callback; }
   const HandleRef& callback(int d) const { return dir_[d].callback; }
 
-  /// The dispatch handle ran: call the callback, then look at the fd again next iteration.
+  void poll_ready(bool readable, bool writable) override {
+    if (readable) schedule(kRead);
+    if (writable) schedule(kWrite);
+  }
+
+  /// The dispatch handle ran: call the callback (the fd stays watched).
   void dispatch(int d) {
     auto keep_alive = shared_from_this();  // the callback may remove the watch
     Direction& dir = dir_[d];
+    dir.queued = false;
     HandleRef cb = dir.callback;
-    if (!cb || cb->cancelled) {
+    if (!cb) return;
+    if (cb->cancelled) {
       // asyncio's _process_events: a cancelled handle unregisters its direction.
-      if (cb) (void)(d == kRead ? loop_.remove_reader(fd_) : loop_.remove_writer(fd_));
-      dir.busy = false;
+      (void)(d == kRead ? loop_.remove_reader(fd_) : loop_.remove_writer(fd_));
       return;
     }
-    struct Rearm {
-      FdWatch& w;
-      int d;
-      ~Rearm() { w.start(d); }
-    } rearm{*this, d};
     cb->invoke();
   }
 
  private:
   friend class FdDispatch;
+  static constexpr std::uint32_t kEvents[2] = {EPOLLIN, EPOLLOUT};
   struct Direction {
-    HandleRef callback;  // the user's handle; null: not watched
-    HandleRef dispatch;  // FdDispatch
-    bool busy = false;   // a wait or the dispatch is pending
+    HandleRef callback;   // the user's handle; null: not watched
+    HandleRef dispatch;   // FdDispatch
+    bool queued = false;  // the dispatch is on the ready queue
   };
-
-  // Arms the wait (see the top of the file: it reports an fd that is ready already).
-  void start(int d) {
-    Direction& dir = dir_[d];
-    if (!dir.callback || !sd_.is_open()) {
-      dir.busy = false;
-      return;
-    }
-    dir.busy = true;
-    auto type = d == kRead ? asio::posix::descriptor_base::wait_read
-                           : asio::posix::descriptor_base::wait_write;
-    sd_.async_wait(type, [weak = weak_from_this(), d](const std::error_code& ec) {
-      auto w = weak.lock();
-      if (!w) return;
-      if (ec == asio::error::operation_aborted || !w->dir_[d].callback) {
-        w->dir_[d].busy = false;
-        return;
-      }
-      w->schedule(d);  // readiness (or an error the callback will see)
-    });
-  }
 
   void schedule(int d) {
     Direction& dir = dir_[d];
+    if (!dir.callback || dir.queued) return;
+    dir.queued = true;
     dir.dispatch->context = dir.callback->context;
     dir.dispatch->cancelled = false;
     loop_.schedule(dir.dispatch, d == kRead ? "add_reader" : "add_writer");
@@ -149,7 +127,7 @@ class FdWatch : public std::enable_shared_from_this<FdWatch> {
   int fd_;
   dev_t dev_;
   ino_t ino_;
-  asio::posix::stream_descriptor sd_;
+  PollEntry entry_;
   Direction dir_[2];
 };
 
@@ -187,7 +165,7 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
       throw std::system_error(errno, std::system_category(),
                               "cannot watch file descriptor " + std::to_string(fd));
     // epoll refuses regular files and directories with EPERM (asyncio raises PermissionError);
-    // asio would silently accept them and never report an event.
+    // said here with the reason, before an idle registration could hide it.
     if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))
       throw std::system_error(EPERM, std::system_category(),
                               "cannot watch file descriptor " + std::to_string(fd) +

@@ -1,4 +1,4 @@
-// SocketTransport: asyncio's _SelectorSocketTransport on asio readiness waits.
+// SocketTransport: asyncio's _SelectorSocketTransport on the loop's Poller.
 #include "transports/socket_transport.hpp"
 
 #include <netinet/in.h>
@@ -40,11 +40,12 @@ std::uint64_t next_transport_id() {
 
 SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol,
                                  std::shared_ptr<Server> server, std::optional<SocketAddress> peer)
-    : loop_(&loop),
-      fd_(fd),
-      sock_(asio_socket(loop, fd, sockname(fd).family())),
-      id_(next_transport_id()),
-      server_(std::move(server)) {
+    : loop_(&loop), fd_(fd), poll_(*this), id_(next_transport_id()), server_(std::move(server)) {
+  // Registered for reading at once (throws EEXIST if add_reader watches this fd), but not
+  // watched: reading starts one iteration later (start()), usually with no system call then.
+  loop.release_idle_fd_watch(fd);
+  loop.poller().watch(poll_, fd, EPOLLIN);
+  loop.poller().unwatch(poll_, EPOLLIN);
   sockname_ = sockname(fd);
   family_ = sockname_.family();
   peername_ = peer ? *peer : peername(fd);
@@ -59,10 +60,8 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protoc
   read_handle_ = make_handle(named("_SelectorSocketTransport._read_ready", [this] {
     read_queued_ = false;
     if (!reader_active_) return;
-    auto keep = shared_from_this();  // the protocol may drop the last other reference  // removed
-                                     // while queued: asyncio cancels the handle
+    auto keep = shared_from_this();  // the protocol may drop the last other reference
     read_ready();
-    arm_read();
   }));
   read_handle_->kind = HandleKind::io;
   write_handle_ = make_handle(named("_SelectorSocketTransport._write_ready", [this] {
@@ -70,13 +69,13 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protoc
     if (!writer_active_) return;
     auto keep = shared_from_this();  // connection_lost may run from write_ready
     write_ready();
-    arm_write();
   }));
   write_handle_->kind = HandleKind::io;
 }
 
 SocketTransport::~SocketTransport() {
   if (registered()) loop_->unregister_resource(this);
+  close_socket();
   // A handle still on the ready queue must not call into a destroyed transport.
   read_handle_->cancelled = true;
   write_handle_->cancelled = true;
@@ -124,40 +123,53 @@ void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
 
 void SocketTransport::add_reader() {
   reader_active_ = true;
-  arm_read();
+  if (detached_ || socket_closed_) return;
+  try {
+    loop_->poller().watch(poll_, fd_, EPOLLIN);
+  } catch (const std::system_error& e) {
+    fatal_error(std::make_exception_ptr(e), true, "Fatal error watching the socket");
+  }
 }
 
-void SocketTransport::arm_read() {
-  if (!reader_active_ || read_waiting_ || read_queued_ || !sock_.is_open()) return;
-  read_waiting_ = true;
-  sock_.async_wait(asio::socket_base::wait_read,
-                   [self = shared_from_this(), gen = watch_gen_](const asio::error_code& ec) {
-                     if (gen != self->watch_gen_) return;  // from before a detach
-                     self->read_waiting_ = false;
-                     if (ec == asio::error::operation_aborted || !self->reader_active_) return;
-                     if (self->loop_->is_closed()) return;
-                     self->read_queued_ = true;
-                     self->loop_->schedule(self->read_handle_, "_read_ready");
-                   });
+void SocketTransport::remove_reader() {
+  reader_active_ = false;
+  loop_->poller().unwatch(poll_, EPOLLIN);
 }
 
 void SocketTransport::add_writer() {
   writer_active_ = true;
-  arm_write();
+  if (detached_ || socket_closed_) return;
+  try {
+    loop_->poller().watch(poll_, fd_, EPOLLOUT);
+  } catch (const std::system_error& e) {
+    fatal_error(std::make_exception_ptr(e), true, "Fatal error watching the socket");
+  }
 }
 
-void SocketTransport::arm_write() {
-  if (!writer_active_ || write_waiting_ || write_queued_ || !sock_.is_open()) return;
-  write_waiting_ = true;
-  sock_.async_wait(asio::socket_base::wait_write,
-                   [self = shared_from_this(), gen = watch_gen_](const asio::error_code& ec) {
-                     if (gen != self->watch_gen_) return;  // from before a detach
-                     self->write_waiting_ = false;
-                     if (ec == asio::error::operation_aborted || !self->writer_active_) return;
-                     if (self->loop_->is_closed()) return;
-                     self->write_queued_ = true;
-                     self->loop_->schedule(self->write_handle_, "_write_ready");
-                   });
+void SocketTransport::remove_writer() {
+  writer_active_ = false;
+  loop_->poller().unwatch(poll_, EPOLLOUT);
+}
+
+// The poll phase: queue the persistent handles (once; level-triggered, the socket is reported
+// again at the next poll if it is still ready after them).
+void SocketTransport::poll_ready(bool readable, bool writable) {
+  if (readable && reader_active_ && !read_queued_) {
+    read_queued_ = true;
+    loop_->schedule(read_handle_, "_read_ready");
+  }
+  if (writable && writer_active_ && !write_queued_) {
+    write_queued_ = true;
+    loop_->schedule(write_handle_, "_write_ready");
+  }
+}
+
+void SocketTransport::close_socket() noexcept {
+  if (socket_closed_) return;
+  socket_closed_ = true;
+  loop_->poller().remove(poll_);
+  ::close(fd_);
+  detached_ = false;
 }
 
 // ---- Reading -----------------------------------------------------------------------------
@@ -331,22 +343,21 @@ void SocketTransport::write_eof() {
 }
 
 void SocketTransport::detach_watcher() {
-  ++watch_gen_;
-  read_waiting_ = write_waiting_ = false;
-  asio::error_code ec;
-  (void)sock_.release(ec);
+  loop_->poller().remove(poll_);
   detached_ = true;
 }
 
 void SocketTransport::attach_watcher() {
   if (!detached_) return;  // closed meanwhile: the fd is gone
   detached_ = false;
-  asio::error_code ec;
   loop_->release_idle_fd_watch(fd_);  // sock_sendfile waited on it with add_writer
-  sock_.assign(asio::generic::stream_protocol(family_, SOCK_STREAM), fd_, ec);
-  if (ec) return force_close(std::make_exception_ptr(std::system_error(ec, "reattaching")));
-  if (reader_active_) arm_read();
-  if (writer_active_) arm_write();
+  std::uint32_t events = (reader_active_ ? EPOLLIN : 0u) | (writer_active_ ? EPOLLOUT : 0u);
+  if (events == 0) return;
+  try {
+    loop_->poller().watch(poll_, fd_, events);
+  } catch (const std::system_error& e) {
+    force_close(std::make_exception_ptr(e));
+  }
 }
 
 Future<void> SocketTransport::make_empty_waiter() {
@@ -469,10 +480,7 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   struct Finally {
     SocketTransport& t;
     ~Finally() {
-      asio::error_code ec;
-      t.sock_.close(ec);  // also cancels the readiness waits
-      if (t.detached_) ::close(t.fd_);
-      t.detached_ = false;
+      t.close_socket();
       t.protocol_.reset();
       t.buffered_ = nullptr;
       if (auto server = std::move(t.server_)) server->detach();
@@ -486,10 +494,7 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
 }
 
 void SocketTransport::loop_destroyed() noexcept {
-  asio::error_code ec;
-  sock_.close(ec);
-  if (detached_) ::close(fd_);
-  detached_ = false;
+  close_socket();
   buffered_ = nullptr;
   auto protocol = std::move(protocol_);
   auto server = std::move(server_);

@@ -1,9 +1,10 @@
 // SocketTransport: the stream transport for TCP and UNIX sockets (asyncio's
-// _SelectorSocketTransport), on an asio socket used as a readiness watcher.
+// _SelectorSocketTransport), watched by the loop's level-triggered Poller.
 //
-// asio only tells us when the socket is readable/writable; the completion puts the
-// transport's persistent read (or write) handle on the loop's ready queue, and that handle
-// does the recv/send and calls the protocol - exactly where asyncio's _read_ready runs.
+// The poll phase only tells us when the socket is readable/writable: it puts the transport's
+// persistent read (or write) handle on the loop's ready queue, and that handle does the
+// recv/send and calls the protocol - exactly where asyncio's _read_ready runs. The socket
+// stays registered while it is read (no re-arming per read).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "io/poller.hpp"
 #include "loop/future.hpp"
 #include "loop/server.hpp"
 #include "loop/transports.hpp"
@@ -23,6 +25,7 @@ std::uint64_t next_transport_id();
 
 class SocketTransport final : public Transport,
                               public LoopResource,
+                              private PollWatcher,
                               public std::enable_shared_from_this<SocketTransport> {
  public:
   void loop_destroyed() noexcept override;
@@ -82,12 +85,13 @@ class SocketTransport final : public Transport,
   friend class TlsPath;
   /// Throws once start_tls took the transport over, unless the TLS layer is the caller.
   void refuse_if_upgraded(const char* method) const;
+  void poll_ready(bool readable, bool writable) override;
   void add_reader();
-  void remove_reader() { reader_active_ = false; }
-  void arm_read();
+  void remove_reader();
   void add_writer();
-  void remove_writer() { writer_active_ = false; }
-  void arm_write();
+  void remove_writer();
+  /// Closes the socket (out of the Poller first).
+  void close_socket() noexcept;
   void read_ready();
   void read_ready_data_received();
   void read_ready_get_buffer();
@@ -101,8 +105,8 @@ class SocketTransport final : public Transport,
   void consume(std::size_t n);
 
   EventLoop* loop_;
-  int fd_;
-  AsioSocket sock_;  // the watcher; owns fd_ and closes it with the transport
+  int fd_;  // owned: closed with the transport (close_socket)
+  PollEntry poll_;
   std::uint64_t id_;
   std::shared_ptr<Protocol> protocol_;
   BufferedProtocol* buffered_ = nullptr;  // protocol_ as a BufferedProtocol, if it is one
@@ -116,14 +120,14 @@ class SocketTransport final : public Transport,
   int conn_lost_ = 0;
   bool protocol_connected_ = true;
 
-  // Readiness: "active" is asyncio's registration with the selector; "waiting" an asio
-  // async_wait in flight; "queued" the persistent handle on the ready queue.
-  bool reader_active_ = false, read_waiting_ = false, read_queued_ = false;
-  bool writer_active_ = false, write_waiting_ = false, write_queued_ = false;
+  // Readiness: "active" is asyncio's registration with the selector; "queued" the persistent
+  // handle on the ready queue.
+  bool reader_active_ = false, read_queued_ = false;
+  bool writer_active_ = false, write_queued_ = false;
   HandleRef read_handle_, write_handle_;
-  std::uint32_t watch_gen_ = 0;  // bumped when the watcher is detached: stale waits ignored
   int family_;
-  bool detached_ = false;  // fd_ is ours but not in the reactor (during sendfile)
+  bool detached_ = false;  // fd_ is not in the Poller (during sendfile)
+  bool socket_closed_ = false;
 
   std::vector<char> wbuf_;  // pending bytes are wbuf_[wpos_..]
   std::size_t wpos_ = 0;

@@ -1,0 +1,162 @@
+// Poller: see poller.hpp.
+#include "io/poller.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+namespace loop::detail {
+
+namespace {
+
+constexpr std::uint32_t kDirections = EPOLLIN | EPOLLOUT;
+constexpr std::size_t kMaxEvents = 1024;  // per wait; the rest stay ready for the next one
+
+}  // namespace
+
+Poller::Poller() : events_(kMaxEvents) {
+  epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) throw std::system_error(errno, std::system_category(), "epoll_create1");
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) {
+    int err = errno;
+    ::close(epfd_);
+    throw std::system_error(err, std::system_category(), "eventfd");
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
+    int err = errno;
+    ::close(wake_fd_);
+    ::close(epfd_);
+    throw std::system_error(err, std::system_category(), "epoll_ctl(eventfd)");
+  }
+}
+
+Poller::~Poller() {
+  ::close(wake_fd_);
+  ::close(epfd_);
+}
+
+void Poller::watch(PollEntry& e, int fd, std::uint32_t events) {
+  if (e.added && e.fd != fd) remove(e);  // the owner moved to another fd
+  e.fd = fd;
+  std::uint32_t before = e.wanted;
+  e.wanted |= events;
+  if (e.added && (e.registered & events) == events) return;
+  try {
+    control(e, e.registered | e.wanted);
+  } catch (...) {
+    e.wanted = before;
+    throw;
+  }
+}
+
+void Poller::unwatch(PollEntry& e, std::uint32_t events) {
+  e.wanted &= ~events;
+}
+
+void Poller::control(PollEntry& e, std::uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = e.fd;
+  if (e.added) {
+    if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, e.fd, &ev) != 0)
+      throw std::system_error(errno, std::system_category(), "epoll_ctl");
+    e.registered = events;
+    return;
+  }
+  if (e.fd < 0) throw std::system_error(EBADF, std::system_category(), "epoll_ctl");
+  auto slot = static_cast<std::size_t>(e.fd);
+  if (slot >= entries_.size()) entries_.resize(slot + 1, nullptr);
+  if (entries_[slot] != nullptr)
+    throw std::system_error(EEXIST, std::system_category(),
+                            "file descriptor " + std::to_string(e.fd) + " is already watched");
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, e.fd, &ev) != 0) {
+    // EEXIST with no entry: this file was left registered (its fd closed and the number
+    // reused while another process kept the file open); take the registration over.
+    if (errno != EEXIST || ::epoll_ctl(epfd_, EPOLL_CTL_MOD, e.fd, &ev) != 0)
+      throw std::system_error(errno, std::system_category(), "epoll_ctl");
+  }
+  entries_[slot] = &e;
+  e.added = true;
+  e.registered = events;
+}
+
+void Poller::remove(PollEntry& e) noexcept {
+  if (e.added) {
+    epoll_event ev{};
+    (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, e.fd, &ev);  // fails if the fd is closed: fine
+    auto slot = static_cast<std::size_t>(e.fd);
+    if (slot < entries_.size() && entries_[slot] == &e) entries_[slot] = nullptr;
+  }
+  e.added = false;
+  e.registered = 0;
+  e.wanted = 0;
+}
+
+int Poller::wait(int timeout_ms) {
+  int n = ::epoll_wait(epfd_, events_.data(), static_cast<int>(events_.size()), timeout_ms);
+  if (n < 0) {
+    if (errno == EINTR) return 0;  // a signal: its handler's pipe is reported next time
+    throw std::system_error(errno, std::system_category(), "epoll_wait");
+  }
+  int told = 0;
+  for (int i = 0; i < n; ++i) {
+    const int fd = events_[i].data.fd;
+    const std::uint32_t ev = events_[i].events;
+    if (fd == wake_fd_) {
+      drain_wakeups();
+      continue;
+    }
+    auto slot = static_cast<std::size_t>(fd);
+    PollEntry* e = slot < entries_.size() ? entries_[slot] : nullptr;
+    if (e == nullptr) {
+      epoll_event dummy{};
+      (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &dummy);
+      continue;
+    }
+    // selectors.EpollSelector's mapping: an error or hang-up counts for both directions.
+    const bool readable = (ev & ~static_cast<std::uint32_t>(EPOLLOUT)) && (e->wanted & EPOLLIN);
+    const bool writable = (ev & ~static_cast<std::uint32_t>(EPOLLIN)) && (e->wanted & EPOLLOUT);
+    if (e->registered != e->wanted && ((ev & kDirections & ~e->wanted) || e->wanted == 0)) {
+      // Reported for a direction nobody watches any more: shrink the registration now
+      // (level-triggered, it would be reported at every poll).
+      epoll_event shrink{};
+      shrink.events = e->wanted;
+      shrink.data.fd = fd;
+      if (e->wanted == 0) {
+        (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &shrink);
+        entries_[slot] = nullptr;
+        e->added = false;
+        e->registered = 0;
+      } else if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &shrink) == 0) {
+        e->registered = e->wanted;
+      }
+    }
+    if (readable || writable) {
+      ++told;
+      e->watcher->poll_ready(readable, writable);
+    }
+  }
+  return told;
+}
+
+void Poller::wake() noexcept {
+  std::uint64_t one = 1;
+  // EAGAIN means the counter is saturated: a wake-up is pending anyway.
+  ssize_t r = ::write(wake_fd_, &one, sizeof one);
+  (void)r;
+}
+
+void Poller::drain_wakeups() noexcept {
+  std::uint64_t count;
+  ssize_t r = ::read(wake_fd_, &count, sizeof count);
+  (void)r;
+  woken_ = true;
+}
+
+}  // namespace loop::detail

@@ -1,0 +1,192 @@
+// The Poller (level-triggered epoll under the connections and add_reader/add_writer), and the
+// loop's nesting of asio's reactor in it.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <asio/post.hpp>
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <loop/loop.hpp>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include "io/poller.hpp"
+
+namespace {
+
+using loop::detail::PollEntry;
+using loop::detail::Poller;
+
+struct Recorder final : loop::detail::PollWatcher {
+  int reads = 0, writes = 0;
+  void poll_ready(bool readable, bool writable) override {
+    reads += readable;
+    writes += writable;
+  }
+};
+
+struct SocketPair {
+  int fd[2];
+  SocketPair() { REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fd) == 0); }
+  ~SocketPair() {
+    for (int f : fd)
+      if (f >= 0) ::close(f);
+  }
+  void send(const char* s) { REQUIRE(::write(fd[1], s, std::strlen(s)) > 0); }
+};
+
+int poller_error(Poller& p, PollEntry& e, int fd, std::uint32_t events) {
+  try {
+    p.watch(e, fd, events);
+  } catch (const std::system_error& err) {
+    return err.code().value();
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("Poller reports a ready fd at every wait until it is drained (level-triggered)") {
+  Poller poller;
+  SocketPair sp;
+  Recorder r;
+  PollEntry e(r);
+  poller.watch(e, sp.fd[0], EPOLLIN);
+  CHECK(poller.wait(0) == 0);
+  sp.send("x");
+  CHECK(poller.wait(0) == 1);
+  CHECK(poller.wait(0) == 1);  // not read: reported again, nothing re-armed
+  CHECK(r.reads == 2);
+  char c;
+  REQUIRE(::read(sp.fd[0], &c, 1) == 1);
+  CHECK(poller.wait(0) == 0);
+  CHECK(r.writes == 0);
+  poller.remove(e);
+}
+
+TEST_CASE("Poller unwatch costs nothing until the fd is reported, then shrinks the registration") {
+  Poller poller;
+  SocketPair sp;
+  Recorder r;
+  PollEntry e(r);
+  poller.watch(e, sp.fd[0], EPOLLIN);
+  poller.unwatch(e, EPOLLIN);
+  CHECK(e.added);
+  CHECK(e.registered == EPOLLIN);  // still in epoll: watching again needs no system call
+  poller.watch(e, sp.fd[0], EPOLLIN);
+  poller.unwatch(e, EPOLLIN);
+  sp.send("x");
+  CHECK(poller.wait(0) == 0);  // nobody watches: not told
+  CHECK_FALSE(e.added);        // and taken out of epoll, else it would be reported forever
+  CHECK(poller.wait(0) == 0);
+  poller.watch(e, sp.fd[0], EPOLLIN);
+  CHECK(poller.wait(0) == 1);
+  CHECK(r.reads == 1);
+  poller.remove(e);
+}
+
+TEST_CASE("Poller keeps a watched direction when an unwatched one is reported") {
+  Poller poller;
+  SocketPair sp;
+  Recorder r;
+  PollEntry e(r);
+  poller.watch(e, sp.fd[0], EPOLLIN | EPOLLOUT);
+  poller.unwatch(e, EPOLLOUT);
+  CHECK(poller.wait(0) == 0);  // writable, but only reading is watched
+  CHECK(e.registered == EPOLLIN);
+  sp.send("x");
+  CHECK(poller.wait(0) == 1);
+  CHECK(r.reads == 1);
+  CHECK(r.writes == 0);
+  poller.remove(e);
+}
+
+TEST_CASE("Poller tells a reader about a hang-up as asyncio's EpollSelector does") {
+  Poller poller;
+  SocketPair sp;
+  Recorder r;
+  PollEntry e(r);
+  poller.watch(e, sp.fd[0], EPOLLIN);
+  ::close(sp.fd[1]);
+  sp.fd[1] = -1;
+  CHECK(poller.wait(0) == 1);
+  CHECK(r.reads == 1);
+  CHECK(r.writes == 0);  // writing is not watched
+  poller.remove(e);
+}
+
+TEST_CASE("Poller refuses an fd another entry holds, a regular file and a closed fd") {
+  Poller poller;
+  SocketPair sp;
+  Recorder r1, r2, r3, r4;
+  PollEntry a(r1), b(r2), c(r3), d(r4);
+  poller.watch(a, sp.fd[0], EPOLLIN);
+  CHECK(poller_error(poller, b, sp.fd[0], EPOLLOUT) == EEXIST);
+  CHECK_FALSE(b.added);
+  CHECK(b.wanted == 0);  // a refused watch leaves nothing behind
+
+  char path[] = "/tmp/loop-poller-XXXXXX";
+  int file = ::mkstemp(path);
+  REQUIRE(file >= 0);
+  ::unlink(path);
+  CHECK(poller_error(poller, c, file, EPOLLIN) == EPERM);
+  ::close(file);
+  CHECK(poller_error(poller, d, 1 << 20, EPOLLIN) == EBADF);
+  poller.remove(a);
+  CHECK_FALSE(a.added);
+  poller.watch(b, sp.fd[0], EPOLLOUT);  // free again
+  CHECK(poller.wait(0) == 1);
+  CHECK(r2.writes == 1);
+  poller.remove(b);
+}
+
+TEST_CASE("Poller wake returns a blocked wait from another thread") {
+  Poller poller;
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread waker([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    poller.wake();
+  });
+  CHECK(poller.wait(10'000) == 0);
+  waker.join();
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  CHECK(poller.take_wakeup());
+  CHECK_FALSE(poller.take_wakeup());  // once per wake-up
+}
+
+TEST_CASE("The loop runs an asio handler posted from its own thread while it was not polling") {
+  // asio interrupts its reactor only while a thread blocks in it; the loop blocks in its own
+  // epoll, so a handler posted from a callback must still end that poll (asio_nesting.hpp).
+  loop::EventLoop lp;
+  bool ran = false, timed_out = false;
+  lp.call_soon([&] {
+    asio::post(lp.io_context(), [&] {
+      ran = true;
+      lp.stop();
+    });
+  });
+  auto guard = lp.call_later(5, [&] {
+    timed_out = true;
+    lp.stop();
+  });
+  lp.run_forever();
+  CHECK(ran);
+  CHECK_FALSE(timed_out);
+  // Twice: the flag asio resets after each of its polls is set again.
+  ran = false;
+  lp.call_soon([&] {
+    asio::post(lp.io_context(), [&] {
+      ran = true;
+      lp.stop();
+    });
+  });
+  lp.run_forever();
+  guard.cancel();
+  CHECK(ran);
+  CHECK_FALSE(timed_out);
+  lp.close();
+}
