@@ -30,7 +30,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     });
   }
   Socket socket_;
-  char buf_[64 * 1024];
+  char buf_[256 * 1024];  // as epoll_echo.c's buffer
 };
 
 template <class Acceptor>

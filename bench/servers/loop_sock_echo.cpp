@@ -22,7 +22,7 @@ loop::Coroutine<void> echo_client(loop::EventLoop& lp, loop::Socket client) {
   // One buffer per client, reused for every read (vmbench's sock_recv(client, N) allocates a
   // new bytes object per read: the C++ way costs nothing per read). Not zero-filled, so an
   // idle client holds only the pages its reads touched.
-  constexpr std::size_t kSize = 64 * 1024;
+  constexpr std::size_t kSize = 256 * 1024;  // as epoll_echo.c's buffer
   auto storage = std::make_unique_for_overwrite<char[]>(kSize);
   std::span<char> buf(storage.get(), kSize);
   try {

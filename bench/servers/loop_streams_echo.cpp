@@ -1,5 +1,5 @@
 // loop_streams_echo: the streams (coroutine) echo server on libloop, as uvloop's vmbench writes
-// it: start_server, then per client `data = co_await reader->read(64 KiB); writer->write(data);
+// it: start_server, then per client `data = co_await reader->read(256 KiB); writer->write(data);
 // co_await writer->drain();` until EOF.
 //   loop_streams_echo [--port P] [--unix PATH]   prints "listening on 127.0.0.1:PORT"
 #include <netinet/in.h>
@@ -27,7 +27,7 @@ loop::Coroutine<void> echo_client(std::shared_ptr<loop::StreamReader> reader,
   }
   try {
     for (;;) {
-      std::string data = co_await reader->read(64 * 1024);
+      std::string data = co_await reader->read(256 * 1024);  // as epoll_echo.c's buffer
       if (data.empty()) break;
       writer->write(data);
       co_await writer->drain();

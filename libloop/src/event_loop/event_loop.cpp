@@ -265,6 +265,8 @@ void EventLoop::run_once() {
     timeout = std::clamp(timers_.front().when - time(), 0.0, kMaximumSelectTimeout);
   }
 
+  // About to wait: whoever follows the trace live gets every record so far.
+  if (tracer_ && timeout != 0) tracer_->flush();
   double poll_start = tracer_ ? time() : 0;
   double events = poll(timeout);
 

@@ -138,6 +138,9 @@ std::shared_ptr<Tracer> open_tracer(const std::string& dest, const std::string& 
     out = std::fopen(dest.c_str(), "w");
     if (!out)
       throw std::runtime_error("cannot open trace file " + dest + ": " + std::strerror(errno));
+    // stdio's default (the file's block size, 4 KiB) means a write(2) every ~25 records on a
+    // busy loop; the loop flushes whenever it goes idle anyway (EventLoop::run_once).
+    std::setvbuf(out, nullptr, _IOFBF, 256 * 1024);
     owned = true;
   }
   return format == "jsonl" ? make_jsonl_tracer(out, owned) : make_chrome_tracer(out, owned);

@@ -1,5 +1,7 @@
-// The JSON Lines sink: one record per line, flushed at each loop iteration boundary.
+// The JSON Lines sink: one record per line, flushed whenever the loop is about to wait.
+#include <cctype>
 #include <cstdio>
+#include <string>
 
 #include "loop/trace.hpp"
 
@@ -9,36 +11,38 @@ namespace {
 
 class JsonlTracer final : public Tracer {
  public:
-  JsonlTracer(std::FILE* out, bool owned) : out_(out), owned_(owned) {}
+  JsonlTracer(std::FILE* out, bool owned)
+      : out_(out),
+        owned_(owned),
+        serializer_(
+            std::make_shared<nlohmann::detail::output_string_adapter<char, std::string>>(line_),
+            ' ', nlohmann::json::error_handler_t::replace) {}
   ~JsonlTracer() override { finish(); }
 
   void record(const nlohmann::json& rec) override {
     if (!out_) return;
     // "ts" and "ev" first, so a person reading the lines sees when and what at once; the rest
-    // in key order.
-    constexpr auto replace = nlohmann::json::error_handler_t::replace;
-    std::string line = "{";
+    // in key order. Serialized into one reused string by one serializer (json::dump would
+    // make a string and an output adapter per field).
+    line_.clear();
+    line_ += '{';
     for (const char* key : {"ts", "ev"}) {
       auto it = rec.find(key);
       if (it == rec.end()) continue;
-      if (line.size() > 1) line += ',';
-      line += '"';
-      line += key;
-      line += "\":" + it->dump(-1, ' ', false, replace);
+      append_field(key, *it);
     }
     for (auto it = rec.begin(); it != rec.end(); ++it) {
       if (it.key() == "ts" || it.key() == "ev") continue;
-      if (line.size() > 1) line += ',';
-      line += nlohmann::json(it.key()).dump() + ":" + it->dump(-1, ' ', false, replace);
+      append_field(it.key(), it.value());
     }
-    line += "}\n";
-    std::fwrite(line.data(), 1, line.size(), out_);
-    // Readers follow the trace live (tail -f, a pipe into jq): whole lines, promptly.
-    if (++unflushed_ >= 64 || rec.value("ev", "") != "callback") flush();
+    line_ += "}\n";
+    // Written whole; stdio flushes when its buffer fills and the loop flushes whenever it is
+    // about to wait (EventLoop::run_once), so a reader following the trace live (tail -f, a
+    // pipe into jq) has every record by the time the loop goes idle.
+    std::fwrite(line_.data(), 1, line_.size(), out_);
   }
   void flush() override {
     if (out_) std::fflush(out_);
-    unflushed_ = 0;
   }
   void finish() override {
     if (!out_) return;
@@ -48,9 +52,31 @@ class JsonlTracer final : public Tracer {
   }
 
  private:
+  void append_field(const std::string& key, const nlohmann::json& value) {
+    if (line_.size() > 1) line_ += ',';
+    if (plain_name(key)) {
+      line_ += '"';
+      line_ += key;
+      line_ += '"';
+    } else {
+      serializer_.dump(nlohmann::json(key), false, false, 0);
+    }
+    line_ += ':';
+    serializer_.dump(value, false, false, 0);  // appends to line_
+  }
+
+  // A field name that needs no escaping (all of the loop's own are).
+  static bool plain_name(const std::string& key) {
+    for (char c : key)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+    return true;
+  }
+
   std::FILE* out_;
   bool owned_;
-  int unflushed_ = 0;
+  std::string line_;  // the record being written; its capacity is kept
+  // Writes into line_ (declared after it); nlohmann's own, as json::dump uses it.
+  nlohmann::detail::serializer<nlohmann::json> serializer_;
 };
 
 }  // namespace
