@@ -82,6 +82,7 @@ void Poller::control(PollEntry& e, std::uint32_t events) {
       throw std::system_error(errno, std::system_category(), "epoll_ctl");
   }
   entries_[slot] = &e;
+  e.poller = this;
   e.added = true;
   e.registered = events;
 }
@@ -93,6 +94,7 @@ void Poller::remove(PollEntry& e) noexcept {
     auto slot = static_cast<std::size_t>(e.fd);
     if (slot < entries_.size() && entries_[slot] == &e) entries_[slot] = nullptr;
   }
+  e.poller = nullptr;
   e.added = false;
   e.registered = 0;
   e.wanted = 0;
@@ -131,6 +133,7 @@ int Poller::wait(int timeout_ms) {
       if (e->wanted == 0) {
         (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &shrink);
         entries_[slot] = nullptr;
+        e->poller = nullptr;
         e->added = false;
         e->registered = 0;
       } else if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &shrink) == 0) {

@@ -30,10 +30,18 @@ class PollWatcher {
   ~PollWatcher() = default;
 };
 
-/// An fd's registration: what its owner watches and what epoll holds.
+class Poller;
+
+/// An fd's registration: what its owner watches and what epoll holds. Leaves the Poller when
+/// destroyed (also when its owner's constructor throws after registering).
 struct PollEntry {
   explicit PollEntry(PollWatcher& w) : watcher(&w) {}
+  ~PollEntry();
+  PollEntry(const PollEntry&) = delete;
+  PollEntry& operator=(const PollEntry&) = delete;
+
   PollWatcher* watcher;
+  Poller* poller = nullptr;  // while the fd is in its epoll set
   int fd = -1;
   std::uint32_t wanted = 0;      // EPOLLIN | EPOLLOUT: what the owner watches now
   std::uint32_t registered = 0;  // what epoll holds: a superset (unwatching is lazy)
@@ -82,5 +90,9 @@ class Poller {
   std::vector<PollEntry*> entries_;
   std::vector<epoll_event> events_;
 };
+
+inline PollEntry::~PollEntry() {
+  if (poller) poller->remove(*this);
+}
 
 }  // namespace loop::detail

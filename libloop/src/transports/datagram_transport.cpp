@@ -1,16 +1,19 @@
-// DatagramSocketTransport: asyncio's _SelectorDatagramTransport on an asio socket.
+// DatagramSocketTransport: asyncio's _SelectorDatagramTransport on the loop's Poller.
 //
-// Readiness comes from asio's async_wait (the reactor); its completion only puts the
-// transport's persistent read/write handle on the ready queue. The handle then does what
-// asyncio's _read_ready/_sendto_ready do: one non-blocking recvfrom/sendto on the fd.
+// The poll phase only puts the transport's persistent read/write handle on the ready queue
+// (the socket stays registered, level-triggered: nothing is re-armed per datagram). The
+// handle then does what asyncio's _read_ready/_sendto_ready do: one non-blocking
+// recvfrom/sendto on the fd.
 #include "transports/datagram_transport.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 
 #include "loop/loop.hpp"
 #include "transports/read_buffer.hpp"
+#include "transports/socket_utils.hpp"
 
 namespace loop::detail {
 
@@ -18,16 +21,18 @@ DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd, int fa
                                                  std::shared_ptr<DatagramProtocol> protocol,
                                                  std::optional<SocketAddress> address)
     : loop_(loop),
-      sock_(loop.io_context()),
       fd_(fd),
+      poll_(*this),
       protocol_(std::move(protocol)),
       address_(std::move(address)),
       id_(next_transport_id()) {
-  asio::error_code ec;
+  (void)family;
+  (void)proto;
+  set_nonblocking(fd);
+  // Registered at once (throws EEXIST if add_reader watches this fd), watched from start().
   loop.release_idle_fd_watch(fd);
-  sock_.assign(asio::generic::datagram_protocol(family, proto), fd, ec);
-  if (ec) throw std::system_error(ec, "cannot register the datagram socket");
-  sock_.native_non_blocking(true, ec);
+  loop.poller().watch(poll_, fd, EPOLLIN);
+  loop.poller().unwatch(poll_, EPOLLIN);
   SocketAddress a;
   socklen_t len = SocketAddress::capacity();
   if (::getsockname(fd, a.data(), &len) == 0) {
@@ -47,6 +52,7 @@ DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd, int fa
 
 DatagramSocketTransport::~DatagramSocketTransport() {
   if (registered()) loop_.unregister_resource(this);
+  close_socket();
   static_cast<IoHandle<DatagramSocketTransport>*>(read_handle_.get())->detach();
   static_cast<IoHandle<DatagramSocketTransport>*>(write_handle_.get())->detach();
 }
@@ -78,30 +84,53 @@ void DatagramSocketTransport::connection_made() {
 void DatagramSocketTransport::add_reader() {
   if (closing_ || conn_lost_) return;
   reading_ = true;
-  arm_read();
+  watch(EPOLLIN);
 }
 
-void DatagramSocketTransport::arm_read() {
-  if (!reading_ || read_wait_pending_ || !sock_.is_open()) return;
-  read_wait_pending_ = true;
-  sock_.async_wait(
-      asio::socket_base::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
-        self->read_wait_pending_ = false;
-        if (ec == asio::error::operation_aborted || !self->reading_) return;
-        schedule_once(self->loop_,
-                      static_cast<IoHandle<DatagramSocketTransport>*>(self->read_handle_.get()),
-                      "DatagramTransport._read_ready");
-      });
+void DatagramSocketTransport::remove_reader() {
+  reading_ = false;
+  loop_.poller().unwatch(poll_, EPOLLIN);
+}
+
+void DatagramSocketTransport::add_writer() {
+  writing_ = true;
+  watch(EPOLLOUT);
+}
+
+void DatagramSocketTransport::remove_writer() {
+  writing_ = false;
+  loop_.poller().unwatch(poll_, EPOLLOUT);
+}
+
+void DatagramSocketTransport::watch(std::uint32_t events) {
+  if (!open_) return;
+  try {
+    loop_.poller().watch(poll_, fd_, events);
+  } catch (const std::system_error& e) {
+    force_close(std::make_exception_ptr(e));
+  }
+}
+
+// The poll phase: queue the persistent handles, once each.
+void DatagramSocketTransport::poll_ready(bool readable, bool writable) {
+  using Handle = IoHandle<DatagramSocketTransport>;
+  if (readable && reading_)
+    schedule_once(loop_, static_cast<Handle*>(read_handle_.get()), "DatagramTransport._read_ready");
+  if (writable && writing_)
+    schedule_once(loop_, static_cast<Handle*>(write_handle_.get()),
+                  "DatagramTransport._sendto_ready");
+}
+
+void DatagramSocketTransport::close_socket() noexcept {
+  if (!open_) return;
+  open_ = false;
+  loop_.poller().remove(poll_);
+  ::close(fd_);
 }
 
 void DatagramSocketTransport::on_read_ready() {
   if (!reading_) return;
-  // Wait again afterwards even if the protocol throws (the loop reports that exception).
-  struct Rearm {
-    DatagramSocketTransport& t;
-    ~Rearm() { t.arm_read(); }
-  } rearm{*this};
-  read_ready();
+  read_ready();  // the socket stays watched (level-triggered)
 }
 
 void DatagramSocketTransport::read_ready() {
@@ -148,7 +177,7 @@ void DatagramSocketTransport::sendto(std::string_view data, std::optional<Socket
   }
   if (!addr && !peername_)
     throw std::invalid_argument("sendto() needs an address: the endpoint has no remote_addr");
-  if (conn_lost_ || !sock_.is_open()) {
+  if (conn_lost_ || !open_) {
     // asyncio counts (and later logs) sends after the connection was lost; nothing is sent.
     ++conn_lost_;
     return;
@@ -170,28 +199,9 @@ void DatagramSocketTransport::sendto(std::string_view data, std::optional<Socket
   maybe_pause_protocol();
 }
 
-void DatagramSocketTransport::add_writer() {
-  writing_ = true;
-  arm_write();
-}
-
-void DatagramSocketTransport::arm_write() {
-  if (!writing_ || write_wait_pending_ || !sock_.is_open()) return;
-  write_wait_pending_ = true;
-  sock_.async_wait(
-      asio::socket_base::wait_write, [self = shared_from_this()](const asio::error_code& ec) {
-        self->write_wait_pending_ = false;
-        if (ec == asio::error::operation_aborted || !self->writing_) return;
-        schedule_once(self->loop_,
-                      static_cast<IoHandle<DatagramSocketTransport>*>(self->write_handle_.get()),
-                      "DatagramTransport._sendto_ready");
-      });
-}
-
 void DatagramSocketTransport::on_write_ready() {
   if (!writing_) return;
   sendto_ready();
-  arm_write();
 }
 
 void DatagramSocketTransport::sendto_ready() {
@@ -285,12 +295,11 @@ void DatagramSocketTransport::force_close(std::exception_ptr exc) {
 }
 
 void DatagramSocketTransport::call_connection_lost(std::exception_ptr exc) {
-  if (!sock_.is_open()) return;  // already done
+  if (!open_) return;  // already done
   struct Finally {
     DatagramSocketTransport& t;
     ~Finally() {
-      asio::error_code ec;
-      t.sock_.close(ec);  // cancels the pending waits; their completions drop the last refs
+      t.close_socket();
       t.protocol_.reset();
       t.loop_.unregister_resource(&t);
       t.self_.reset();
@@ -307,7 +316,7 @@ std::any DatagramSocketTransport::get_extra_info(std::string_view name,
                                                  std::any default_value) const {
   if (name == "peername") return peername_ ? std::any(*peername_) : default_value;
   if (name == "sockname") return std::any(sockname_);
-  if (name == "socket") return sock_.is_open() ? std::any(fd_) : default_value;
+  if (name == "socket") return open_ ? std::any(fd_) : default_value;
   return default_value;
 }
 
@@ -318,8 +327,7 @@ void DatagramSocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protoco
 }
 
 void DatagramSocketTransport::loop_destroyed() noexcept {
-  asio::error_code ec;
-  sock_.close(ec);
+  close_socket();
   auto protocol = std::move(protocol_);
   auto keep = std::move(self_);  // released last
 }

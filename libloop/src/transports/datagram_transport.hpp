@@ -1,7 +1,6 @@
-// The datagram transport on an asio socket: asyncio's _SelectorDatagramTransport.
+// The datagram transport on the loop's Poller: asyncio's _SelectorDatagramTransport.
 #pragma once
 
-#include <asio/generic/datagram_protocol.hpp>
 #include <cstddef>
 #include <deque>
 #include <memory>
@@ -9,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "io/poller.hpp"
 #include "loop/future.hpp"
 #include "loop/transports.hpp"
 #include "transports/transport_support.hpp"
@@ -17,6 +17,7 @@ namespace loop::detail {
 
 class DatagramSocketTransport final : public DatagramTransport,
                                       public LoopResource,
+                                      private PollWatcher,
                                       public std::enable_shared_from_this<DatagramSocketTransport> {
  public:
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
@@ -48,16 +49,17 @@ class DatagramSocketTransport final : public DatagramTransport,
   static constexpr std::size_t kMaxSize = 64 * 1024;  // read into the thread's read buffer
 
   void connection_made();
+  void poll_ready(bool readable, bool writable) override;
   void add_reader();
-  void remove_reader() { reading_ = false; }
-  void arm_read();
+  void remove_reader();
   void add_writer();
-  void remove_writer() { writing_ = false; }
-  void arm_write();
-  void on_read_ready();   // the read handle: runs _read_ready, then waits again
-  void on_write_ready();  // the write handle
-  void read_ready();      // asyncio's _read_ready
-  void sendto_ready();    // asyncio's _sendto_ready
+  void remove_writer();
+  void watch(std::uint32_t events);
+  void close_socket() noexcept;  // out of the Poller, then close(2)
+  void on_read_ready();          // the read handle
+  void on_write_ready();         // the write handle
+  void read_ready();             // asyncio's _read_ready
+  void sendto_ready();           // asyncio's _sendto_ready
   ssize_t send_now(std::string_view data, const std::optional<SocketAddress>& addr);
   void maybe_pause_protocol();
   void maybe_resume_protocol();
@@ -66,8 +68,9 @@ class DatagramSocketTransport final : public DatagramTransport,
   void error_received(std::exception_ptr exc);
 
   EventLoop& loop_;
-  asio::generic::datagram_protocol::socket sock_;
-  int fd_;
+  int fd_;  // owned: closed by close_socket
+  bool open_ = true;
+  PollEntry poll_;
   std::shared_ptr<DatagramProtocol> protocol_;
   std::optional<SocketAddress> address_;
   std::optional<SocketAddress> peername_;
@@ -82,8 +85,8 @@ class DatagramSocketTransport final : public DatagramTransport,
 
   bool closing_ = false;
   int conn_lost_ = 0;
-  bool reading_ = false, read_wait_pending_ = false;
-  bool writing_ = false, write_wait_pending_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
   HandleRef read_handle_, write_handle_;
   // The loop keeps the transport alive from creation until connection_lost has run.
   std::shared_ptr<DatagramSocketTransport> self_;

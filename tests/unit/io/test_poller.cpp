@@ -144,6 +144,25 @@ TEST_CASE("Poller refuses an fd another entry holds, a regular file and a closed
   poller.remove(b);
 }
 
+TEST_CASE("A PollEntry destroyed while registered leaves the Poller") {
+  // As when a transport's constructor throws after registering its socket: no event may
+  // reach the destroyed entry, and the fd is free for another.
+  Poller poller;
+  SocketPair sp;
+  Recorder r1, r2;
+  {
+    PollEntry gone(r1);
+    poller.watch(gone, sp.fd[0], EPOLLIN);
+  }
+  sp.send("x");
+  CHECK(poller.wait(0) == 0);
+  PollEntry e(r2);
+  poller.watch(e, sp.fd[0], EPOLLIN);
+  CHECK(poller.wait(0) == 1);
+  CHECK(r1.reads == 0);
+  CHECK(r2.reads == 1);
+}
+
 TEST_CASE("Poller wake returns a blocked wait from another thread") {
   Poller poller;
   auto t0 = std::chrono::steady_clock::now();
