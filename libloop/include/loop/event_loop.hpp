@@ -370,7 +370,7 @@ class EventLoop {
  private:
   void run_once();
   double poll(double timeout);  // returns the number of I/O events processed
-  std::size_t poll_io(int timeout_ms);
+  std::size_t poll_io(double timeout);
   void run_handle(detail::HandleImpl& handle);
   void drop_cancelled_timers();
   template <class T>

@@ -2,8 +2,6 @@
 #include "loop/event_loop.hpp"
 
 #include <algorithm>
-#include <climits>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -32,14 +30,6 @@ struct TimerLater {
     return a.id > b.id;
   }
 };
-
-// The poll timeout in epoll's milliseconds, rounded up as asyncio's EpollSelector does: a
-// timer is never polled for too short a time and then found not yet due.
-int timeout_ms(double timeout) {
-  if (timeout < 0) return -1;
-  double ms = std::ceil(timeout * 1000);
-  return ms >= static_cast<double>(INT_MAX) ? INT_MAX : static_cast<int>(ms);
-}
 
 bool env_debug() {
   const char* v = std::getenv("LOOP_DEBUG");
@@ -221,7 +211,7 @@ double EventLoop::poll(double timeout) {
       if (events == 0 && ready_.empty() && !timers_.empty())
         clock_->advance_to(timers_.front().when);
     } else {
-      events = poll_io(timeout_ms(timeout));
+      events = poll_io(timeout);
     }
   } catch (...) {
     // Watchers and asio handlers only enqueue callbacks; one that throws is a bug in a layer
@@ -236,8 +226,8 @@ double EventLoop::poll(double timeout) {
 
 // One epoll_wait: the connections and watched fds put their handles on the ready queue, the
 // other threads' call_soon_threadsafe handles are moved there, and asio runs what it has.
-std::size_t EventLoop::poll_io(int timeout_ms) {
-  auto events = static_cast<std::size_t>(poller_->wait(timeout_ms));
+std::size_t EventLoop::poll_io(double timeout) {
+  auto events = static_cast<std::size_t>(poller_->wait(timeout));
   if (poller_->take_wakeup()) drain_threadsafe();
   if (asio_watch_->ready) {
     asio_watch_->ready = false;

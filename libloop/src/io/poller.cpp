@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <system_error>
 
 namespace loop::detail {
@@ -100,8 +102,31 @@ void Poller::remove(PollEntry& e) noexcept {
   e.wanted = 0;
 }
 
-int Poller::wait(int timeout_ms) {
-  int n = ::epoll_wait(epfd_, events_.data(), static_cast<int>(events_.size()), timeout_ms);
+// epoll_pwait2 takes the timeout in nanoseconds, so a timer is not run up to a millisecond
+// late; where the kernel (or a seccomp filter) lacks it, epoll_wait's milliseconds, rounded up
+// as asyncio's EpollSelector does (a timer polled for too short a time is found not yet due).
+int Poller::epoll_wait_for(double timeout) {
+  const int max = static_cast<int>(events_.size());
+  if (has_pwait2_) {
+    timespec ts{};
+    if (timeout >= 0) {
+      ts.tv_sec = static_cast<time_t>(timeout);
+      ts.tv_nsec = static_cast<long>((timeout - static_cast<double>(ts.tv_sec)) * 1e9);
+    }
+    int n = ::epoll_pwait2(epfd_, events_.data(), max, timeout < 0 ? nullptr : &ts, nullptr);
+    if (n >= 0 || (errno != ENOSYS && errno != EPERM)) return n;
+    has_pwait2_ = false;
+  }
+  int ms = -1;
+  if (timeout >= 0) {
+    double rounded = std::ceil(timeout * 1000);
+    ms = rounded >= static_cast<double>(INT_MAX) ? INT_MAX : static_cast<int>(rounded);
+  }
+  return ::epoll_wait(epfd_, events_.data(), max, ms);
+}
+
+int Poller::wait(double timeout) {
+  int n = epoll_wait_for(timeout);
   if (n < 0) {
     if (errno == EINTR) return 0;  // a signal: its handler's pipe is reported next time
     throw std::system_error(errno, std::system_category(), "epoll_wait");

@@ -66,9 +66,9 @@ class Poller {
   /// Takes the fd out of epoll now: before it is closed or handed to another watcher.
   void remove(PollEntry& e) noexcept;
 
-  /// Waits at most `timeout_ms` (-1: no limit) and tells each ready entry's watcher, in the
-  /// order epoll reports them. Returns the number of entries told.
-  int wait(int timeout_ms);
+  /// Waits at most `timeout` seconds (negative: no limit) and tells each ready entry's
+  /// watcher, in the order epoll reports them. Returns the number of entries told.
+  int wait(double timeout);
   /// Thread-safe: makes the current (or next) wait return. The eventfd it writes is watched
   /// here; `take_wakeup` tells whether one arrived since the last call.
   void wake() noexcept;
@@ -82,7 +82,10 @@ class Poller {
   void control(PollEntry& e, std::uint32_t events);
   void drain_wakeups() noexcept;
 
+  int epoll_wait_for(double timeout);
+
   int epfd_ = -1;
+  bool has_pwait2_ = true;  // epoll_pwait2 (Linux 5.11): timeouts finer than a millisecond
   int wake_fd_ = -1;
   bool woken_ = false;
   // By fd, as libuv's loop->watchers: an event for an fd whose entry went away (its file
