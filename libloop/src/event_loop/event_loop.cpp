@@ -227,6 +227,8 @@ double EventLoop::poll(double timeout) {
 // One epoll_wait: the connections and watched fds put their handles on the ready queue, the
 // other threads' call_soon_threadsafe handles are moved there, and asio runs what it has.
 std::size_t EventLoop::poll_io(double timeout) {
+  // Left over by a poll phase that threw: run it now, without waiting for more.
+  if (asio_watch_->ready || poller_->wakeup_pending()) timeout = 0;
   auto events = static_cast<std::size_t>(poller_->wait(timeout));
   if (poller_->take_wakeup()) drain_threadsafe();
   if (asio_watch_->ready) {

@@ -7,6 +7,9 @@
 // asio interrupts its reactor only while a thread blocks in it ("task_interrupted_" false).
 // So after each io_context::poll() the loop clears that flag, as if a thread were blocked
 // in asio: the next post then interrupts the reactor, which makes its epoll fd readable.
+// The flag is written without asio's mutex: only the loop's thread uses the io_context
+// (other threads reach the loop through call_soon_threadsafe and the Poller's eventfd;
+// signal handlers through asio's self-pipe, which is an fd in asio's reactor).
 //
 // asio offers neither the fd nor the flag publicly; they are reached through the explicit
 // instantiation rule ([temp.explicit]: access is not checked for the names in it), so a

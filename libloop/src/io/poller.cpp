@@ -16,6 +16,11 @@ namespace {
 constexpr std::uint32_t kDirections = EPOLLIN | EPOLLOUT;
 constexpr std::size_t kMaxEvents = 1024;  // per wait; the rest stay ready for the next one
 
+// An event's data: the fd, and the tag of the registration (0: the wake-up eventfd).
+std::uint64_t event_key(int fd, std::uint32_t tag) {
+  return static_cast<std::uint32_t>(fd) | (static_cast<std::uint64_t>(tag) << 32);
+}
+
 }  // namespace
 
 Poller::Poller() : events_(kMaxEvents) {
@@ -29,7 +34,7 @@ Poller::Poller() : events_(kMaxEvents) {
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = wake_fd_;
+  ev.data.u64 = event_key(wake_fd_, 0);
   if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
     int err = errno;
     ::close(wake_fd_);
@@ -64,8 +69,8 @@ void Poller::unwatch(PollEntry& e, std::uint32_t events) {
 void Poller::control(PollEntry& e, std::uint32_t events) {
   epoll_event ev{};
   ev.events = events;
-  ev.data.fd = e.fd;
   if (e.added) {
+    ev.data.u64 = event_key(e.fd, e.tag);
     if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, e.fd, &ev) != 0)
       throw std::system_error(errno, std::system_category(), "epoll_ctl");
     e.registered = events;
@@ -77,6 +82,8 @@ void Poller::control(PollEntry& e, std::uint32_t events) {
   if (entries_[slot] != nullptr)
     throw std::system_error(EEXIST, std::system_category(),
                             "file descriptor " + std::to_string(e.fd) + " is already watched");
+  if (++last_tag_ == 0) last_tag_ = 1;
+  ev.data.u64 = event_key(e.fd, last_tag_);
   if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, e.fd, &ev) != 0) {
     // EEXIST with no entry: this file was left registered (its fd closed and the number
     // reused while another process kept the file open); take the registration over.
@@ -85,21 +92,51 @@ void Poller::control(PollEntry& e, std::uint32_t events) {
   }
   entries_[slot] = &e;
   e.poller = this;
+  e.tag = last_tag_;
   e.added = true;
   e.registered = events;
 }
 
 void Poller::remove(PollEntry& e) noexcept {
   if (e.added) {
+    // Fails if the fd was closed first: the kernel dropped the registration with the file, or,
+    // if the file lives on elsewhere, its next event finds no entry (see orphaned_).
     epoll_event ev{};
-    (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, e.fd, &ev);  // fails if the fd is closed: fine
-    auto slot = static_cast<std::size_t>(e.fd);
-    if (slot < entries_.size() && entries_[slot] == &e) entries_[slot] = nullptr;
+    (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, e.fd, &ev);
+    forget(e);
   }
+  e.wanted = 0;
+}
+
+void Poller::forget(PollEntry& e) noexcept {
+  auto slot = static_cast<std::size_t>(e.fd);
+  if (slot < entries_.size() && entries_[slot] == &e) entries_[slot] = nullptr;
   e.poller = nullptr;
   e.added = false;
   e.registered = 0;
-  e.wanted = 0;
+}
+
+void Poller::rebuild() noexcept {
+  orphaned_ = false;
+  int fresh = ::epoll_create1(EPOLL_CLOEXEC);
+  if (fresh < 0) return;  // keep the old set; tried again at the next orphaned event
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = event_key(wake_fd_, 0);
+  if (::epoll_ctl(fresh, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
+    ::close(fresh);
+    return;
+  }
+  for (PollEntry* e : entries_) {
+    if (e == nullptr) continue;
+    ev.events = e->registered;
+    ev.data.u64 = event_key(e->fd, e->tag);
+    // An entry whose fd is closed already is forgotten: its owner registers again if it
+    // watches again.
+    if (::epoll_ctl(fresh, EPOLL_CTL_ADD, e->fd, &ev) != 0) forget(*e);
+  }
+  ::close(epfd_);
+  epfd_ = fresh;
 }
 
 // epoll_pwait2 takes the timeout in nanoseconds, so a timer is not run up to a millisecond
@@ -133,17 +170,21 @@ int Poller::wait(double timeout) {
   }
   int told = 0;
   for (int i = 0; i < n; ++i) {
-    const int fd = events_[i].data.fd;
+    const auto fd = static_cast<int>(events_[i].data.u64 & 0xffffffffu);
+    const auto tag = static_cast<std::uint32_t>(events_[i].data.u64 >> 32);
     const std::uint32_t ev = events_[i].events;
-    if (fd == wake_fd_) {
+    if (tag == 0) {
       drain_wakeups();
       continue;
     }
     auto slot = static_cast<std::size_t>(fd);
     PollEntry* e = slot < entries_.size() ? entries_[slot] : nullptr;
-    if (e == nullptr) {
+    if (e == nullptr || e->tag != tag) {
+      // A registration nobody owns any more. Deleted by fd number when no entry holds that
+      // number now (it fails if the fd was closed: the file lives on elsewhere); else, or
+      // then, only a new epoll set gets rid of it.
       epoll_event dummy{};
-      (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &dummy);
+      if (e != nullptr || ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &dummy) != 0) orphaned_ = true;
       continue;
     }
     // selectors.EpollSelector's mapping: an error or hang-up counts for both directions.
@@ -152,24 +193,28 @@ int Poller::wait(double timeout) {
     if (e->registered != e->wanted && ((ev & kDirections & ~e->wanted) || e->wanted == 0)) {
       // Reported for a direction nobody watches any more: shrink the registration now
       // (level-triggered, it would be reported at every poll).
+      // A failure means the fd was closed under the registration (lazy unwatching kept it):
+      // then the entry is forgotten and the registration orphaned.
       epoll_event shrink{};
       shrink.events = e->wanted;
-      shrink.data.fd = fd;
-      if (e->wanted == 0) {
-        (void)::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &shrink);
-        entries_[slot] = nullptr;
-        e->poller = nullptr;
-        e->added = false;
-        e->registered = 0;
-      } else if (::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &shrink) == 0) {
-        e->registered = e->wanted;
+      shrink.data.u64 = event_key(fd, e->tag);
+      const int op = e->wanted == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+      if (::epoll_ctl(epfd_, op, fd, &shrink) != 0) {
+        orphaned_ = true;
+        forget(*e);
+        continue;
       }
+      if (op == EPOLL_CTL_DEL)
+        forget(*e);
+      else
+        e->registered = e->wanted;
     }
     if (readable || writable) {
       ++told;
       e->watcher->poll_ready(readable, writable);
     }
   }
+  if (orphaned_) rebuild();
   return told;
 }
 

@@ -45,6 +45,7 @@ struct PollEntry {
   int fd = -1;
   std::uint32_t wanted = 0;      // EPOLLIN | EPOLLOUT: what the owner watches now
   std::uint32_t registered = 0;  // what epoll holds: a superset (unwatching is lazy)
+  std::uint32_t tag = 0;         // this registration's number, in each event's data with fd
   bool added = false;            // the fd is in the epoll set
 };
 
@@ -72,6 +73,7 @@ class Poller {
   /// Thread-safe: makes the current (or next) wait return. The eventfd it writes is watched
   /// here; `take_wakeup` tells whether one arrived since the last call.
   void wake() noexcept;
+  bool wakeup_pending() const noexcept { return woken_; }
   bool take_wakeup() noexcept {
     bool w = woken_;
     woken_ = false;
@@ -81,6 +83,8 @@ class Poller {
  private:
   void control(PollEntry& e, std::uint32_t events);
   void drain_wakeups() noexcept;
+  void forget(PollEntry& e) noexcept;  // out of entries_, without a system call
+  void rebuild() noexcept;
 
   int epoll_wait_for(double timeout);
 
@@ -88,9 +92,14 @@ class Poller {
   bool has_pwait2_ = true;  // epoll_pwait2 (Linux 5.11): timeouts finer than a millisecond
   int wake_fd_ = -1;
   bool woken_ = false;
-  // By fd, as libuv's loop->watchers: an event for an fd whose entry went away (its file
-  // still open elsewhere) finds no entry and is dropped, never a dangling pointer.
+  // By fd, as libuv's loop->watchers: an event for an fd whose entry went away finds no entry
+  // (or one with another tag) and is dropped, never a dangling pointer.
   std::vector<PollEntry*> entries_;
+  std::uint32_t last_tag_ = 0;
+  // A registration epoll keeps for a file whose fd was closed while another process or fd
+  // still holds the file: it can no longer be deleted by fd number and, level-triggered, would
+  // be reported at every wait. The only way out is a new epoll set (rebuild()).
+  bool orphaned_ = false;
   std::vector<epoll_event> events_;
 };
 

@@ -157,7 +157,6 @@ Coroutine<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(
         "UDP poses a significant security concern.");
 
   int fd = -1;
-  int family = 0, proto = 0;
   std::optional<SocketAddress> r_addr;
   if (o.sock) {
     int type = 0;
@@ -165,11 +164,6 @@ Coroutine<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(
     if (::getsockopt(*o.sock, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_DGRAM)
       throw std::invalid_argument("A UDP Socket was expected, got fd=" + std::to_string(*o.sock));
     check_sock_options(o);
-    SocketAddress a;
-    len = SocketAddress::capacity();
-    if (::getsockname(*o.sock, a.data(), &len) == 0) family = a.data()->sa_family;
-    len = sizeof proto;
-    ::getsockopt(*o.sock, SOL_SOCKET, SO_PROTOCOL, &proto, &len);
     fd = *o.sock;
   } else {
     std::vector<Candidate> candidates;
@@ -214,8 +208,6 @@ Coroutine<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(
         if (!first_error) first_error = std::current_exception();
         continue;
       }
-      family = c.family;
-      proto = c.proto;
       r_addr = c.remote;
       break;
     }
@@ -227,8 +219,7 @@ Coroutine<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(
   try {
     protocol = protocol_factory();
     if (!protocol) throw std::invalid_argument("protocol_factory returned no protocol");
-    // asio's generic protocol wants the real protocol number for its bookkeeping only.
-    transport = std::make_shared<DatagramSocketTransport>(lp, fd, family, proto, protocol, r_addr);
+    transport = std::make_shared<DatagramSocketTransport>(lp, fd, protocol, r_addr);
   } catch (...) {
     ::close(fd);
     throw;

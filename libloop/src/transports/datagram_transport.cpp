@@ -17,7 +17,7 @@
 
 namespace loop::detail {
 
-DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd, int family, int proto,
+DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd,
                                                  std::shared_ptr<DatagramProtocol> protocol,
                                                  std::optional<SocketAddress> address)
     : loop_(loop),
@@ -26,8 +26,6 @@ DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd, int fa
       protocol_(std::move(protocol)),
       address_(std::move(address)),
       id_(next_transport_id()) {
-  (void)family;
-  (void)proto;
   set_nonblocking(fd);
   // Registered at once (throws EEXIST if add_reader watches this fd), watched from start().
   loop.release_idle_fd_watch(fd);

@@ -23,8 +23,7 @@ class DatagramSocketTransport final : public DatagramTransport,
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
   /// Takes ownership of the non-blocking datagram socket `fd`. `address` is the remote_addr
   /// sendto defaults to (and insists on).
-  DatagramSocketTransport(EventLoop& loop, int fd, int family, int proto,
-                          std::shared_ptr<DatagramProtocol> protocol,
+  DatagramSocketTransport(EventLoop& loop, int fd, std::shared_ptr<DatagramProtocol> protocol,
                           std::optional<SocketAddress> address);
   ~DatagramSocketTransport() override;
   void loop_destroyed() noexcept override;

@@ -41,6 +41,19 @@ std::uint64_t next_transport_id() {
 SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol,
                                  std::shared_ptr<Server> server, std::optional<SocketAddress> peer)
     : loop_(&loop), fd_(fd), poll_(*this), id_(next_transport_id()), server_(std::move(server)) {
+  try {
+    init(std::move(protocol), std::move(peer));
+  } catch (...) {
+    // The fd is ours from the call on (the callers released it): closed, not leaked.
+    loop.poller().remove(poll_);
+    ::close(fd);
+    throw;
+  }
+}
+
+void SocketTransport::init(std::shared_ptr<Protocol> protocol, std::optional<SocketAddress> peer) {
+  EventLoop& loop = *loop_;
+  const int fd = fd_;
   // Registered for reading at once (throws EEXIST if add_reader watches this fd), but not
   // watched: reading starts one iteration later (start()), usually with no system call then.
   loop.release_idle_fd_watch(fd);

@@ -33,7 +33,9 @@ class SocketTransport final : public Transport,
   /// asyncio's recv size (max_size): one read per readiness event, at most this much.
   static constexpr std::size_t kMaxRead = 256 * 1024;  // into the thread's read buffer
 
-  /// Takes ownership of the connected non-blocking socket `fd`. Call start() next.
+  /// Takes ownership of the connected non-blocking socket `fd` (closed if this throws: EEXIST
+  /// when add_reader watches it, std::invalid_argument for a protocol of the wrong kind).
+  /// Call start() next.
   SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protocol> protocol,
                   std::shared_ptr<Server> server = nullptr,
                   std::optional<SocketAddress> peer = std::nullopt);
@@ -83,6 +85,8 @@ class SocketTransport final : public Transport,
  private:
   class TlsPath;
   friend class TlsPath;
+  /// The constructor's body (which closes the fd if this throws).
+  void init(std::shared_ptr<Protocol> protocol, std::optional<SocketAddress> peer);
   /// Throws once start_tls took the transport over, unless the TLS layer is the caller.
   void refuse_if_upgraded(const char* method) const;
   void poll_ready(bool readable, bool writable) override;

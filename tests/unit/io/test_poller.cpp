@@ -163,6 +163,38 @@ TEST_CASE("A PollEntry destroyed while registered leaves the Poller") {
   CHECK(r2.reads == 1);
 }
 
+TEST_CASE("Poller gets rid of a registration whose fd was closed while the file lives on") {
+  // remove_reader keeps the registration (lazy); the user then closes the fd while a dup (or
+  // a child process) keeps the socket open. epoll can no longer delete it by fd number, and
+  // level-triggered it would make every wait return at once: the Poller rebuilds its set.
+  Poller poller;
+  SocketPair sp;
+  int keep = ::dup(sp.fd[0]);
+  REQUIRE(keep >= 0);
+  Recorder r;
+  PollEntry e(r);
+  poller.watch(e, sp.fd[0], EPOLLIN);
+  poller.unwatch(e, EPOLLIN);
+  ::close(sp.fd[0]);
+  sp.fd[0] = -1;
+  sp.send("x");                // the file (still open as `keep`) is readable now
+  CHECK(poller.wait(0) == 0);  // reported once, to nobody
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(poller.wait(0.05) == 0);  // and not again: the wait lasts its timeout
+  std::chrono::duration<double> waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited.count() >= 0.05);
+  CHECK(r.reads == 0);
+  // The Poller still works after the rebuild.
+  SocketPair other;
+  Recorder r2;
+  PollEntry e2(r2);
+  poller.watch(e2, other.fd[0], EPOLLIN);
+  other.send("y");
+  CHECK(poller.wait(0) == 1);
+  CHECK(r2.reads == 1);
+  ::close(keep);
+}
+
 TEST_CASE("Poller waits its whole timeout, fractions of a millisecond included") {
   // A timer polled for too short a time would be found not yet due and polled for again.
   Poller poller;
