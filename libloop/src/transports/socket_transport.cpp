@@ -136,12 +136,7 @@ void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
 
 void SocketTransport::add_reader() {
   reader_active_ = true;
-  if (detached_ || socket_closed_) return;
-  try {
-    loop_->poller().watch(poll_, fd_, EPOLLIN);
-  } catch (const std::system_error& e) {
-    fatal_error(std::make_exception_ptr(e), true, "Fatal error watching the socket");
-  }
+  watch(EPOLLIN);
 }
 
 void SocketTransport::remove_reader() {
@@ -151,9 +146,13 @@ void SocketTransport::remove_reader() {
 
 void SocketTransport::add_writer() {
   writer_active_ = true;
-  if (detached_ || socket_closed_) return;
+  watch(EPOLLOUT);
+}
+
+void SocketTransport::watch(std::uint32_t events) {
+  if (detached_ || socket_closed_) return;  // attach_watcher registers what is active
   try {
-    loop_->poller().watch(poll_, fd_, EPOLLOUT);
+    loop_->poller().watch(poll_, fd_, events);
   } catch (const std::system_error& e) {
     fatal_error(std::make_exception_ptr(e), true, "Fatal error watching the socket");
   }
@@ -365,12 +364,7 @@ void SocketTransport::attach_watcher() {
   detached_ = false;
   loop_->release_idle_fd_watch(fd_);  // sock_sendfile waited on it with add_writer
   std::uint32_t events = (reader_active_ ? EPOLLIN : 0u) | (writer_active_ ? EPOLLOUT : 0u);
-  if (events == 0) return;
-  try {
-    loop_->poller().watch(poll_, fd_, events);
-  } catch (const std::system_error& e) {
-    force_close(std::make_exception_ptr(e));
-  }
+  if (events != 0) watch(events);
 }
 
 Future<void> SocketTransport::make_empty_waiter() {

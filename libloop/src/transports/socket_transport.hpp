@@ -94,6 +94,8 @@ class SocketTransport final : public Transport,
   void remove_reader();
   void add_writer();
   void remove_writer();
+  /// Registers `events` with the Poller (not while detached or closed); a refusal is fatal.
+  void watch(std::uint32_t events);
   /// Closes the socket (out of the Poller first).
   void close_socket() noexcept;
   void read_ready();

@@ -39,6 +39,14 @@ struct SocketPair {
   void send(const char* s) { REQUIRE(::write(fd[1], s, std::strlen(s)) > 0); }
 };
 
+// A Poller, a connected socket pair and an entry for the first socket.
+struct OneEntry {
+  Poller poller;
+  SocketPair sp;
+  Recorder r;
+  PollEntry e{r};
+};
+
 int poller_error(Poller& p, PollEntry& e, int fd, std::uint32_t events) {
   try {
     p.watch(e, fd, events);
@@ -50,11 +58,8 @@ int poller_error(Poller& p, PollEntry& e, int fd, std::uint32_t events) {
 
 }  // namespace
 
-TEST_CASE("Poller reports a ready fd at every wait until it is drained (level-triggered)") {
-  Poller poller;
-  SocketPair sp;
-  Recorder r;
-  PollEntry e(r);
+TEST_CASE_METHOD(OneEntry,
+                 "Poller reports a ready fd at every wait until it is drained (level-triggered)") {
   poller.watch(e, sp.fd[0], EPOLLIN);
   CHECK(poller.wait(0) == 0);
   sp.send("x");
@@ -68,11 +73,9 @@ TEST_CASE("Poller reports a ready fd at every wait until it is drained (level-tr
   poller.remove(e);
 }
 
-TEST_CASE("Poller unwatch costs nothing until the fd is reported, then shrinks the registration") {
-  Poller poller;
-  SocketPair sp;
-  Recorder r;
-  PollEntry e(r);
+TEST_CASE_METHOD(
+    OneEntry,
+    "Poller unwatch costs nothing until the fd is reported, then shrinks the registration") {
   poller.watch(e, sp.fd[0], EPOLLIN);
   poller.unwatch(e, EPOLLIN);
   CHECK(e.added);
@@ -89,11 +92,7 @@ TEST_CASE("Poller unwatch costs nothing until the fd is reported, then shrinks t
   poller.remove(e);
 }
 
-TEST_CASE("Poller keeps a watched direction when an unwatched one is reported") {
-  Poller poller;
-  SocketPair sp;
-  Recorder r;
-  PollEntry e(r);
+TEST_CASE_METHOD(OneEntry, "Poller keeps a watched direction when an unwatched one is reported") {
   poller.watch(e, sp.fd[0], EPOLLIN | EPOLLOUT);
   poller.unwatch(e, EPOLLOUT);
   CHECK(poller.wait(0) == 0);  // writable, but only reading is watched
@@ -105,11 +104,8 @@ TEST_CASE("Poller keeps a watched direction when an unwatched one is reported") 
   poller.remove(e);
 }
 
-TEST_CASE("Poller tells a reader about a hang-up as asyncio's EpollSelector does") {
-  Poller poller;
-  SocketPair sp;
-  Recorder r;
-  PollEntry e(r);
+TEST_CASE_METHOD(OneEntry,
+                 "Poller tells a reader about a hang-up as asyncio's EpollSelector does") {
   poller.watch(e, sp.fd[0], EPOLLIN);
   ::close(sp.fd[1]);
   sp.fd[1] = -1;
