@@ -331,7 +331,8 @@ class EventLoop {
   /// The level-triggered epoll the loop blocks in: connections and add_reader/add_writer.
   detail::Poller& poller() { return *poller_; }
   /// Before giving `fd` to another watcher (a transport, a pipe): drops the registration that
-  /// add_reader/add_writer keep for an fd nobody watches any more (epoll refuses an fd twice).
+  /// add_reader/add_writer keep for an fd nobody watches any more. The Poller refuses an fd
+  /// twice; for an fd going to asio, the idle registration would report it once more.
   void release_idle_fd_watch(int fd);
   /// Throws std::runtime_error("Event loop is closed") after close().
   void check_closed() const;

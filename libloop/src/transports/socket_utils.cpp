@@ -64,7 +64,9 @@ SocketAddress peername(int fd) {
 }
 
 AsioSocket asio_socket(EventLoop& loop, int fd, int family) {
-  loop.release_idle_fd_watch(fd);  // e.g. sock_connect waited on it with add_writer
+  // e.g. sock_connect waited on it with add_writer: its idle registration in the Poller would
+  // otherwise report the fd once more (and keep a stale watch).
+  loop.release_idle_fd_watch(fd);
   return AsioSocket(loop.io_context(), asio::generic::stream_protocol(family, SOCK_STREAM), fd);
 }
 
