@@ -7,7 +7,6 @@
 #include <asio/io_context.hpp>
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -29,6 +28,7 @@
 #include "loop/exception_context.hpp"
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
+#include "loop/ready_queue.hpp"
 #include "loop/subprocess_options.hpp"
 #include "loop/trace.hpp"
 #include "loop/transports.hpp"
@@ -387,7 +387,7 @@ class EventLoop {
   // unregisters itself from this set.
   std::unordered_set<detail::LoopResource*> resources_;
   std::unique_ptr<Clock> clock_;
-  std::deque<detail::HandleRef> ready_;
+  detail::ReadyQueue ready_;
   // A min-heap on (when, id). The keys are copied into the entries so that sifting compares
   // without loading each handle (100,000 timers do not fit in the cache).
   struct TimerEntry {

@@ -50,7 +50,9 @@ std::unique_ptr<Origin> capture_origin();
 
 template <class F>
 std::string callable_name(const F& fn) {
-  if constexpr (requires { { fn.name } -> std::convertible_to<const char*>; }) {
+  if constexpr (requires {
+                  { fn.name } -> std::convertible_to<const char*>;
+                }) {
     return fn.name;
   } else if constexpr (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) {
     return function_name(reinterpret_cast<const void*>(fn), typeid(F));
@@ -104,17 +106,22 @@ class CallbackImpl final : public HandleImpl {
   std::string callback_name() const override { return callable_name(fn_); }
 
  private:
-  F fn_;
-  std::tuple<Args...> args_;
+  // A lambda without captures and an empty argument list take no room: a pending callback's
+  // bytes are most of what a burst of them costs (page faults included).
+  [[no_unique_address]] F fn_;
+  [[no_unique_address]] std::tuple<Args...> args_;
 };
 
 // An intrusive pointer to a HandleImpl.
 class HandleRef {
  public:
   struct Adopt {};
+  struct Owned {};
   HandleRef() = default;
   /// Takes a new handle's first reference (see HandleImpl::adopt_first_ref).
   HandleRef(HandleImpl* fresh, Adopt) noexcept : p_(fresh) { p_->adopt_first_ref(); }
+  /// Takes over a reference someone holds already (one that release() let go of).
+  HandleRef(HandleImpl* p, Owned) noexcept : p_(p) {}
   explicit HandleRef(HandleImpl* p) noexcept : p_(p) {
     if (p_) p_->add_ref();
   }
@@ -128,6 +135,8 @@ class HandleRef {
     if (p_) p_->release();
   }
   HandleImpl* get() const noexcept { return p_; }
+  /// Lets go of the pointer without dropping its reference (see the Owned constructor).
+  HandleImpl* release() noexcept { return std::exchange(p_, nullptr); }
   HandleImpl* operator->() const noexcept { return p_; }
   HandleImpl& operator*() const noexcept { return *p_; }
   explicit operator bool() const noexcept { return p_ != nullptr; }

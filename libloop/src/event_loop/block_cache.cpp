@@ -32,8 +32,10 @@ namespace loop::detail {
 
 namespace {
 
-constexpr std::size_t kGranule = 16;
-constexpr std::size_t kClasses = 64;  // blocks of 16, 32, ... 1024 bytes
+// 8-byte classes: malloc adds its own 8-byte header and rounds to 16, so a 72-byte handle
+// asked for as 80 bytes would take a 96-byte chunk instead of 80.
+constexpr std::size_t kGranule = 8;
+constexpr std::size_t kClasses = 128;  // blocks of 8, 16, ... 1024 bytes
 constexpr std::size_t kMaxCachedBytesPerClass = 64 * 1024;
 
 struct FreeBlock {

@@ -285,11 +285,11 @@ void EventLoop::run_once() {
     trace("iteration", std::move(rec));
   }
   for (std::size_t i = 0; i < ntodo && !ready_.empty(); ++i) {
-    detail::HandleRef h = std::move(ready_.front());
-    ready_.pop_front();
+    detail::HandleRef h = ready_.pop_front();
     if (h->cancelled) continue;
     run_handle(*h.get());
   }
+  ready_.shrink_if_idle();
 }
 
 void EventLoop::run_handle(detail::HandleImpl& h) {
