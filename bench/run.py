@@ -139,6 +139,9 @@ def server_specs(paths):
     return specs
 
 
+GLIBC_TUNABLES = ""  # set from --glibc-tunables
+
+
 class Server:
     """A running server: started pinned to SERVER_CPU, stopped for sure in stop()."""
 
@@ -149,9 +152,12 @@ class Server:
         cmd = [a.replace("{path}", self.path).replace("{trace}", self.trace)
                for a in spec.cmds[family]]
         self.log = open(os.path.join(tmp, "%s-%s.log" % (spec.name, family)), "w+")
+        env = dict(os.environ)
+        if GLIBC_TUNABLES:  # --glibc-tunables: the same malloc settings for every server
+            env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd,
                                      stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=env)
         self.address = None
 
     def wait_listening(self, timeout=15):
@@ -468,7 +474,15 @@ def main():
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--report", help="only re-render the markdown of this .jsonl")
+    parser.add_argument("--scenarios",
+                        help="comma-separated FAMILY:CONNS:MSG echo scenarios, e.g. tcp:10:102400 "
+                             "(default: all of them)")
+    parser.add_argument("--glibc-tunables",
+                        help="GLIBC_TUNABLES for every server, e.g. "
+                             "glibc.malloc.trim_threshold=1000000000 (see docs/performance.md)")
     args = parser.parse_args()
+    global GLIBC_TUNABLES
+    GLIBC_TUNABLES = args.glibc_tunables or ""
     args.duration = args.duration or (0.6 if args.quick else 3.0)
     args.warmup = args.warmup or (0.2 if args.quick else 1.0)
     args.idle = args.idle or (1000 if args.quick else 10000)
@@ -522,6 +536,9 @@ def main():
                 scenarios.append(("unix", 10, 1024))
             if "udp" not in skip:
                 scenarios.append(("udp", 10, 1024))
+            if args.scenarios:
+                scenarios = [(f, int(c), int(m)) for f, c, m in
+                             (x.split(":") for x in args.scenarios.split(","))]
             for fam, conns, msg in scenarios:
                 run_echo(specs, paths, fam, conns, msg, args, tmp, out)
         if "micro" not in skip:
