@@ -6,6 +6,8 @@
 // next. ContextVar::set changes only the current context.
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -24,6 +26,40 @@ using ContextMap = std::map<std::uint64_t, std::shared_ptr<const void>>;
 struct ContextData {
   std::shared_ptr<const ContextMap> vars;  // null = empty
   bool entered = false;
+  std::atomic<std::uint32_t> refs{0};  // ContextRef's count (for heap-allocated ones)
+};
+
+// A counted reference to a heap-allocated ContextData. Every handle carries one: 8 bytes
+// where a shared_ptr takes 16, and a pending callback's size is most of what a burst of them
+// costs (loop/handle.hpp).
+class ContextRef {
+ public:
+  ContextRef() = default;
+  ContextRef(std::nullptr_t) noexcept {}
+  /// A new, empty context.
+  static ContextRef make() { return ContextRef(new ContextData); }
+  ContextRef(const ContextRef& o) noexcept : p_(o.p_) {
+    if (p_) p_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  ContextRef(ContextRef&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  ContextRef& operator=(ContextRef o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~ContextRef() {
+    if (p_ && p_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete p_;
+  }
+  ContextData* get() const noexcept { return p_; }
+  ContextData* operator->() const noexcept { return p_; }
+  ContextData& operator*() const noexcept { return *p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+  friend bool operator==(const ContextRef& a, const ContextRef& b) noexcept { return a.p_ == b.p_; }
+
+ private:
+  explicit ContextRef(ContextData* fresh) noexcept : p_(fresh) {
+    p_->refs.store(1, std::memory_order_relaxed);
+  }
+  ContextData* p_ = nullptr;
 };
 
 // The context callbacks of this thread see; never null while code runs inside Context::run.
@@ -31,7 +67,7 @@ ContextData* current_context_data();
 void set_current_context_data(ContextData* data);
 std::uint64_t next_context_var_id();
 // The current context for a callback being scheduled: null when it holds no variables.
-std::shared_ptr<ContextData> capture_context();
+ContextRef capture_context();
 
 // Makes `data` current for the lifetime of the guard (Context.run's enter/exit).
 class ContextScope {
@@ -52,8 +88,8 @@ class ContextScope {
 class Context {
  public:
   /// An empty context.
-  Context() : data_(std::make_shared<detail::ContextData>()) {}
-  explicit Context(std::shared_ptr<detail::ContextData> data) : data_(std::move(data)) {}
+  Context() : data_(detail::ContextRef::make()) {}
+  explicit Context(detail::ContextRef data) : data_(std::move(data)) {}
 
   /// Runs fn(args...) with this context current; throws std::runtime_error if it is already
   /// entered (as Context.run raises RuntimeError).
@@ -65,16 +101,16 @@ class Context {
 
   /// A shallow copy (Context.copy()).
   Context copy() const {
-    auto d = std::make_shared<detail::ContextData>();
+    auto d = detail::ContextRef::make();
     d->vars = data_->vars;
     return Context(std::move(d));
   }
 
   std::size_t size() const { return data_->vars ? data_->vars->size() : 0; }
-  const std::shared_ptr<detail::ContextData>& data() const { return data_; }
+  const detail::ContextRef& data() const { return data_; }
 
  private:
-  std::shared_ptr<detail::ContextData> data_;
+  detail::ContextRef data_;
 };
 
 /// A copy of the current context (contextvars.copy_context()).

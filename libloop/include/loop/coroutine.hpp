@@ -59,7 +59,7 @@ class TaskStateBase {
   bool must_cancel_ = false;
   std::string must_cancel_msg_;
   std::exception_ptr pending_exception_;
-  std::shared_ptr<ContextData> context_;
+  ContextRef context_;
 };
 
 TaskStateBase* current_task_state() noexcept;

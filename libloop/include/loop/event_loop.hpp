@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -33,7 +34,14 @@
 #include "loop/trace.hpp"
 #include "loop/transports.hpp"
 
+#ifndef LOOP_TRACE_HOOKS
+#define LOOP_TRACE_HOOKS 1
+#endif
+
 namespace loop {
+
+/// False only in a build made to measure the tracing hooks' cost (CMake LOOP_TRACE_HOOKS=OFF).
+inline constexpr bool kTraceHooks = LOOP_TRACE_HOOKS != 0;
 
 class EventLoop;
 template <class T>
@@ -161,8 +169,15 @@ class EventLoop {
   double slow_callback_duration = 0.1;
 
   // ---- Tracing -----------------------------------------------------------------------------
-  void set_tracer(std::shared_ptr<Tracer> tracer) { tracer_ = std::move(tracer); }
-  Tracer* tracer() const { return tracer_.get(); }
+  void set_tracer(std::shared_ptr<Tracer> tracer) {
+    if (!kTraceHooks && tracer) throw std::logic_error("libloop was built without tracing hooks");
+    tracer_ = std::move(tracer);
+  }
+  /// Every tracing hook tests this first: with no tracer, a load and a branch.
+  Tracer* tracer() const {
+    if constexpr (kTraceHooks) return tracer_.get();
+    return nullptr;
+  }
   /// Adds "ts" and sends the record to the tracer, if there is one.
   void trace(const char* ev, nlohmann::json fields = nlohmann::json::object());
 
@@ -481,7 +496,7 @@ Handle EventLoop::call_soon_threadsafe(F&& callback, Args&&... args) {
   auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
   h->context = detail::capture_context();
   h->kind = detail::HandleKind::threadsafe;
-  if (debug_) h->origin = detail::capture_origin();
+  if (debug_) h->set_origin(detail::capture_origin());
   Handle result(h);
   schedule_threadsafe(std::move(h));
   return result;

@@ -43,7 +43,7 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   void check_result();
 
   using Callback = std::function<void()>;
-  std::uint64_t add_done_callback(Callback cb, std::shared_ptr<ContextData> ctx);
+  std::uint64_t add_done_callback(Callback cb, ContextRef ctx);
   std::size_t remove_done_callback(std::uint64_t id);
 
   /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
@@ -79,7 +79,7 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   struct DoneCallback {
     std::uint64_t id;
     Callback fn;
-    std::shared_ptr<ContextData> ctx;
+    ContextRef ctx;
   };
   std::vector<DoneCallback> callbacks_;
   std::uint64_t next_callback_id_ = 1;
@@ -196,8 +196,7 @@ class Future {
   auto operator co_await() const;
 
  protected:
-  std::uint64_t add_done_callback(std::function<void(Future<T>)> cb,
-                                  std::shared_ptr<detail::ContextData> ctx) const {
+  std::uint64_t add_done_callback(std::function<void(Future<T>)> cb, detail::ContextRef ctx) const {
     std::weak_ptr<State> weak = state_;
     return state_->add_done_callback(
         [cb = std::move(cb), weak]() {

@@ -68,7 +68,9 @@ const char* kind_name(HandleKind kind);
 // queues and the caller may hold it.
 class HandleImpl {
  public:
-  virtual ~HandleImpl() = default;
+  virtual ~HandleImpl() {
+    if (has_origin_) forget_origin();
+  }
   virtual void invoke() = 0;
   virtual std::string callback_name() const = 0;
 
@@ -86,13 +88,19 @@ class HandleImpl {
   EventLoop* loop = nullptr;
   std::uint64_t id = 0;  // also the FIFO order among timers with the same deadline
   double when = 0;       // TimerHandle: the deadline; otherwise when it was scheduled
-  std::shared_ptr<ContextData> context;  // null: run in a fresh empty context
-  std::unique_ptr<Origin> origin;        // debug mode only
+  ContextRef context;    // null: run in a fresh empty context
   HandleKind kind = HandleKind::soon;
   bool cancelled = false;
   bool scheduled = false;  // TimerHandle: still in the loop's heap
 
+  /// Where the handle was created (debug mode; asyncio's _source_traceback), or null. Kept
+  /// in a table aside: a pointer in every handle would make each one 8 bytes bigger.
+  const Origin* origin() const;
+  void set_origin(std::unique_ptr<Origin> origin);
+
  private:
+  void forget_origin() noexcept;
+  bool has_origin_ = false;
   std::atomic<std::uint32_t> refs_{0};
 };
 

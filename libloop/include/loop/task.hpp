@@ -25,7 +25,7 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
     name_ = name.empty() ? next_task_name() : std::move(name);
     top_.promise().task = this;
     resume_point_ = top_;
-    context_ = std::make_shared<ContextData>();
+    context_ = ContextRef::make();
     if (auto* cur = current_context_data()) context_->vars = cur->vars;
   }
   ~TaskState() override {

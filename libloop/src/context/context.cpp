@@ -28,11 +28,11 @@ ContextScope::~ContextScope() {
   t_current = previous_;
 }
 
-std::shared_ptr<ContextData> capture_context() {
+ContextRef capture_context() {
   // The common case has no context variables at all: share nothing, allocate nothing.
   const ContextData* cur = current_context_data();
   if (!cur->vars || cur->vars->empty()) return nullptr;
-  auto copy = std::make_shared<ContextData>();
+  auto copy = ContextRef::make();
   copy->vars = cur->vars;
   return copy;
 }
@@ -40,7 +40,7 @@ std::shared_ptr<ContextData> capture_context() {
 }  // namespace detail
 
 Context copy_context() {
-  auto d = std::make_shared<detail::ContextData>();
+  auto d = detail::ContextRef::make();
   d->vars = detail::current_context_data()->vars;
   return Context(std::move(d));
 }

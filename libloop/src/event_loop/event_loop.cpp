@@ -103,7 +103,7 @@ EventLoop::~EventLoop() {
     r->loop_destroyed();
   }
   default_executor_.reset();
-  if (tracer_) tracer_->finish();
+  if (tracer()) tracer_->finish();
   // From here on, futures that outlive the loop no longer report to it.
   link_->alive.store(false, std::memory_order_release);
 }
@@ -157,7 +157,7 @@ void EventLoop::close() {
   timers_.clear();
   timer_cancelled_count_ = 0;
   if (default_executor_) default_executor_->shutdown(false);
-  if (tracer_) tracer_->flush();
+  if (tracer()) tracer_->flush();
 }
 
 void EventLoop::check_closed() const {
@@ -258,8 +258,8 @@ void EventLoop::run_once() {
   }
 
   // About to wait: whoever follows the trace live gets every record so far.
-  if (tracer_ && timeout != 0) tracer_->flush();
-  double poll_start = tracer_ ? time() : 0;
+  if (tracer() && timeout != 0) tracer_->flush();
+  double poll_start = tracer() ? time() : 0;
   double events = poll(timeout);
 
   // Handle the timers that are due.
@@ -275,7 +275,7 @@ void EventLoop::run_once() {
 
   // Run exactly the callbacks that are ready now; what they schedule runs next iteration.
   std::size_t ntodo = ready_.size();
-  if (tracer_) [[unlikely]] {
+  if (tracer()) [[unlikely]] {
     nlohmann::json rec = {
         {"timeout", timeout < 0 ? nlohmann::json(nullptr) : nlohmann::json(timeout)},
         {"events", static_cast<std::size_t>(events)},
@@ -298,7 +298,7 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
     empty_context_.vars.reset();
     ctx = &empty_context_;
   }
-  const bool timed = debug_ || tracer_;
+  const bool timed = debug_ || tracer();
   double t0 = timed ? time() : 0;
   // Named before it runs: a callback may remove or replace itself (e.g. remove_reader).
   std::string name = timed ? h.callback_name() : std::string();
@@ -310,13 +310,13 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
     context.message = "Exception in callback " + h.callback_name() + "()";
     context.exception = std::current_exception();
     context.handle = Handle(detail::HandleRef(&h));
-    if (h.origin) context.source_traceback = h.origin->describe();
+    if (const detail::Origin* origin = h.origin()) context.source_traceback = origin->describe();
     call_exception_handler(context);
   }
   if (!timed) [[likely]]
     return;
   double dt = time() - t0;
-  if (tracer_) {
+  if (tracer()) {
     trace("callback", {{"id", h.id},
                        {"name", name},
                        {"kind", detail::kind_name(h.kind)},
@@ -325,7 +325,8 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
                        {"duration", dt}});
   }
   if (debug_ && dt >= slow_callback_duration) {
-    std::string origin = h.origin ? " created at " + h.origin->describe() : "";
+    const detail::Origin* created = h.origin();
+    std::string origin = created ? " created at " + created->describe() : "";
     std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n", name.c_str(),
                  origin.c_str(), dt);
     trace("slow_callback", {{"id", h.id}, {"name", name}, {"duration", dt}});
@@ -337,8 +338,8 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
 Handle EventLoop::schedule(detail::HandleRef h, const char* /*caller*/) {
   h->loop = this;
   h->id = next_handle_id_++;
-  if (debug_) h->origin = detail::capture_origin();
-  if (tracer_) [[unlikely]]
+  if (debug_) h->set_origin(detail::capture_origin());
+  if (tracer()) [[unlikely]]
     h->when = time();
   ready_.push_back(h);
   return Handle(std::move(h));
@@ -350,7 +351,7 @@ void EventLoop::schedule_threadsafe(detail::HandleRef h) {
     // Called from the loop's own thread (e.g. from a callback): asyncio appends to _ready at
     // once, so the FIFO order with call_soon is kept.
     h->id = next_handle_id_++;
-    if (tracer_) [[unlikely]]
+    if (tracer()) [[unlikely]]
       h->when = time();
     ready_.push_back(std::move(h));
     return;
@@ -374,7 +375,7 @@ void EventLoop::drain_threadsafe() {
   }
   for (auto& h : batch) {
     h->id = next_handle_id_++;
-    if (tracer_) [[unlikely]]
+    if (tracer()) [[unlikely]]
       h->when = time();
     ready_.push_back(std::move(h));
   }
@@ -385,17 +386,17 @@ TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
   h->id = next_handle_id_++;
   h->when = when;
   h->scheduled = true;
-  if (debug_) h->origin = detail::capture_origin();
+  if (debug_) h->set_origin(detail::capture_origin());
   timers_.push_back(TimerEntry{when, h->id, h});
   std::push_heap(timers_.begin(), timers_.end(), TimerLater{});
-  if (tracer_) [[unlikely]]
+  if (tracer()) [[unlikely]]
     trace("timer_scheduled", {{"id", h->id}, {"name", h->callback_name()}, {"when", when}});
   return TimerHandle(std::move(h));
 }
 
 void EventLoop::timer_handle_cancelled(detail::HandleImpl& h) {
   if (h.scheduled) ++timer_cancelled_count_;
-  if (tracer_) [[unlikely]]
+  if (tracer()) [[unlikely]]
     trace("timer_cancelled", {{"id", h.id}, {"name", h.callback_name()}, {"when", h.when}});
 }
 
@@ -423,7 +424,7 @@ void EventLoop::set_default_executor(std::unique_ptr<Executor> executor) {
 // ---- Tracing -----------------------------------------------------------------------------
 
 void EventLoop::trace(const char* ev, nlohmann::json fields) {
-  if (!tracer_) return;
+  if (!tracer()) return;
   fields["ts"] = time();
   fields["ev"] = ev;
   tracer_->record(fields);

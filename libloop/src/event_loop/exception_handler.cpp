@@ -67,7 +67,7 @@ void EventLoop::default_exception_handler(const ExceptionContext& context) {
 }
 
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
-  if (tracer_) {
+  if (tracer()) {
     try {
       trace("exception", {{"context", context.to_json()}});
     } catch (...) {

@@ -7,11 +7,16 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <unordered_map>
 
 #include "loop/event_loop.hpp"
 
 namespace loop {
+
+// A pending callback's bytes are most of what a burst of them costs: the base stays at 48, so
+// that a callback capturing one pointer takes a 64-byte malloc chunk (docs/performance.md).
+static_assert(sizeof(void*) != 8 || sizeof(detail::HandleImpl) == 48);
 
 void Handle::cancel() {
   if (!ref_ || ref_->cancelled) return;
@@ -29,7 +34,7 @@ std::string Handle::repr() const {
     r += when;
   }
   r += ref_->callback_name() + "()";
-  if (ref_->origin) r += " created at " + ref_->origin->describe();
+  if (const detail::Origin* origin = ref_->origin()) r += " created at " + origin->describe();
   return r + ">";
 }
 
@@ -99,6 +104,45 @@ std::unique_ptr<Origin> capture_origin() {
   int n = backtrace(o->frames.data(), static_cast<int>(o->frames.size()));
   o->frames.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   return o;
+}
+
+namespace {
+// The debug-mode origins of live handles. Leaked on purpose: handles may be destroyed by
+// other static destructors at exit.
+struct OriginTable {
+  std::mutex mutex;
+  std::unordered_map<const HandleImpl*, std::unique_ptr<Origin>> map;
+};
+OriginTable& origin_table() {
+  static auto* table = new OriginTable;
+  return *table;
+}
+}  // namespace
+
+const Origin* HandleImpl::origin() const {
+  if (!has_origin_) return nullptr;
+  OriginTable& t = origin_table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  auto it = t.map.find(this);
+  return it == t.map.end() ? nullptr : it->second.get();
+}
+
+void HandleImpl::set_origin(std::unique_ptr<Origin> origin) {
+  OriginTable& t = origin_table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  if (origin) {
+    t.map[this] = std::move(origin);
+    has_origin_ = true;
+  } else if (has_origin_) {
+    t.map.erase(this);
+    has_origin_ = false;
+  }
+}
+
+void HandleImpl::forget_origin() noexcept {
+  OriginTable& t = origin_table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  t.map.erase(this);
 }
 
 std::string Origin::describe() const {

@@ -91,7 +91,7 @@ void FutureStateBase::check_result() {
   if (exception_) std::rethrow_exception(exception_);
 }
 
-std::uint64_t FutureStateBase::add_done_callback(Callback cb, std::shared_ptr<ContextData> ctx) {
+std::uint64_t FutureStateBase::add_done_callback(Callback cb, ContextRef ctx) {
   std::uint64_t id = next_callback_id_++;
   if (status_ != FutureStatus::pending) {
     loop_->check_closed();  // asyncio's call_soon raises on a closed loop

@@ -185,7 +185,7 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
   Handle result(cb);
   detail::HandleRef old = it->second->set(direction, std::move(cb));
   if (old) old->cancelled = true;  // asyncio cancels the handle it replaces
-  if (tracer_) trace(direction == 0 ? "reader_added" : "writer_added", {{"fd", fd}});
+  if (tracer()) trace(direction == 0 ? "reader_added" : "writer_added", {{"fd", fd}});
   return result;
 }
 
@@ -200,7 +200,7 @@ bool EventLoop::remove_fd_watch(int fd, int direction) {
   detail::HandleRef old = it->second->clear(direction);
   if (!old) return false;
   old->cancelled = true;
-  if (tracer_) trace(direction == 0 ? "reader_removed" : "writer_removed", {{"fd", fd}});
+  if (tracer()) trace(direction == 0 ? "reader_removed" : "writer_removed", {{"fd", fd}});
   return true;
 }
 
