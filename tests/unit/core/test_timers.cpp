@@ -4,6 +4,7 @@
 #include <loop/loop.hpp>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 TEST_CASE("test_call_at_ordering") {
@@ -90,6 +91,38 @@ TEST_CASE("test_timer_cancelled_heap_rebuilt_when_cancelled_dominate") {
   lp2.stop();
   lp2.run_forever();
   CHECK(lp2.scheduled_timer_count() == 8);
+}
+
+TEST_CASE("test_timer_heap_rebuild_keeps_a_timer_a_dropped_callback_schedules") {
+  // Rebuilding the heap lets go of the cancelled handles; one whose callback's destructor
+  // schedules a timer (a captured object's cleanup) must not lose that timer.
+  struct ScheduleOnDrop {
+    loop::EventLoop* lp;
+    bool* fired;
+    bool armed = true;
+    ScheduleOnDrop(loop::EventLoop* l, bool* f) : lp(l), fired(f) {}
+    ScheduleOnDrop(ScheduleOnDrop&& o) noexcept
+        : lp(o.lp), fired(o.fired), armed(std::exchange(o.armed, false)) {}
+    ~ScheduleOnDrop() {
+      if (armed) lp->call_later(5.0, [f = fired] { *f = true; });
+    }
+    void operator()() {}
+  };
+  loop::EventLoop lp(loop::make_virtual_clock());
+  bool fired = false;
+  std::vector<loop::TimerHandle> handles;
+  for (int i = 0; i < 200; ++i) {
+    if (i == 100) {
+      lp.call_later(1000.0, ScheduleOnDrop(&lp, &fired)).cancel();  // only the heap holds it
+    } else {
+      handles.push_back(lp.call_later(1000.0 + i, [] {}));
+      if (i >= 50) handles.back().cancel();
+    }
+  }
+  lp.call_later(10.0, [&] { lp.stop(); });
+  lp.run_forever();  // the first iteration rebuilds the heap: 150 of 201 are cancelled
+  CHECK(fired);
+  CHECK(lp.scheduled_timer_count() == 50);
 }
 
 TEST_CASE("test_virtual_clock_1000_timers_fire_in_order_instantly") {
