@@ -13,7 +13,7 @@ namespace {
 // each message's string once it is written back, and with ten clients every burst of replies
 // moved the heap top down and the next messages faulted it in again: 51-66 µs of server CPU
 // per request against the epoll server's 16-20, about 10,000 brk calls and 300,000 page faults
-// a second (bench/results/2026-12-02-malloc-*). glibc raises both thresholds by itself the
+// a second (docs/performance.md, "What bounds"). glibc raises both thresholds by itself the
 // first time it frees an mmapped block (mallopt(3), "dynamic mmap threshold": the mmap
 // threshold to the block's size, the trim threshold to twice that), which a process whose
 // only large buffer lives forever may never do. So the first read buffer does it once, with a
