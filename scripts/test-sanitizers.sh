@@ -2,7 +2,8 @@
 # The suite under sanitizers, then the fuzz targets for a bounded time. Called by `make test`.
 #   scripts/test-sanitizers.sh [asan] [tsan] [fuzz]     (default: all three, in that order)
 # asan: the whole suite (unit + e2e) built with -fsanitize=address,undefined in build-asan/.
-# tsan: the tests that cross threads (threadsafe, executor, signals, DNS) in build-tsan/.
+# tsan: the tests that cross threads (threadsafe, executor, signals, DNS, the slab allocator's
+#   cross-thread frees) in build-tsan/.
 # fuzz: scripts/fuzz.sh (clang + libFuzzer), a bounded time per target over fuzz/corpus/.
 # Any report fails: the sanitizers exit non-zero (halt_on_error, exitcode), and every report is
 # also written under <build>/sanitizer-logs/, which must be empty at the end — this catches a
@@ -82,9 +83,9 @@ run_asan() {
 }
 
 # The test programs that cross threads: call_soon_threadsafe, run_in_executor, signal handlers
-# (a signal from another thread), getaddrinfo on the executor, the Poller's wake-up. Selected
-# by program name.
-TSAN_PROGRAMS='(thread|executor|signal|dns|call_soon|current_loop|poller)'
+# (a signal from another thread), getaddrinfo on the executor, the Poller's wake-up, blocks
+# freed on another thread than the one that allocated them. Selected by program name.
+TSAN_PROGRAMS='(thread|executor|signal|dns|call_soon|current_loop|poller|slab)'
 
 run_tsan() {
   local dir=$src/build-tsan logs=$src/build-tsan/sanitizer-logs targets=()

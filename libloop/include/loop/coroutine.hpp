@@ -65,7 +65,8 @@ class TaskStateBase {
 TaskStateBase* current_task_state() noexcept;
 
 struct PromiseBase {
-  // A frame per call: from the thread's block cache, not malloc (loop/block_cache.hpp).
+  // A frame per call: from the loop's slab allocator, not malloc (loop/block_cache.hpp). The
+  // frame's alignment is not passed to operator new, so the default 16 bytes is assumed.
   static void* operator new(std::size_t size) { return allocate_block(size); }
   static void operator delete(void* p, std::size_t size) noexcept { deallocate_block(p, size); }
 

@@ -72,7 +72,7 @@ class HandleImpl {
   virtual void invoke() = 0;
   virtual std::string callback_name() const = 0;
 
-  // One per callback: from the thread's block cache, not malloc (loop/block_cache.hpp).
+  // One per callback: from the loop's slab allocator, not malloc (loop/block_cache.hpp).
   static void* operator new(std::size_t size) { return allocate_block(size); }
   static void operator delete(void* p, std::size_t size) noexcept { deallocate_block(p, size); }
 
@@ -110,6 +110,14 @@ class CallbackImpl final : public HandleImpl {
       : fn_(std::forward<G>(fn)), args_(std::forward<A>(args)...) {}
   void invoke() override { std::apply(fn_, args_); }
   std::string callback_name() const override { return callable_name(fn_); }
+
+  // With the exact alignment, a block need not be rounded up to 16 bytes.
+  static void* operator new(std::size_t size) {
+    return allocate_block(size, alignof(CallbackImpl));
+  }
+  static void operator delete(void* p, std::size_t size) noexcept {
+    deallocate_block(p, size, alignof(CallbackImpl));
+  }
 
  private:
   // A lambda without captures and an empty argument list take no room: a pending callback's

@@ -1,131 +1,57 @@
-// The per-thread cache of small freed blocks behind HandleImpl's and the coroutine frames'
-// operator new/delete.
-//
-// A callback costs one handle, allocated by call_soon (or an I/O completion) and freed after it
-// ran; an await costs a coroutine frame or two. malloc/free for those is a good part of their
-// cost, so each thread keeps the blocks it frees, by size class, and hands them out again. The
-// cache is bounded per class (kMaxCachedBytesPerClass): a burst of a million callbacks leaves a
-// few thousand blocks behind, the rest go back to malloc. A block freed on another thread
-// (call_soon_threadsafe's handles) joins that thread's cache; each thread frees its cache when it
-// exits. Under AddressSanitizer (and TSan) the cache is off, so that a use after free of a handle
-// or a frame is still caught.
+// allocate_block/deallocate_block: the slab allocator for small blocks, operator new for the
+// rest. Under AddressSanitizer (and TSan) every block comes from operator new, so that a use
+// after free of a handle or a frame is still caught (the slab allocator's own tests run there
+// all the same: tests/unit/core/test_slab_heap.cpp).
 #include "loop/block_cache.hpp"
 
 #include <cstddef>
-#include <cstdlib>
 #include <new>
 
+#include "event_loop/slab_heap.hpp"
+
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define LOOP_BLOCK_CACHE 0
+#define LOOP_SLAB_BLOCKS 0
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define LOOP_BLOCK_CACHE 0
+#define LOOP_SLAB_BLOCKS 0
 #endif
 #endif
-#ifndef LOOP_BLOCK_CACHE
-#define LOOP_BLOCK_CACHE 1
+#ifndef LOOP_SLAB_BLOCKS
+#define LOOP_SLAB_BLOCKS 1
 #endif
 
 namespace loop::detail {
 
-#if LOOP_BLOCK_CACHE
-
 namespace {
 
-// 8-byte classes: malloc adds its own 8-byte header and rounds to 16, so a 72-byte handle
-// asked for as 80 bytes would take a 96-byte chunk instead of 80.
-constexpr std::size_t kGranule = 8;
-constexpr std::size_t kClasses = 128;  // blocks of 8, 16, ... 1024 bytes
-constexpr std::size_t kMaxCachedBytesPerClass = 64 * 1024;
-
-struct FreeBlock {
-  FreeBlock* next;
-};
-
-class BlockCache {
- public:
-  ~BlockCache() {
-    for (auto& c : classes_) {
-      while (c.head) {
-        FreeBlock* b = c.head;
-        c.head = b->next;
-        ::operator delete(b);
-      }
-    }
-  }
-  void* take(std::size_t cls) noexcept {
-    Class& c = classes_[cls];
-    FreeBlock* b = c.head;
-    if (!b) return nullptr;
-    c.head = b->next;
-    --c.count;
-    return b;
-  }
-  bool give(std::size_t cls, void* p) noexcept {
-    Class& c = classes_[cls];
-    if (c.count * (cls + 1) * kGranule >= kMaxCachedBytesPerClass) return false;
-    auto* b = static_cast<FreeBlock*>(p);
-    b->next = c.head;
-    c.head = b;
-    ++c.count;
-    return true;
-  }
-
- private:
-  struct Class {
-    FreeBlock* head = nullptr;
-    std::size_t count = 0;
-  };
-  Class classes_[kClasses];
-};
-
-thread_local BlockCache t_cache;
-// Whether t_cache may still be used: false once this thread's cache was destroyed (blocks
-// freed by other thread_local destructors after it go straight to malloc).
-thread_local bool t_cache_alive = false;
-
-struct CacheGuard {
-  CacheGuard() { t_cache_alive = true; }
-  ~CacheGuard() { t_cache_alive = false; }
-};
-
-std::size_t size_class(std::size_t size) {
-  return (size + kGranule - 1) / kGranule - 1;
+// The slab block for (size, align), or 0 if the block is not the slab allocator's. Sizes
+// round up to 8 bytes, to 16 for 16-byte alignment (the slab's 16-byte classes are 16-byte
+// aligned): a callback capturing one pointer takes 56 bytes, where malloc would take 64.
+std::size_t slab_size(std::size_t size, std::size_t align) {
+  if (!LOOP_SLAB_BLOCKS || align > 16) return 0;
+  std::size_t unit = align > slab::kGranule ? 16 : slab::kGranule;
+  std::size_t rounded = (size + unit - 1) / unit * unit;
+  if (rounded == 0) rounded = unit;
+  return rounded <= slab::kMaxBlockSize ? rounded : 0;
 }
 
 }  // namespace
 
-void* allocate_block(std::size_t size) {
-  std::size_t cls = size_class(size);
-  if (cls < kClasses && t_cache_alive)
-    if (void* p = t_cache.take(cls)) return p;
-  // Rounded up to the class size, so that any block of a class fits any request of it.
-  return ::operator new(cls < kClasses ? (cls + 1) * kGranule : size);
-}
-
-void deallocate_block(void* p, std::size_t size) noexcept {
-  std::size_t cls = size_class(size);
-  if (cls < kClasses) {
-    if (!t_cache_alive) {
-      // The first use on this thread: the cache, then its guard, which is therefore destroyed
-      // first at thread exit (from then on blocks go straight back to malloc).
-      (void)t_cache;
-      thread_local CacheGuard guard;
-    }
-    if (t_cache_alive && t_cache.give(cls, p)) return;
-  }
-  ::operator delete(p);
-}
-
-#else
-
-void* allocate_block(std::size_t size) {
+void* allocate_block(std::size_t size, std::size_t align) {
+  if (std::size_t rounded = slab_size(size, align)) return slab::allocate(rounded);
+  if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+    return ::operator new(size, std::align_val_t(align));
   return ::operator new(size);
 }
-void deallocate_block(void* p, std::size_t) noexcept {
-  ::operator delete(p);
-}
 
-#endif
+void deallocate_block(void* p, std::size_t size, std::size_t align) noexcept {
+  if (slab_size(size, align)) {
+    slab::deallocate(p);
+  } else if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+    ::operator delete(p, size, std::align_val_t(align));
+  } else {
+    ::operator delete(p, size);
+  }
+}
 
 }  // namespace loop::detail

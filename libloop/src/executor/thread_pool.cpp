@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "event_loop/slab_heap.hpp"
 #include "loop/executor.hpp"
 
 namespace loop {
@@ -50,6 +51,7 @@ void ThreadPoolExecutor::worker() {
     lock.unlock();
     work();
     work = nullptr;  // destroy captured state before taking the lock again
+    detail::slab::trim();  // e.g. the pages of call_soon_threadsafe handles the loop freed
     lock.lock();
   }
 }
