@@ -51,23 +51,25 @@ check_canary() { # build-dir log-dir misdeed...
   done
 }
 
+# Called as `configure_build ... || return 1`: the steps run in `step || status=1`, where bash
+# ignores set -e, so a failed build would otherwise go on to a ctest that finds no tests.
 configure_build() { # dir sanitizers [targets...]
   local dir=$1 san=$2
   shift 2
   # -O1 -g1: what the sanitizers' docs advise (readable stacks, line numbers), and much
   # faster to compile than -O2 -g on 2 cores. Asserts stay on (no NDEBUG).
   cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
-    -DLOOP_SANITIZE="$san" >/dev/null
+    -DLOOP_SANITIZE="$san" >/dev/null || return 1
   if [ $# -eq 0 ]; then
-    cmake --build "$dir" -j "$JOBS"
+    cmake --build "$dir" -j "$JOBS" || return 1
   else
-    cmake --build "$dir" -j "$JOBS" --target "$@"
+    cmake --build "$dir" -j "$JOBS" --target "$@" || return 1
   fi
 }
 
 run_asan() {
   local dir=$src/build-asan logs=$src/build-asan/sanitizer-logs
-  configure_build "$dir" address,undefined
+  configure_build "$dir" address,undefined || return 1
   rm -rf "$logs" && mkdir -p "$logs"
   # exitcode: a report makes any sanitized process (a test, or loopctl under an e2e test) exit
   # 86, whatever it would have returned. detect_leaks: leaks at exit are reports too.
@@ -76,7 +78,8 @@ run_asan() {
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan:suppressions=$supp/ubsan.supp"
   check_canary "$dir" "$logs" leak ub || return 1
   local rc=0
-  (cd "$dir" && ctest --output-on-failure -j "$JOBS" --timeout 600 -E "$EXCLUDE") || rc=$?
+  (cd "$dir" && ctest --output-on-failure --no-tests=error -j "$JOBS" --timeout 600 \
+    -E "$EXCLUDE") || rc=$?
   check_logs "$logs" || rc=1
   unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
   return $rc
@@ -95,13 +98,13 @@ run_tsan() {
     [[ $name =~ $TSAN_PROGRAMS ]] && targets+=("$name")
   done
   [ ${#targets[@]} -eq 0 ] && { echo "test-sanitizers: no TSan test programs" >&2; return 1; }
-  configure_build "$dir" thread sanitizer_canary "${targets[@]}"
+  configure_build "$dir" thread sanitizer_canary "${targets[@]}" || return 1
   rm -rf "$logs" && mkdir -p "$logs"
   export TSAN_OPTIONS="halt_on_error=1:exitcode=86:second_deadlock_stack=1:log_path=$logs/tsan:suppressions=$supp/tsan.supp"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   check_canary "$dir" "$logs" race || return 1
   local rc=0
-  (cd "$dir" && ctest --output-on-failure -j "$JOBS" --timeout 600 \
+  (cd "$dir" && ctest --output-on-failure --no-tests=error -j "$JOBS" --timeout 600 \
     -R "^test_[a-z_]*${TSAN_PROGRAMS}[a-z_]*:") || rc=$?
   check_logs "$logs" || rc=1
   unset TSAN_OPTIONS UBSAN_OPTIONS
