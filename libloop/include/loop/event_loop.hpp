@@ -30,6 +30,7 @@
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
 #include "loop/ready_queue.hpp"
+#include "loop/timer_heap.hpp"
 #include "loop/subprocess_options.hpp"
 #include "loop/trace.hpp"
 #include "loop/transports.hpp"
@@ -403,14 +404,7 @@ class EventLoop {
   std::unordered_set<detail::LoopResource*> resources_;
   std::unique_ptr<Clock> clock_;
   detail::ReadyQueue ready_;
-  // A min-heap on (when, id). The keys are copied into the entries so that sifting compares
-  // without loading each handle (100,000 timers do not fit in the cache).
-  struct TimerEntry {
-    double when;
-    std::uint64_t id;
-    detail::HandleRef handle;
-  };
-  std::vector<TimerEntry> timers_;
+  detail::TimerHeap timers_;
   std::size_t timer_cancelled_count_ = 0;
   std::uint64_t next_handle_id_ = 1;
   bool running_ = false;

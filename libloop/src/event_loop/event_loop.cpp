@@ -25,16 +25,6 @@ constexpr std::size_t kTrimAllPages = static_cast<std::size_t>(-1);
 constexpr std::size_t kMinScheduledTimerHandles = 100;
 constexpr double kMinCancelledTimerHandlesFraction = 0.5;
 
-// Min-heap order on (when, id): the earliest deadline first, FIFO among equal deadlines (ids
-// grow with every schedule).
-struct TimerLater {
-  template <class Entry>
-  bool operator()(const Entry& a, const Entry& b) const {
-    if (a.when != b.when) return a.when > b.when;
-    return a.id > b.id;
-  }
-};
-
 bool env_debug() {
   const char* v = std::getenv("LOOP_DEBUG");
   return v && *v;
@@ -157,7 +147,7 @@ void EventLoop::close() {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
     threadsafe_queue_.clear();
   }
-  for (auto& t : timers_) t.handle->scheduled = false;
+  timers_.for_each([](detail::HandleImpl& h) { h.scheduled = false; });
   timers_.clear();
   timer_cancelled_count_ = 0;
   if (default_executor_) default_executor_->shutdown(false);
@@ -183,38 +173,15 @@ void EventLoop::drop_cancelled_timers() {
   if (sched_count > kMinScheduledTimerHandles &&
       static_cast<double>(timer_cancelled_count_) / static_cast<double>(sched_count) >
           kMinCancelledTimerHandlesFraction) {
-    // Too many cancelled timers waste the heap: rebuild it from the live ones. The old entries
-    // are moved out first: dropping a handle may run a destructor that schedules a timer.
-    std::vector<TimerEntry> old = std::move(timers_);
-    timers_.clear();
-    timers_.reserve(sched_count - std::min(timer_cancelled_count_, sched_count));
+    // Too many cancelled timers waste the heap: rebuild it from the live ones.
+    std::size_t live = sched_count - std::min(timer_cancelled_count_, sched_count);
     timer_cancelled_count_ = 0;
-    // Whether a timer was cancelled is in its handle, one cache miss each: 100,000 of them
-    // made this rebuild take milliseconds, and the timers due meanwhile that late. Asking for
-    // the handles a few entries ahead lets those misses overlap (bench timers_cancel: the
-    // rebuild of 100,000 took 5.5 ms; the lateness after the start, median 8.5 -> 6.9 ms).
-    constexpr std::size_t kPrefetchAhead = 16;
-    for (std::size_t i = 0; i < std::min(kPrefetchAhead, sched_count); ++i)
-      __builtin_prefetch(old[i].handle.get());
-    for (std::size_t i = 0; i < sched_count; ++i) {
-      if (i + kPrefetchAhead < sched_count)
-        __builtin_prefetch(old[i + kPrefetchAhead].handle.get());
-      TimerEntry& t = old[i];
-      if (t.handle->cancelled) {
-        t.handle->scheduled = false;
-        t.handle = detail::HandleRef();  // let go while its cache line is at hand
-      } else {
-        timers_.push_back(std::move(t));
-      }
-    }
-    std::make_heap(timers_.begin(), timers_.end(), TimerLater{});
+    timers_.remove_cancelled(live);
   } else {
     // Remove cancelled timers from the front of the heap.
-    while (!timers_.empty() && timers_.front().handle->cancelled) {
+    while (!timers_.empty() && timers_.top().cancelled) {
       --timer_cancelled_count_;
-      std::pop_heap(timers_.begin(), timers_.end(), TimerLater{});
-      timers_.back().handle->scheduled = false;
-      timers_.pop_back();
+      timers_.pop()->scheduled = false;
     }
   }
 }
@@ -226,7 +193,7 @@ double EventLoop::poll(double timeout) {
       // Simulated time: look at I/O without waiting; if nothing happened, jump to the timer.
       events = poll_io(0);
       if (events == 0 && ready_.empty() && !timers_.empty())
-        clock_->advance_to(timers_.front().when);
+        clock_->advance_to(timers_.next_when());
     } else {
       events = poll_io(timeout);
     }
@@ -271,7 +238,7 @@ void EventLoop::run_once() {
   if (!ready_.empty() || stopping_) {
     timeout = 0;
   } else if (!timers_.empty()) {
-    timeout = std::clamp(timers_.front().when - time(), 0.0, kMaximumSelectTimeout);
+    timeout = std::clamp(timers_.next_when() - time(), 0.0, kMaximumSelectTimeout);
   }
 
   if (timeout != 0) {
@@ -287,10 +254,8 @@ void EventLoop::run_once() {
   // Handle the timers that are due.
   double end_time = time() + clock_->resolution();
   while (!timers_.empty()) {
-    if (timers_.front().when >= end_time) break;
-    std::pop_heap(timers_.begin(), timers_.end(), TimerLater{});
-    detail::HandleRef h = std::move(timers_.back().handle);
-    timers_.pop_back();
+    if (timers_.next_when() >= end_time) break;
+    detail::HandleRef h = timers_.pop();
     h->scheduled = false;
     ready_.push_back(std::move(h));
   }
@@ -409,8 +374,7 @@ TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
   h->when = when;
   h->scheduled = true;
   if (debug_) h->set_origin(detail::capture_origin());
-  timers_.push_back(TimerEntry{when, h->id, h});
-  std::push_heap(timers_.begin(), timers_.end(), TimerLater{});
+  timers_.push(when, h);
   if (tracer()) [[unlikely]]
     trace("timer_scheduled", {{"id", h->id}, {"name", h->callback_name()}, {"when", when}});
   return TimerHandle(std::move(h));

@@ -1,5 +1,6 @@
 // call_later / call_at and the timer heap (CPython test_base_events.py: test_call_later,
 // test_call_at, test__run_once_schedule_handle, test_timer_handle_cancelled...).
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
 #include <random>
@@ -30,6 +31,24 @@ TEST_CASE("test_call_at_ordering") {
   lp.run_forever();
   CHECK(ties.size() == 20);
   CHECK(std::is_sorted(ties.begin(), ties.end()));
+}
+
+TEST_CASE("test_call_at_many_ties_fire_by_deadline_then_scheduling_order") {
+  // 5,000 timers on 10 deadlines, scheduled in random order: the heap compares deadlines and
+  // looks at the handles' ids only on a tie; every tie must still come out first-in first-out.
+  loop::EventLoop lp(loop::make_virtual_clock(100.0));
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> bucket(1, 10);
+  double now = lp.time();
+  std::vector<std::pair<int, int>> fired;  // (bucket, scheduling order)
+  for (int i = 0; i < 5000; ++i) {
+    int b = bucket(rng);
+    lp.call_at(now + b * 0.01, [&fired, b, i] { fired.emplace_back(b, i); });
+  }
+  lp.call_at(now + 1.0, [&] { lp.stop(); });
+  lp.run_forever();
+  REQUIRE(fired.size() == 5000);
+  CHECK(std::is_sorted(fired.begin(), fired.end()));
 }
 
 TEST_CASE("test_call_later_waits_real_time") {
