@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <loop/loop.hpp>
 #include <random>
 #include <string>
@@ -61,17 +62,18 @@ void bench_timers(long n, bool cancel_half) {
   handles.reserve(n);
   long expected = cancel_half ? n - n / 2 : n;
   long fired = 0, fired_cancelled = 0;
+  // One callback for all, each timer passing its index, as micro.py's loop.call_later(delay,
+  // cb, i) does: a handle holds a reference to cb and the argument, not a copy of cb's state.
+  auto cb = [&](long i) {
+    double when = handles[i].when();
+    double l = lp.time() - when;
+    late.push_back(l);
+    if (when >= started) late_max_after_start = std::max(late_max_after_start, l);
+    if (cancel_half && i % 2 == 1) ++fired_cancelled;
+    if (++fired == expected) lp.stop();
+  };
   double t0 = wall();
-  for (long i = 0; i < n; ++i) {
-    handles.push_back(lp.call_later(delay(rng), [&, i] {
-      double when = handles[i].when();
-      double l = lp.time() - when;
-      late.push_back(l);
-      if (when >= started) late_max_after_start = std::max(late_max_after_start, l);
-      if (cancel_half && i % 2 == 1) ++fired_cancelled;
-      if (++fired == expected) lp.stop();
-    }));
-  }
+  for (long i = 0; i < n; ++i) handles.push_back(lp.call_later(delay(rng), std::ref(cb), i));
   double t1 = wall();
   if (cancel_half)
     for (long i = 1; i < n; i += 2) handles[i].cancel();
