@@ -30,8 +30,8 @@
 #include "loop/executor.hpp"
 #include "loop/handle.hpp"
 #include "loop/ready_queue.hpp"
-#include "loop/timer_heap.hpp"
 #include "loop/subprocess_options.hpp"
+#include "loop/timer_heap.hpp"
 #include "loop/trace.hpp"
 #include "loop/transports.hpp"
 
@@ -358,8 +358,12 @@ class EventLoop {
   Handle schedule(detail::HandleRef handle, const char* caller);
   /// Puts a handle on the ready queue from another thread.
   void schedule_threadsafe(detail::HandleRef handle);
+  /// `handle` from detail::make_timer_handle.
   TimerHandle schedule_timer(detail::HandleRef handle, double when);
-  void timer_handle_cancelled(detail::HandleImpl& handle);
+  /// Tracing: when a handle was put on the ready queue (timers: their deadline), 0 if the
+  /// tracer was not set then. Forgets it.
+  double take_trace_scheduled(const detail::HandleImpl& handle);
+  void timer_handle_cancelled(detail::TimerHandleImpl& handle);
   void register_task(std::shared_ptr<detail::TaskStateBase> task);
   void unregister_task(detail::TaskStateBase* task);
   std::size_t pending_task_count() const { return tasks_.size(); }
@@ -405,6 +409,9 @@ class EventLoop {
   std::unique_ptr<Clock> clock_;
   detail::ReadyQueue ready_;
   detail::TimerHeap timers_;
+  // Tracing only: when each handle queued while tracing was put on the ready queue (its
+  // "scheduled"), kept aside so that handles have no field for it.
+  std::unordered_map<const detail::HandleImpl*, double> trace_scheduled_;
   std::size_t timer_cancelled_count_ = 0;
   std::uint64_t next_handle_id_ = 1;
   bool running_ = false;
@@ -505,9 +512,8 @@ template <class F, class... Args>
 TimerHandle EventLoop::call_at(double when, F&& callback, Args&&... args) {
   check_closed();
   if (debug_) check_thread();
-  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
+  auto h = detail::make_timer_handle(std::forward<F>(callback), std::forward<Args>(args)...);
   h->context = detail::capture_context();
-  h->kind = detail::HandleKind::timer;
   return schedule_timer(std::move(h), when);
 }
 

@@ -87,6 +87,7 @@ EventLoop::~EventLoop() {
     threadsafe_queue_.clear();
   }
   ready_.clear();
+  trace_scheduled_.clear();
   timers_.clear();
   // Transports still open let go of themselves while the reactor exists (one at a time:
   // releasing one may destroy another, which then leaves the set).
@@ -143,6 +144,7 @@ void EventLoop::close() {
   close_signal_handlers();  // as asyncio's unix loop: closing removes them
   close_fd_watchers();      // and forgets the selector's registrations
   ready_.clear();
+  trace_scheduled_.clear();
   {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
     threadsafe_queue_.clear();
@@ -273,7 +275,11 @@ void EventLoop::run_once() {
   }
   for (std::size_t i = 0; i < ntodo && !ready_.empty(); ++i) {
     detail::HandleRef h = ready_.pop_front();
-    if (h->cancelled) continue;
+    if (h->cancelled) {
+      if (!trace_scheduled_.empty()) [[unlikely]]
+        trace_scheduled_.erase(h.get());
+      continue;
+    }
     run_handle(*h.get());
   }
   ready_.shrink_if_idle();
@@ -300,14 +306,19 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
     if (const detail::Origin* origin = h.origin()) context.source_traceback = origin->describe();
     call_exception_handler(context);
   }
-  if (!timed) [[likely]]
+  if (!timed) [[likely]] {
+    // Queued while tracing, run after the tracer was taken away.
+    if (!trace_scheduled_.empty()) [[unlikely]]
+      trace_scheduled_.erase(&h);
     return;
+  }
   double dt = time() - t0;
+  double scheduled = take_trace_scheduled(h);
   if (tracer()) {
     trace("callback", {{"id", h.id},
                        {"name", name},
                        {"kind", detail::kind_name(h.kind)},
-                       {"scheduled", h.when},
+                       {"scheduled", scheduled},
                        {"started", t0},
                        {"duration", dt}});
   }
@@ -323,23 +334,21 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
 // ---- Scheduling --------------------------------------------------------------------------
 
 Handle EventLoop::schedule(detail::HandleRef h, const char* /*caller*/) {
-  h->loop = this;
   h->id = next_handle_id_++;
   if (debug_) h->set_origin(detail::capture_origin());
   if (tracer()) [[unlikely]]
-    h->when = time();
+    trace_scheduled_[h.get()] = time();
   ready_.push_back(h);
   return Handle(std::move(h));
 }
 
 void EventLoop::schedule_threadsafe(detail::HandleRef h) {
-  h->loop = this;
   if (thread_id_.load(std::memory_order_acquire) == std::this_thread::get_id()) {
     // Called from the loop's own thread (e.g. from a callback): asyncio appends to _ready at
     // once, so the FIFO order with call_soon is kept.
     h->id = next_handle_id_++;
     if (tracer()) [[unlikely]]
-      h->when = time();
+      trace_scheduled_[h.get()] = time();
     ready_.push_back(std::move(h));
     return;
   }
@@ -363,15 +372,16 @@ void EventLoop::drain_threadsafe() {
   for (auto& h : batch) {
     h->id = next_handle_id_++;
     if (tracer()) [[unlikely]]
-      h->when = time();
+      trace_scheduled_[h.get()] = time();
     ready_.push_back(std::move(h));
   }
 }
 
 TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
-  h->loop = this;
+  auto& timer = static_cast<detail::TimerHandleImpl&>(*h);
+  timer.loop = this;
+  timer.when = when;
   h->id = next_handle_id_++;
-  h->when = when;
   h->scheduled = true;
   if (debug_) h->set_origin(detail::capture_origin());
   timers_.push(when, h);
@@ -380,10 +390,20 @@ TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
   return TimerHandle(std::move(h));
 }
 
-void EventLoop::timer_handle_cancelled(detail::HandleImpl& h) {
+void EventLoop::timer_handle_cancelled(detail::TimerHandleImpl& h) {
   if (h.scheduled) ++timer_cancelled_count_;
   if (tracer()) [[unlikely]]
     trace("timer_cancelled", {{"id", h.id}, {"name", h.callback_name()}, {"when", h.when}});
+}
+
+double EventLoop::take_trace_scheduled(const detail::HandleImpl& h) {
+  if (h.kind == detail::HandleKind::timer)
+    return static_cast<const detail::TimerHandleImpl&>(h).when;
+  auto it = trace_scheduled_.find(&h);
+  if (it == trace_scheduled_.end()) return 0;
+  double scheduled = it->second;
+  trace_scheduled_.erase(it);
+  return scheduled;
 }
 
 void EventLoop::register_task(std::shared_ptr<detail::TaskStateBase> task) {

@@ -181,7 +181,6 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
       it = map.emplace(fd, std::move(w)).first;
     }
   }
-  cb->loop = this;
   Handle result(cb);
   detail::HandleRef old = it->second->set(direction, std::move(cb));
   if (old) old->cancelled = true;  // asyncio cancels the handle it replaces

@@ -136,7 +136,6 @@ void EventLoop::add_signal_handle(int sig, detail::HandleRef cb) {
   check_signal(sig);
   if (get_debug()) check_thread();
   if (!signal_handlers_) signal_handlers_ = std::make_shared<detail::SignalHandlers>(*this);
-  cb->loop = this;
   // As asyncio, the handle replaced is not cancelled: a delivery already queued still runs.
   signal_handlers_->set(sig, std::move(cb));
 }

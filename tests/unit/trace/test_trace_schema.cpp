@@ -122,6 +122,22 @@ TEST_CASE("trace schema: every JSON Lines record of a real run validates, with s
       REQUIRE(r["ts"].get<double>() >= started);
     }
   }
+  // A callback queued while tracing reports when it was queued (kept aside from the handle:
+  // EventLoop::trace_scheduled_), a timer its deadline.
+  std::map<std::uint64_t, double> deadlines;
+  int checked = 0;
+  for (auto& r : recs) {
+    if (r["ev"] == "timer_scheduled") deadlines[r["id"]] = r["when"];
+    if (r["ev"] != "callback") continue;
+    if (r["name"] == "first") {
+      CHECK(r["scheduled"].get<double>() > 0);
+      ++checked;
+    } else if (r["name"] == "later") {
+      CHECK(r["scheduled"].get<double>() == deadlines.at(r["id"]));
+      ++checked;
+    }
+  }
+  CHECK(checked == 2);
   for (const char* k : {"loop_start", "loop_stop", "loop_close", "iteration", "callback",
                         "timer_scheduled", "timer_cancelled", "exception"}) {
     INFO(k);
