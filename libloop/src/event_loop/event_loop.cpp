@@ -295,6 +295,10 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
   double t0 = timed ? time() : 0;
   // Named before it runs: a callback may remove or replace itself (e.g. remove_reader).
   std::string name = timed ? h.callback_name() : std::string();
+  // Also before it runs: it may queue this same handle again (a task's next step).
+  double scheduled = 0;
+  if (tracer() || !trace_scheduled_.empty()) [[unlikely]]
+    scheduled = take_trace_scheduled(h);
   try {
     detail::ContextScope scope(ctx);
     h.invoke();
@@ -306,14 +310,9 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
     if (const detail::Origin* origin = h.origin()) context.source_traceback = origin->describe();
     call_exception_handler(context);
   }
-  if (!timed) [[likely]] {
-    // Queued while tracing, run after the tracer was taken away.
-    if (!trace_scheduled_.empty()) [[unlikely]]
-      trace_scheduled_.erase(&h);
+  if (!timed) [[likely]]
     return;
-  }
   double dt = time() - t0;
-  double scheduled = take_trace_scheduled(h);
   if (tracer()) {
     trace("callback", {{"id", h.id},
                        {"name", name},
