@@ -48,9 +48,10 @@ void deallocate_block(void* p, std::size_t size, std::size_t align) noexcept {
   if (slab_size(size, align)) {
     slab::deallocate(p);
   } else if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
-    ::operator delete(p, size, std::align_val_t(align));
+    // Unsized: clang declares the sized forms only with -fsized-deallocation.
+    ::operator delete(p, std::align_val_t(align));
   } else {
-    ::operator delete(p, size);
+    ::operator delete(p);
   }
 }
 
