@@ -8,17 +8,9 @@
 #include <new>
 
 #include "event_loop/slab_heap.hpp"
+#include "sanitizers.hpp"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define LOOP_SLAB_BLOCKS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define LOOP_SLAB_BLOCKS 0
-#endif
-#endif
-#ifndef LOOP_SLAB_BLOCKS
-#define LOOP_SLAB_BLOCKS 1
-#endif
+#define LOOP_SLAB_BLOCKS (!LOOP_UNDER_SANITIZER)
 
 namespace loop::detail {
 

@@ -15,20 +15,12 @@
 #include "event_loop/slab_heap.hpp"
 #include "loop/block_cache.hpp"
 #include "loop/loop.hpp"
+#include "sanitizers.hpp"
 
 namespace slab = loop::detail::slab;
 
 // Under the sanitizers handles come from operator new (loop/block_cache.cpp), not the slab.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define LOOP_TEST_SLAB_HANDLES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define LOOP_TEST_SLAB_HANDLES 0
-#endif
-#endif
-#ifndef LOOP_TEST_SLAB_HANDLES
-#define LOOP_TEST_SLAB_HANDLES 1
-#endif
+#define LOOP_TEST_SLAB_HANDLES (!LOOP_UNDER_SANITIZER)
 
 namespace {
 

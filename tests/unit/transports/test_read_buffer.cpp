@@ -7,18 +7,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "sanitizers.hpp"
 #include "transports/read_buffer.hpp"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define LOOP_TEST_OWN_MALLOC 0  // the sanitizers' allocator replaces glibc's
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define LOOP_TEST_OWN_MALLOC 0
-#endif
-#endif
-#ifndef LOOP_TEST_OWN_MALLOC
-#define LOOP_TEST_OWN_MALLOC 1
-#endif
+#define LOOP_TEST_OWN_MALLOC (!LOOP_UNDER_SANITIZER)  // the sanitizers' allocator replaces glibc's
 
 TEST_CASE("test_read_buffer_is_per_thread_and_stable") {
   char* a = loop::detail::thread_read_buffer();
