@@ -33,6 +33,8 @@ class TaskStateBase {
   void suspend_yield(std::coroutine_handle<> h);
   /// Rethrows an exception sent into the coroutine (the CancelledError of cancel()).
   void throw_if_pending();
+  /// Task.__wakeup: the future it waited on is done.
+  void wakeup() { step(); }
 
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "loop/block_cache.hpp"
 #include "loop/context.hpp"
 #include "loop/errors.hpp"
 #include "loop/event_loop.hpp"
@@ -20,6 +21,8 @@ namespace loop {
 namespace detail {
 
 enum class FutureStatus : std::uint8_t { pending, cancelled, finished };
+
+class TaskStateBase;
 
 // The untyped part of a future's state: status, exception and callbacks.
 class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
@@ -44,6 +47,11 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
   using Callback = std::function<void()>;
   std::uint64_t add_done_callback(Callback cb, ContextRef ctx);
+  /// add_done_callback(task.__wakeup) of the task `task` whose future is `task_future`: held
+  /// weakly, as a task's callback (a task nobody holds is not kept alive by what it awaits),
+  /// without a std::function for it.
+  void add_task_wakeup(std::weak_ptr<FutureStateBase> task_future, TaskStateBase* task,
+                       ContextRef ctx);
   std::size_t remove_done_callback(std::uint64_t id);
 
   /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
@@ -53,14 +61,19 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
  protected:
   void assert_pending(const char* what) const;
-  /// "Future/Task exception was never retrieved", once, from the most derived destructor (a
-  /// Task's name is gone by the time ~FutureStateBase runs).
+  /// Whether a destructor has "Future/Task exception was never retrieved" to report: the
+  /// repr that goes with it is built only then (most futures die with nothing to report).
+  bool unretrieved_to_report() const noexcept {
+    return exception_ && !exception_retrieved_ && link_->alive.load(std::memory_order_acquire);
+  }
+  /// Reports it, once, from the most derived destructor (a Task's name is gone by the time
+  /// ~FutureStateBase runs). Call only when unretrieved_to_report().
   void report_unretrieved(const std::string& repr_text) noexcept;
   void mark_finished();  // status finished + schedule callbacks
   void schedule_callbacks();
   /// Drops the callbacks of a future that will never complete (its task was abandoned by a
   /// dying loop): they may hold the futures that hold this one, a cycle that would leak.
-  void drop_callbacks() noexcept { callbacks_.clear(); }
+  void drop_callbacks() noexcept;
   virtual std::string result_repr() const { return {}; }
   /// "pending", "cancelled", "finished": the word after the class name in repr().
   const char* status_word() const;
@@ -77,11 +90,19 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
  private:
   struct DoneCallback {
-    std::uint64_t id;
-    Callback fn;
+    std::uint64_t id = 0;  // 0: none
+    Callback fn;                                 // or, when it is empty, a task's wakeup:
+    std::weak_ptr<FutureStateBase> task_future;  // the task's own future, held weakly
+    TaskStateBase* task = nullptr;
     ContextRef ctx;
   };
-  std::vector<DoneCallback> callbacks_;
+  void add_callback(DoneCallback c);
+  void schedule_done_callback(DoneCallback& c, std::shared_ptr<FutureStateBase> self,
+                              const char* why);
+  // The callbacks in the order they were added: most futures have one (the awaiting task's
+  // wakeup), held inline; the rest follow it.
+  DoneCallback first_callback_;
+  std::vector<DoneCallback, BlockAllocator<DoneCallback>> more_callbacks_;
   std::uint64_t next_callback_id_ = 1;
 };
 
@@ -210,7 +231,9 @@ class Future {
 
 template <class T>
 Future<T> EventLoop::create_future() {
-  return Future<T>(std::make_shared<detail::FutureState<T>>(this));
+  // A future per await: from the loop's slab allocator, not malloc.
+  return Future<T>(std::allocate_shared<detail::FutureState<T>>(
+      detail::BlockAllocator<detail::FutureState<T>>(), this));
 }
 
 }  // namespace loop

@@ -29,7 +29,12 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
     if (auto* cur = current_context_data()) context_->vars = cur->vars;
   }
   ~TaskState() override {
-    this->report_unretrieved(repr());
+    if (this->unretrieved_to_report()) {
+      try {
+        this->report_unretrieved(repr());
+      } catch (...) {  // the repr could not be built (out of memory): nothing to report with
+      }
+    }
     if (top_) top_.destroy();
   }
 
@@ -123,7 +128,8 @@ class Task : public Future<T> {
   /// Starts a task on `loop` without consulting its task factory.
   static Task create(EventLoop& loop, Coroutine<T> coro, std::string name = {}) {
     loop.check_closed();
-    auto state = std::make_shared<detail::TaskState<T>>(&loop, coro.release(), std::move(name));
+    auto state = std::allocate_shared<detail::TaskState<T>>(
+        detail::BlockAllocator<detail::TaskState<T>>(), &loop, coro.release(), std::move(name));
     state->start();
     return Task(std::move(state));
   }

@@ -1,6 +1,8 @@
 // FutureStateBase: asyncio.Future's state machine, shared by every Future<T> and Task<T>.
 #include "loop/future.hpp"
 
+#include "loop/coroutine.hpp"
+
 namespace loop::detail {
 
 namespace {
@@ -20,16 +22,39 @@ class DoneCallbackHandle final : public HandleImpl {
   std::shared_ptr<FutureStateBase> fut_;  // keeps the future alive until the callback ran
   FutureStateBase::Callback fn_;
 };
+
+// Task.__wakeup as a done-callback: steps the task if it still exists.
+class TaskWakeupHandle final : public HandleImpl {
+ public:
+  TaskWakeupHandle(std::shared_ptr<FutureStateBase> fut, std::weak_ptr<FutureStateBase> task_future,
+                   TaskStateBase* task)
+      : fut_(std::move(fut)), task_future_(std::move(task_future)), task_(task) {
+    kind = HandleKind::future;
+  }
+  void invoke() override {
+    if (auto alive = task_future_.lock()) task_->wakeup();
+  }
+  std::string callback_name() const override { return "Task.__wakeup"; }
+
+ private:
+  std::shared_ptr<FutureStateBase> fut_;  // keeps the future alive until the callback ran
+  std::weak_ptr<FutureStateBase> task_future_;
+  TaskStateBase* task_;
+};
 }  // namespace
 
 FutureStateBase::~FutureStateBase() {
-  if (!is_task_) report_unretrieved(std::string("<Future ") + status_word() + outcome_repr() + ">");
+  if (!is_task_ && unretrieved_to_report()) {
+    try {
+      report_unretrieved(std::string("<Future ") + status_word() + outcome_repr() + ">");
+    } catch (...) {  // the repr could not be built (out of memory): nothing to report with
+    }
+  }
 }
 
 void FutureStateBase::report_unretrieved(const std::string& repr_text) noexcept {
   // asyncio reports this from Future.__del__; a loop already destroyed has nobody to tell.
-  if (!exception_ || exception_retrieved_ || !link_->alive.load(std::memory_order_acquire))
-    return;
+  if (!unretrieved_to_report()) return;
   exception_retrieved_ = true;
   try {
     ExceptionContext ctx;
@@ -93,35 +118,58 @@ void FutureStateBase::check_result() {
 
 std::uint64_t FutureStateBase::add_done_callback(Callback cb, ContextRef ctx) {
   std::uint64_t id = next_callback_id_++;
-  if (status_ != FutureStatus::pending) {
-    loop_->check_closed();  // asyncio's call_soon raises on a closed loop
-    HandleRef h(new DoneCallbackHandle(shared_from_this(), std::move(cb)));
-    h->context = std::move(ctx);
-    loop_->schedule(std::move(h), "add_done_callback");
-  } else {
-    callbacks_.push_back({id, std::move(cb), std::move(ctx)});
-  }
+  add_callback({id, std::move(cb), {}, nullptr, std::move(ctx)});
   return id;
 }
 
+void FutureStateBase::add_task_wakeup(std::weak_ptr<FutureStateBase> task_future,
+                                      TaskStateBase* task, ContextRef ctx) {
+  add_callback({next_callback_id_++, {}, std::move(task_future), task, std::move(ctx)});
+}
+
+void FutureStateBase::add_callback(DoneCallback c) {
+  if (status_ != FutureStatus::pending) {
+    loop_->check_closed();  // asyncio's call_soon raises on a closed loop
+    schedule_done_callback(c, shared_from_this(), "add_done_callback");
+  } else if (!first_callback_.id && more_callbacks_.empty()) {
+    first_callback_ = std::move(c);
+  } else {
+    more_callbacks_.push_back(std::move(c));
+  }
+}
+
+void FutureStateBase::schedule_done_callback(DoneCallback& c, std::shared_ptr<FutureStateBase> self,
+                                             const char* why) {
+  HandleRef h(c.task ? static_cast<HandleImpl*>(new TaskWakeupHandle(
+                           std::move(self), std::move(c.task_future), c.task))
+                     : new DoneCallbackHandle(std::move(self), std::move(c.fn)));
+  h->context = std::move(c.ctx);
+  loop_->schedule(std::move(h), why);
+}
+
 std::size_t FutureStateBase::remove_done_callback(std::uint64_t id) {
-  auto before = callbacks_.size();
-  std::erase_if(callbacks_, [id](const DoneCallback& c) { return c.id == id; });
-  return before - callbacks_.size();
+  if (id && first_callback_.id == id) {
+    first_callback_ = {};
+    return 1;
+  }
+  return std::erase_if(more_callbacks_, [id](const DoneCallback& c) { return c.id == id; });
+}
+
+void FutureStateBase::drop_callbacks() noexcept {
+  first_callback_ = {};
+  more_callbacks_.clear();
 }
 
 void FutureStateBase::schedule_callbacks() {
-  if (callbacks_.empty()) return;
+  if (!first_callback_.id && more_callbacks_.empty()) return;
   // asyncio's call_soon raises on a closed loop; the state has changed already, as there.
   loop_->check_closed();
-  auto callbacks = std::move(callbacks_);
-  callbacks_.clear();
+  DoneCallback first = std::exchange(first_callback_, {});
+  auto more = std::move(more_callbacks_);
+  more_callbacks_.clear();
   auto self = shared_from_this();
-  for (auto& c : callbacks) {
-    HandleRef h(new DoneCallbackHandle(self, std::move(c.fn)));
-    h->context = std::move(c.ctx);
-    loop_->schedule(std::move(h), "schedule_callbacks");
-  }
+  if (first.id) schedule_done_callback(first, self, "schedule_callbacks");
+  for (auto& c : more) schedule_done_callback(c, self, "schedule_callbacks");
 }
 
 std::string repr_value(const std::string& v) {

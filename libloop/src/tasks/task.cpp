@@ -55,11 +55,7 @@ void TaskStateBase::suspend_on(FutureStateBase& fut, std::coroutine_handle<> h) 
     throw std::runtime_error("Task got Future attached to a different loop");
   resume_point_ = h;
   fut_waiter_ = fut.shared_from_this();
-  fut.add_done_callback(
-      [weak = std::weak_ptr<TaskStateBase>(shared())] {
-        if (auto t = weak.lock()) t->step();
-      },
-      context_);
+  fut.add_task_wakeup(as_future().weak_from_this(), this, context_);
   if (must_cancel_) {
     // cancel() was called while this step ran: pass it on to what we now wait for.
     if (fut_waiter_->cancel(must_cancel_msg_)) must_cancel_ = false;

@@ -117,6 +117,38 @@ TEST_CASE("test_remove_done_callback") {
   CHECK(ran == std::vector<int>{1, 3});
 }
 
+// The first callback is held apart from the rest (loop/future.hpp): removing it, or adding
+// after it went, must keep the order in which they were added.
+TEST_CASE("test_remove_first_done_callback_keeps_the_order") {
+  loop::EventLoop lp;
+  auto f = lp.create_future<void>();
+  std::vector<int> ran;
+  auto id1 = f.add_done_callback([&](loop::Future<void>) { ran.push_back(1); });
+  f.add_done_callback([&](loop::Future<void>) { ran.push_back(2); });
+  CHECK(f.remove_done_callback(id1) == 1);
+  CHECK(f.remove_done_callback(id1) == 0);
+  f.add_done_callback([&](loop::Future<void>) { ran.push_back(3); });
+  // A task awaiting it joins the list too (its wakeup is not a std::function), last.
+  auto waiter = lp.create_task([](loop::Future<void> fut, std::vector<int>& out)
+                                   -> loop::Coroutine<void> {
+    co_await fut;
+    out.push_back(4);
+  }(f, ran));
+  lp.call_soon([&] { f.set_result(); });
+  lp.run_until_complete(waiter);
+  CHECK(ran == std::vector<int>{2, 3, 4});
+
+  // Only one callback, removed: nothing runs, and a new one added after is the first again.
+  auto g = lp.create_future<void>();
+  auto only = g.add_done_callback([&](loop::Future<void>) { ran.push_back(5); });
+  CHECK(g.remove_done_callback(only) == 1);
+  g.add_done_callback([&](loop::Future<void>) { ran.push_back(6); });
+  g.set_result();
+  lp.stop();
+  lp.run_forever();
+  CHECK(ran == std::vector<int>{2, 3, 4, 6});
+}
+
 TEST_CASE("test_callbacks_on_cancel_and_exception") {
   loop::EventLoop lp;
   auto a = lp.create_future<int>();
