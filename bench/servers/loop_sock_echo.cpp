@@ -81,8 +81,14 @@ int main(int argc, char** argv) {
   listener.listen(4096);
   std::printf("listening on %s\n", listener.getsockname().to_string().c_str());
   std::fflush(stdout);
-  lp.create_task(serve(lp, std::move(listener), unix_path.empty()));
+  auto serving = lp.create_task(serve(lp, std::move(listener), unix_path.empty()));
   lp.run_forever();
+  // Stopped by a signal: end the accept loop, so that no pending task is left to report.
+  serving.cancel();
+  try {
+    lp.run_until_complete(serving);
+  } catch (const loop::CancelledError&) {
+  }
   if (!unix_path.empty()) ::unlink(unix_path.c_str());
   return 0;
 }

@@ -41,9 +41,13 @@ loop::Coroutine<void> echo_client(std::shared_ptr<loop::StreamReader> reader,
 loop::Coroutine<void> serve(loop::EventLoop& lp, unsigned short port, std::string unix_path) {
   loop::ServerOptions options;
   options.backlog = 4096;
-  auto server = unix_path.empty()
-                    ? co_await loop::start_server(echo_client, "127.0.0.1", port, options)
-                    : co_await loop::start_unix_server(echo_client, unix_path, options);
+  // Not `cond ? co_await a : co_await b`: GCC 12 destroys the result of such a conditional
+  // twice, one reference too many released (the server was freed while still held).
+  std::shared_ptr<loop::Server> server;
+  if (unix_path.empty())
+    server = co_await loop::start_server(echo_client, "127.0.0.1", port, options);
+  else
+    server = co_await loop::start_unix_server(echo_client, unix_path, options);
   std::printf("listening on %s\n", server->sockets().at(0).to_string().c_str());
   std::fflush(stdout);
   lp.add_signal_handler(SIGINT, [server] { server->close(); });

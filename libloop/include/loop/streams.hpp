@@ -53,7 +53,9 @@ class StreamReader {
   std::size_t limit() const { return limit_; }
 
  private:
-  Coroutine<void> wait_for_data(const char* func_name);
+  class DataWait;
+  /// asyncio's _wait_for_data: an awaitable rather than a coroutine (no frame per wait).
+  DataWait wait_for_data(const char* func_name);
   void wakeup_waiter();
   void maybe_resume_transport();
 

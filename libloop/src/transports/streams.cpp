@@ -54,7 +54,36 @@ void StreamReader::maybe_resume_transport() {
   }
 }
 
-Coroutine<void> StreamReader::wait_for_data(const char* func_name) {
+// Awaits the waiter future, and clears waiter_ (if still this one) before the await's result
+// or exception reaches the caller, as asyncio's _wait_for_data does in its finally.
+class StreamReader::DataWait {
+ public:
+  DataWait(StreamReader& reader, const Future<void>& waiter)
+      : reader_(reader), awaiter_{waiter.state()} {}
+  bool await_ready() const noexcept { return awaiter_.await_ready(); }
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
+    try {
+      awaiter_.await_suspend(h);
+    } catch (...) {
+      forget_waiter();
+      throw;
+    }
+  }
+  void await_resume() {
+    forget_waiter();
+    awaiter_.await_resume();
+  }
+
+ private:
+  void forget_waiter() {
+    if (reader_.waiter_ && reader_.waiter_->state() == awaiter_.state) reader_.waiter_.reset();
+  }
+  StreamReader& reader_;
+  detail::FutureAwaiter<void> awaiter_;
+};
+
+StreamReader::DataWait StreamReader::wait_for_data(const char* func_name) {
   if (waiter_)
     throw std::runtime_error(std::string(func_name) +
                              "() called while another coroutine is already waiting for "
@@ -63,16 +92,8 @@ Coroutine<void> StreamReader::wait_for_data(const char* func_name) {
     paused_ = false;
     if (transport_) transport_->resume_reading();
   }
-  Future<void> w = loop_.create_future<void>();
-  waiter_ = w;
-  std::exception_ptr error;
-  try {
-    co_await w;
-  } catch (...) {
-    error = std::current_exception();
-  }
-  if (waiter_ && *waiter_ == w) waiter_.reset();
-  if (error) std::rethrow_exception(error);
+  waiter_ = loop_.create_future<void>();
+  return DataWait(*this, *waiter_);
 }
 
 Coroutine<std::string> StreamReader::readuntil(std::string separator) {

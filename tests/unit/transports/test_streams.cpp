@@ -180,3 +180,40 @@ TEST_CASE("readuntil over the limit: LimitOverrunError, readline: std::invalid_a
   };
   lp.run_until_complete(main());
 }
+
+// asyncio's _wait_for_data: one waiter at a time, and a waiter that was cancelled leaves the
+// reader free for the next read (its finally clears _waiter). Fed by hand, no transport.
+TEST_CASE("a second concurrent read is refused; a cancelled read leaves the reader usable") {
+  loop::EventLoop lp;
+  auto reader = std::make_shared<loop::StreamReader>(lp);
+  std::string first, refused;
+  auto read_into = [](std::shared_ptr<loop::StreamReader> r,
+                      std::string& out) -> loop::Coroutine<void> { out = co_await r->read(100); };
+  auto second_read = [](std::shared_ptr<loop::StreamReader> r,
+                        std::string& error) -> loop::Coroutine<void> {
+    try {
+      co_await r->readline();
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+  };
+  auto t1 = lp.create_task(read_into(reader, first));
+  auto t2 = lp.create_task(second_read(reader, refused));
+  lp.call_later(0.01, [&] { reader->feed_data("hello"); });
+  lp.run_until_complete(t2);
+  CHECK(refused == "readuntil() called while another coroutine is already waiting for "
+                   "incoming data");
+  lp.run_until_complete(t1);
+  CHECK(first == "hello");
+
+  // Cancelled while it waits: CancelledError in the reader, and the next read works.
+  std::string unused, after;
+  auto t3 = lp.create_task(read_into(reader, unused));
+  lp.call_soon([&] { t3.cancel(); });
+  CHECK_THROWS_AS(lp.run_until_complete(t3), loop::CancelledError);
+  CHECK(unused.empty());
+  auto t4 = lp.create_task(read_into(reader, after));
+  lp.call_soon([&] { reader->feed_data("again"); });
+  lp.run_until_complete(t4);
+  CHECK(after == "again");
+}
