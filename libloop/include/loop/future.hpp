@@ -61,14 +61,21 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
  protected:
   void assert_pending(const char* what) const;
-  /// Whether a destructor has "Future/Task exception was never retrieved" to report: the
-  /// repr that goes with it is built only then (most futures die with nothing to report).
-  bool unretrieved_to_report() const noexcept {
-    return exception_ && !exception_retrieved_ && link_->alive.load(std::memory_order_acquire);
+  /// "Future/Task exception was never retrieved", once, from the most derived destructor (a
+  /// Task's name is gone by the time ~FutureStateBase runs). `make_repr` builds the future's
+  /// description, only when there is something to report (most futures die with nothing).
+  template <class MakeRepr>
+  void report_unretrieved(MakeRepr make_repr) noexcept {
+    // asyncio reports this from Future.__del__; a loop already destroyed has nobody to tell.
+    if (!exception_ || exception_retrieved_ || !link_->alive.load(std::memory_order_acquire))
+      return;
+    exception_retrieved_ = true;
+    try {
+      call_unretrieved_handler(make_repr());
+    } catch (...) {  // the description could not be built (out of memory)
+    }
   }
-  /// Reports it, once, from the most derived destructor (a Task's name is gone by the time
-  /// ~FutureStateBase runs). Call only when unretrieved_to_report().
-  void report_unretrieved(const std::string& repr_text) noexcept;
+  void call_unretrieved_handler(const std::string& repr_text) noexcept;
   void mark_finished();  // status finished + schedule callbacks
   void schedule_callbacks();
   /// Drops the callbacks of a future that will never complete (its task was abandoned by a

@@ -29,12 +29,7 @@ class TaskState final : public FutureState<T>, public TaskStateBase {
     if (auto* cur = current_context_data()) context_->vars = cur->vars;
   }
   ~TaskState() override {
-    if (this->unretrieved_to_report()) {
-      try {
-        this->report_unretrieved(repr());
-      } catch (...) {  // the repr could not be built (out of memory): nothing to report with
-      }
-    }
+    this->report_unretrieved([this] { return repr(); });
     if (top_) top_.destroy();
   }
 

@@ -44,18 +44,11 @@ class TaskWakeupHandle final : public HandleImpl {
 }  // namespace
 
 FutureStateBase::~FutureStateBase() {
-  if (!is_task_ && unretrieved_to_report()) {
-    try {
-      report_unretrieved(std::string("<Future ") + status_word() + outcome_repr() + ">");
-    } catch (...) {  // the repr could not be built (out of memory): nothing to report with
-    }
-  }
+  if (!is_task_)
+    report_unretrieved([this] { return std::string("<Future ") + status_word() + outcome_repr() + ">"; });
 }
 
-void FutureStateBase::report_unretrieved(const std::string& repr_text) noexcept {
-  // asyncio reports this from Future.__del__; a loop already destroyed has nobody to tell.
-  if (!unretrieved_to_report()) return;
-  exception_retrieved_ = true;
+void FutureStateBase::call_unretrieved_handler(const std::string& repr_text) noexcept {
   try {
     ExceptionContext ctx;
     ctx.message = std::string(is_task_ ? "Task" : "Future") + " exception was never retrieved";
