@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <new>
 
 namespace loop::detail {
 
@@ -39,9 +40,12 @@ void adapt_malloc_thresholds_once() {
 }  // namespace
 
 char* thread_read_buffer() {
-  thread_local std::unique_ptr<char[]> buffer = [] {
+  thread_local std::unique_ptr<char, decltype(&std::free)> buffer = [] {
     adapt_malloc_thresholds_once();
-    return std::unique_ptr<char[]>(new char[kReadBufferSize]);
+    // Page-aligned: see kReadBufferAlignment.
+    void* p = std::aligned_alloc(kReadBufferAlignment, kReadBufferSize);
+    if (!p) throw std::bad_alloc();
+    return std::unique_ptr<char, decltype(&std::free)>(static_cast<char*>(p), &std::free);
   }();
   return buffer.get();
 }

@@ -270,3 +270,56 @@ TEST_CASE("a peer reset gives ECONNRESET/EPIPE, never SIGPIPE") {
   lp.run_until_complete(recv_after_reset(lp));
   lp.close();
 }
+
+namespace {
+
+// Keeps every byte a transport hands it, to check that a transport reading on the same thread
+// as sock_recv (both use the thread's read buffer) gets its own bytes, and sock_recv its own.
+class Collect : public loop::Protocol {
+ public:
+  void data_received(std::string_view data) override { got.append(data); }
+  std::string got;
+};
+
+loop::Coroutine<void> recv_sizes_next_to_a_transport(loop::EventLoop& lp) {
+  int a[2], b[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a) == 0);
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, b) == 0);
+  Fd a0(a[0]), a1(a[1]), b1(b[1]);
+  auto collect = std::make_shared<Collect>();
+  auto [transport, proto] = co_await lp.connect_accepted_socket([&] { return collect; }, b[0]);
+  (void)proto;
+
+  // A small message asked for with a large size: only what arrived comes back.
+  co_await lp.sock_sendall(a1, "short");
+  REQUIRE(::write(b1, "for the transport", 17) == 17);
+  std::string small = co_await lp.sock_recv(a0, 1 << 16);
+  CHECK(small == "short");
+  // Larger than the read buffer (256 KiB): received into a string of its own.
+  std::string big = iotest::pattern(300 * 1024);
+  auto sender = lp.create_task(lp.sock_sendall(a1, big));
+  std::string back;
+  while (back.size() < big.size()) {
+    std::string part = co_await lp.sock_recv(a0, 512 * 1024);
+    REQUIRE_FALSE(part.empty());
+    back += part;
+  }
+  co_await sender;
+  CHECK(back == big);
+  // Asked for less than is there: exactly that much, the rest stays queued.
+  co_await lp.sock_sendall(a1, "0123456789");
+  std::string head = co_await lp.sock_recv(a0, 4);
+  std::string rest = co_await lp.sock_recv(a0, 100);
+  CHECK(head == "0123");
+  CHECK(rest == "456789");
+  CHECK(collect->got == "for the transport");
+  transport->close();
+}
+
+}  // namespace
+
+TEST_CASE("sock_recv returns what arrived, below and above the read buffer's size") {
+  loop::EventLoop lp;
+  lp.run_until_complete(recv_sizes_next_to_a_transport(lp));
+  lp.close();
+}
