@@ -421,7 +421,9 @@ def markdown(records, args):
                      "libloop/uvloop |")
         lines.append("|---|---|---|---|---|---|---|")
         metrics = [("call_soon", "per_callback_us"), ("call_soon", "schedule_us"),
-                   ("timers", "schedule_us"), ("timers", "late_p99_ms"),
+                   ("timers", "schedule_us"), ("timers", "schedule_warm_us"),
+                   ("timers", "warm_page_faults"),
+                   ("timers", "late_p99_ms"),
                    ("timers", "late_max_ms"), ("timers", "late_max_after_start_ms"),
                    ("timers_cancel", "schedule_us"),
                    ("timers_cancel", "cancel_us"), ("timers_cancel", "late_max_ms"),
