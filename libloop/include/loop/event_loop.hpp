@@ -203,7 +203,9 @@ class EventLoop {
   // coroutine is done (the coroutine is lazy: it starts when awaited).
   /// Receives up to `nbytes` bytes; an empty string means EOF.
   Coroutine<std::string> sock_recv(int sock, std::size_t nbytes);
-  /// Receives into `buf`; returns the number of bytes (0 at EOF).
+  /// Receives into `buf`; returns the number of bytes (0 at EOF). A large buffer is best
+  /// page-aligned (std::aligned_alloc(4096, n)): on AMD Zen the kernel copies ten times slower
+  /// into 1 to 31 bytes past a page boundary, where malloc puts a block of 128 KiB or more.
   Coroutine<std::size_t> sock_recv_into(int sock, std::span<char> buf);
   /// Sends all of `data` (it must stay valid until done), waiting for room as needed.
   Coroutine<void> sock_sendall(int sock, std::string_view data);

@@ -25,7 +25,7 @@ Coroutine<std::string> EventLoop::sock_recv(int sock, std::size_t nbytes) {
     // Up to the read buffer's size, receive into the thread's read buffer and copy out what
     // came: the string holds only the bytes received, nothing is zero-filled (a std::string of
     // nbytes would memset all of them on every call, 256 KiB to receive a 1 KiB message), and
-    // the kernel copies into a page-aligned buffer (see kReadBufferAlignment). The buffer is
+    // the kernel copies into a page-aligned buffer (io/io_buffer.hpp). The buffer is
     // free here: nothing else runs between the recv and the copy.
     if (nbytes <= detail::kReadBufferSize) {
       char* buf = detail::thread_read_buffer();

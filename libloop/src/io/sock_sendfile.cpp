@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <memory>
-#include <vector>
 
 #include "io/fd_wait.hpp"
+#include "io/io_buffer.hpp"
 
 namespace loop {
 
@@ -102,7 +102,7 @@ Coroutine<std::size_t> sendfile_native(EventLoop& loop, int sock, int file_fd, s
 
 // One read for the fallback, run in the executor: pread where the file can seek, read otherwise.
 // The buffer is shared: a cancelled task may be gone before the worker finishes reading.
-std::size_t read_chunk(int file_fd, std::shared_ptr<std::vector<char>> buf, std::size_t size,
+std::size_t read_chunk(int file_fd, std::shared_ptr<detail::IoBuffer> buf, std::size_t size,
                        bool seekable, off_t at) {
   for (;;) {
     ssize_t n =
@@ -118,7 +118,7 @@ Coroutine<std::size_t> sendfile_fallback(EventLoop& loop, int sock, int file_fd,
   bool seekable = ::lseek(file_fd, 0, SEEK_CUR) >= 0;
   std::size_t blocksize =
       count ? std::min(*count, kFallbackReadBufferSize) : kFallbackReadBufferSize;
-  auto buf = std::make_shared<std::vector<char>>(blocksize);
+  auto buf = std::make_shared<detail::IoBuffer>(blocksize);  // page-aligned: io/io_buffer.hpp
   std::size_t total_sent = 0;
   std::exception_ptr error;
   try {

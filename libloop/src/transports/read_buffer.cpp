@@ -2,8 +2,8 @@
 #include "transports/read_buffer.hpp"
 
 #include <cstdlib>
-#include <memory>
-#include <new>
+
+#include "io/io_buffer.hpp"
 
 namespace loop::detail {
 
@@ -40,14 +40,11 @@ void adapt_malloc_thresholds_once() {
 }  // namespace
 
 char* thread_read_buffer() {
-  thread_local std::unique_ptr<char, decltype(&std::free)> buffer = [] {
+  thread_local IoBuffer buffer = [] {
     adapt_malloc_thresholds_once();
-    // Page-aligned: see kReadBufferAlignment.
-    void* p = std::aligned_alloc(kReadBufferAlignment, kReadBufferSize);
-    if (!p) throw std::bad_alloc();
-    return std::unique_ptr<char, decltype(&std::free)>(static_cast<char*>(p), &std::free);
+    return IoBuffer(kReadBufferSize);  // page-aligned: see io/io_buffer.hpp
   }();
-  return buffer.get();
+  return buffer.data();
 }
 
 }  // namespace loop::detail

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <memory>
-#include <vector>
 
+#include "io/io_buffer.hpp"
 #include "loop/loop.hpp"
 #include "transports/socket_transport.hpp"
 
@@ -98,7 +98,7 @@ class FallbackProtocol : public Protocol {
   std::optional<Future<void>> write_ready_;
 };
 
-std::size_t pread_chunk(int fd, std::shared_ptr<std::vector<char>> buf, std::size_t n, off_t at) {
+std::size_t pread_chunk(int fd, std::shared_ptr<detail::IoBuffer> buf, std::size_t n, off_t at) {
   for (;;) {
     ssize_t got = ::pread(fd, buf->data(), n, at);
     if (got < 0 && errno == ESPIPE) got = ::read(fd, buf->data(), n);  // a pipe: in order
@@ -113,7 +113,7 @@ Coroutine<std::size_t> sendfile_fallback(EventLoop& loop, Transport& t, int file
                                          std::size_t offset, std::optional<std::size_t> count) {
   std::size_t blocksize = count ? std::min<std::size_t>(*count, 16384) : 16384;
   if (blocksize == 0) co_return 0;
-  auto buf = std::make_shared<std::vector<char>>(blocksize);
+  auto buf = std::make_shared<detail::IoBuffer>(blocksize);  // page-aligned: io/io_buffer.hpp
   std::size_t total_sent = 0;
   auto proto = std::make_shared<FallbackProtocol>(loop, t);
   proto->install(proto);
