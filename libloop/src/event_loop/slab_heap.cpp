@@ -1,6 +1,7 @@
 // The slab allocator (see slab_heap.hpp for why and how).
 #include "event_loop/slab_heap.hpp"
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -321,7 +322,18 @@ struct HeapOwner {
   }
 };
 
+// fork() leaves the child with the forking thread only. Had another thread held g_mutex at
+// that moment, the child's first block freed across threads would wait for it forever; so,
+// as glibc does for malloc's arenas, fork waits for the mutex and both sides release it.
+void lock_around_fork() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    ::pthread_atfork([] { g_mutex.lock(); }, [] { g_mutex.unlock(); }, [] { g_mutex.unlock(); });
+  });
+}
+
 Heap* make_thread_heap() {
+  lock_around_fork();
   thread_local HeapOwner owner;
   t_heap = &owner.heap;
   return t_heap;

@@ -2,9 +2,13 @@
 // apart and aligned, memory going back to the kernel after a burst, blocks freed on another
 // thread, threads exiting with live blocks. Called directly, so these run under ASan and TSan
 // too (where allocate_block itself uses operator new).
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -248,4 +252,65 @@ TEST_CASE("allocate_block serves any size and alignment") {
     CHECK(holds(p, c.size, 9));
     loop::detail::deallocate_block(p, c.size, c.align);
   }
+}
+
+// Another thread frees blocks across threads (taking the slab's mutex) without pause while
+// this one forks; each child frees a block of that thread's pages too and exits. A child
+// forked while the mutex was held would wait for it forever, unless fork takes it first.
+TEST_CASE("slab frees across threads still work in a child forked while another thread frees") {
+#if LOOP_UNDER_SANITIZER
+  SUCCEED("fork under the sanitizers' runtimes is not tested");
+#else
+  constexpr std::size_t kSize = 64;
+  constexpr int kForks = 100;
+  // Blocks of the other thread's pages, for the children to free.
+  std::vector<void*> theirs(kForks);
+  std::atomic<bool> ready{false}, stop{false};
+  std::mutex handover;
+  std::vector<void*> mine_to_free;
+  std::thread other([&] {
+    for (auto& p : theirs) p = slab::allocate(kSize);
+    ready = true;
+    while (!stop.load()) {
+      std::vector<void*> batch;
+      {
+        std::lock_guard<std::mutex> lock(handover);
+        batch.swap(mine_to_free);
+      }
+      for (void* p : batch) slab::deallocate(p);  // this thread's blocks: freed across threads
+    }
+  });
+  while (!ready.load()) std::this_thread::yield();
+  int stuck = 0;
+  for (int i = 0; i < kForks; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(handover);
+      for (int k = 0; k < 4096; ++k) mine_to_free.push_back(slab::allocate(kSize));
+    }
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      slab::deallocate(theirs[i]);  // across threads: takes the mutex
+      ::_exit(0);
+    }
+    int status = 0;
+    bool done = false;
+    for (int wait_ms = 0; wait_ms < 5000 && !done; ++wait_ms) {
+      done = ::waitpid(pid, &status, WNOHANG) == pid;
+      if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!done) {
+      ++stuck;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+    } else {
+      CHECK(WIFEXITED(status));
+    }
+  }
+  stop = true;
+  other.join();
+  for (void* p : mine_to_free) slab::deallocate(p);
+  for (void* p : theirs) slab::deallocate(p);
+  CHECK(stuck == 0);
+#endif
 }
