@@ -117,6 +117,14 @@ std::uint64_t FutureStateBase::add_done_callback(Callback cb, ContextRef ctx) {
 
 void FutureStateBase::add_task_wakeup(std::weak_ptr<FutureStateBase> task_future,
                                       TaskStateBase* task, ContextRef ctx) {
+  if (status_ == FutureStatus::pending && !first_callback_.id && more_callbacks_.empty()) {
+    // The usual case, a task awaiting a pending future: filled in place, not moved in.
+    first_callback_.id = next_callback_id_++;
+    first_callback_.task_future = std::move(task_future);
+    first_callback_.task = task;
+    first_callback_.ctx = std::move(ctx);
+    return;
+  }
   add_callback({next_callback_id_++, {}, std::move(task_future), task, std::move(ctx)});
 }
 
@@ -157,11 +165,18 @@ void FutureStateBase::schedule_callbacks() {
   if (!first_callback_.id && more_callbacks_.empty()) return;
   // asyncio's call_soon raises on a closed loop; the state has changed already, as there.
   loop_->check_closed();
-  DoneCallback first = std::exchange(first_callback_, {});
+  auto self = shared_from_this();
+  if (first_callback_.id) {
+    // Scheduling runs no callback, so nothing can add to this future meanwhile: the entry is
+    // scheduled where it is (its parts are moved into the handle) and marked empty.
+    schedule_done_callback(first_callback_, self, "schedule_callbacks");
+    first_callback_.id = 0;
+    first_callback_.fn = nullptr;  // moved from already; said for any standard library
+    first_callback_.task = nullptr;
+  }
+  if (more_callbacks_.empty()) return;
   auto more = std::move(more_callbacks_);
   more_callbacks_.clear();
-  auto self = shared_from_this();
-  if (first.id) schedule_done_callback(first, self, "schedule_callbacks");
   for (auto& c : more) schedule_done_callback(c, self, "schedule_callbacks");
 }
 
