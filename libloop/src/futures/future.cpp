@@ -45,7 +45,8 @@ class TaskWakeupHandle final : public HandleImpl {
 
 FutureStateBase::~FutureStateBase() {
   if (!is_task_)
-    report_unretrieved([this] { return std::string("<Future ") + status_word() + outcome_repr() + ">"; });
+    report_unretrieved(
+        [this] { return std::string("<Future ") + status_word() + outcome_repr() + ">"; });
 }
 
 void FutureStateBase::call_unretrieved_handler(const std::string& repr_text) noexcept {
@@ -141,8 +142,8 @@ void FutureStateBase::add_callback(DoneCallback c) {
 
 void FutureStateBase::schedule_done_callback(DoneCallback& c, std::shared_ptr<FutureStateBase> self,
                                              const char* why) {
-  HandleRef h(c.task ? static_cast<HandleImpl*>(new TaskWakeupHandle(
-                           std::move(self), std::move(c.task_future), c.task))
+  HandleRef h(c.task ? static_cast<HandleImpl*>(
+                           new TaskWakeupHandle(std::move(self), std::move(c.task_future), c.task))
                      : new DoneCallbackHandle(std::move(self), std::move(c.fn)));
   h->context = std::move(c.ctx);
   loop_->schedule(std::move(h), why);
@@ -189,9 +190,12 @@ std::string repr_value(const std::string& v) {
 
 const char* FutureStateBase::status_word() const {
   switch (status_) {
-    case FutureStatus::pending: return "pending";
-    case FutureStatus::cancelled: return "cancelled";
-    case FutureStatus::finished: return "finished";
+    case FutureStatus::pending:
+      return "pending";
+    case FutureStatus::cancelled:
+      return "cancelled";
+    case FutureStatus::finished:
+      return "finished";
   }
   return "?";
 }
