@@ -10,7 +10,6 @@
 #include <thread>
 
 #include "io/io_buffer.hpp"
-
 #include "sanitizers.hpp"
 #include "transports/read_buffer.hpp"
 
