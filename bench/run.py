@@ -460,6 +460,8 @@ def markdown(records, args):
     for r in records:
         if r["kind"] == "micro" and "error" in r:
             lines.append("\nmicro %s failed: %s" % (r.get("impl"), r["error"][:300]))
+        elif r["kind"] == "copy_alignment" and "error" in r:
+            lines.append("\ncopy_alignment failed: %s" % r["error"][:300])
     copies = [r for r in records if r["kind"] == "copy_alignment" and "error" not in r]
     if copies:
         lines.append("\n## The kernel's copy into user memory, by the buffer's page offset\n")
