@@ -104,6 +104,7 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
     ContextRef ctx;
   };
   void add_callback(DoneCallback c);
+  bool no_callbacks() const { return !first_callback_.id && more_callbacks_.empty(); }
   void schedule_done_callback(DoneCallback& c, std::shared_ptr<FutureStateBase> self,
                               const char* why);
   // The callbacks in the order they were added: most futures have one (the awaiting task's

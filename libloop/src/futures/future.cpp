@@ -118,7 +118,7 @@ std::uint64_t FutureStateBase::add_done_callback(Callback cb, ContextRef ctx) {
 
 void FutureStateBase::add_task_wakeup(std::weak_ptr<FutureStateBase> task_future,
                                       TaskStateBase* task, ContextRef ctx) {
-  if (status_ == FutureStatus::pending && !first_callback_.id && more_callbacks_.empty()) {
+  if (status_ == FutureStatus::pending && no_callbacks()) {
     // The usual case, a task awaiting a pending future: filled in place, not moved in.
     first_callback_.id = next_callback_id_++;
     first_callback_.task_future = std::move(task_future);
@@ -133,7 +133,7 @@ void FutureStateBase::add_callback(DoneCallback c) {
   if (status_ != FutureStatus::pending) {
     loop_->check_closed();  // asyncio's call_soon raises on a closed loop
     schedule_done_callback(c, shared_from_this(), "add_done_callback");
-  } else if (!first_callback_.id && more_callbacks_.empty()) {
+  } else if (no_callbacks()) {
     first_callback_ = std::move(c);
   } else {
     more_callbacks_.push_back(std::move(c));
@@ -163,7 +163,7 @@ void FutureStateBase::drop_callbacks() noexcept {
 }
 
 void FutureStateBase::schedule_callbacks() {
-  if (!first_callback_.id && more_callbacks_.empty()) return;
+  if (no_callbacks()) return;
   // asyncio's call_soon raises on a closed loop; the state has changed already, as there.
   loop_->check_closed();
   auto self = shared_from_this();
