@@ -298,7 +298,8 @@ def run_micro(paths, scale, out):
     micro_py = os.path.join(BENCH, "micro", "micro.py")
     impls = [("libloop", [loop_micro]), ("asyncio", [SYS_PY, micro_py]),
              ("uvloop", [SYS_PY, micro_py, "--uvloop"])]
-    for bench in ("call_soon", "timers", "timers_cancel", "add_reader", "executor"):
+    for bench in ("call_soon", "timers", "timers_cancel", "add_reader", "sock_pingpong",
+                  "executor"):
         for impl, cmd in impls:
             cmd = ["taskset", "-c", SERVER_CPU] + cmd + [bench, "--scale", str(scale)]
             try:
@@ -443,7 +444,7 @@ def markdown(records, args):
                    ("timers_cancel", "cancel_us"), ("timers_cancel", "late_max_ms"),
                    ("timers_cancel", "late_max_after_start_ms"),
                    ("timers_cancel", "fired_cancelled"), ("add_reader", "per_trip_us"),
-                   ("executor", "per_trip_us")]
+                   ("sock_pingpong", "per_trip_us"), ("executor", "per_trip_us")]
         for bench, metric in metrics:
             vals = {}
             for r in micro:

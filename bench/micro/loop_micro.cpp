@@ -1,6 +1,7 @@
 // loop_micro: the loop micro-benchmarks, the same work as bench/micro/micro.py does on asyncio
 // and uvloop. One JSON line per benchmark on stdout.
-//   loop_micro [call_soon|timers|timers_cancel|add_reader|executor|all] [--scale F]
+//   loop_micro [call_soon|timers|timers_cancel|add_reader|sock_pingpong|executor|all]
+//              [--scale F]
 // --scale multiplies the counts (0.1 for a smoke run).
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 #include <functional>
 #include <loop/loop.hpp>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -164,6 +166,42 @@ void bench_add_reader(long n) {
       n, trips, (t1 - t0) * 1e6 / n);
 }
 
+// sock_recv/sock_sendall ping-pong over a socketpair, one task at each end: a byte goes
+// a -> b -> a; n round trips. Every sock_recv finds nothing at first and waits for its fd
+// (add_reader, a future, the done-callback that removes the reader), the path the sock_*
+// echo server takes, without the loopback's cost.
+void bench_sock_pingpong(long n) {
+  loop::EventLoop lp;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0) std::abort();
+  long trips = 0;
+  auto ping = [&]() -> loop::Coroutine<void> {
+    char b;
+    for (long i = 0; i < n; ++i) {
+      co_await lp.sock_sendall(sv[0], "x");
+      if (co_await lp.sock_recv_into(sv[0], std::span<char>(&b, 1)) != 1) break;
+      ++trips;
+    }
+    ::shutdown(sv[0], SHUT_WR);
+  };
+  auto pong = [&]() -> loop::Coroutine<void> {
+    char b;
+    while (co_await lp.sock_recv_into(sv[1], std::span<char>(&b, 1)) == 1)
+      co_await lp.sock_sendall(sv[1], std::string_view(&b, 1));
+  };
+  double t0 = wall();
+  auto echo = lp.create_task(pong());
+  lp.run_until_complete(ping());
+  lp.run_until_complete(std::move(echo));
+  double t1 = wall();
+  ::close(sv[0]);
+  ::close(sv[1]);
+  std::printf(
+      "{\"bench\":\"sock_pingpong\",\"impl\":\"libloop\",\"n\":%ld,\"trips\":%ld,"
+      "\"per_trip_us\":%.4f}\n",
+      n, trips, (t1 - t0) * 1e6 / n);
+}
+
 // n sequential run_in_executor round trips on the default pool.
 void bench_executor(long n) {
   loop::EventLoop lp;
@@ -197,6 +235,7 @@ int main(int argc, char** argv) {
   if (all || which == "timers") bench_timers(count(100000), false);
   if (all || which == "timers_cancel") bench_timers(count(100000), true);
   if (all || which == "add_reader") bench_add_reader(count(100000));
+  if (all || which == "sock_pingpong") bench_sock_pingpong(count(100000));
   if (all || which == "executor") bench_executor(count(10000));
   return 0;
 }

@@ -1,6 +1,7 @@
 """The loop micro-benchmarks on asyncio or uvloop: the same work as bench/micro/loop_micro.cpp.
 
-    micro.py [call_soon|timers|timers_cancel|add_reader|executor|all] [--uvloop] [--scale F]
+    micro.py [call_soon|timers|timers_cancel|add_reader|sock_pingpong|executor|all] [--uvloop]
+             [--scale F]
 
 One JSON line per benchmark on stdout. Standard library only (uvloop when asked for).
 """
@@ -149,6 +150,39 @@ def bench_add_reader(n):
     emit(bench="add_reader", n=n, trips=trips[0], per_trip_us=(t1 - t0) * 1e6 / n)
 
 
+def bench_sock_pingpong(n):
+    loop = asyncio.new_event_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    trips = [0]
+
+    async def ping():
+        for _ in range(n):
+            await loop.sock_sendall(a, b"x")
+            if len(await loop.sock_recv(a, 1)) != 1:
+                break
+            trips[0] += 1
+        a.shutdown(socket.SHUT_WR)
+
+    async def pong():
+        while True:
+            data = await loop.sock_recv(b, 1)
+            if not data:
+                break
+            await loop.sock_sendall(b, data)
+
+    t0 = time.perf_counter()
+    echo = loop.create_task(pong())
+    loop.run_until_complete(ping())
+    loop.run_until_complete(echo)
+    t1 = time.perf_counter()
+    a.close()
+    b.close()
+    loop.close()
+    emit(bench="sock_pingpong", n=n, trips=trips[0], per_trip_us=(t1 - t0) * 1e6 / n)
+
+
 def bench_executor(n):
     loop = asyncio.new_event_loop()
 
@@ -189,6 +223,8 @@ def main():
         bench_timers(count(100000), True)
     if every or args.which == "add_reader":
         bench_add_reader(count(100000))
+    if every or args.which == "sock_pingpong":
+        bench_sock_pingpong(count(100000))
     if every or args.which == "executor":
         bench_executor(count(10000))
 
