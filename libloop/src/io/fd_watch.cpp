@@ -84,24 +84,23 @@ class FdWatch final : public PollWatcher, public std::enable_shared_from_this<Fd
   }
   bool watching() const { return dir_[kRead].callback || dir_[kWrite].callback; }
   const HandleRef& callback(int d) const { return dir_[d].callback; }
+  /// The callback a queued dispatch will run, else the current one.
+  const HandleRef& queued_or_current(int d) const {
+    return dir_[d].queued ? dir_[d].queued : dir_[d].callback;
+  }
 
   void poll_ready(bool readable, bool writable) override {
     if (readable) schedule(kRead);
     if (writable) schedule(kWrite);
   }
 
-  /// The dispatch handle ran: call the callback (the fd stays watched).
+  /// The dispatch handle ran: call the callback it was queued for (the fd stays watched).
   void dispatch(int d) {
     auto keep_alive = shared_from_this();  // the callback may remove the watch
-    Direction& dir = dir_[d];
-    dir.queued = false;
-    HandleRef cb = dir.callback;
-    if (!cb) return;
-    if (cb->cancelled) {
-      // asyncio's _process_events: a cancelled handle unregisters its direction.
-      (void)(d == kRead ? loop_.remove_reader(fd_) : loop_.remove_writer(fd_));
-      return;
-    }
+    HandleRef cb = std::move(dir_[d].queued);
+    // asyncio's _run_once skips a handle cancelled since the poll queued it: removed, or
+    // replaced by a new callback, which waits for the next poll.
+    if (!cb || cb->cancelled) return;
     cb->invoke();
   }
 
@@ -109,15 +108,21 @@ class FdWatch final : public PollWatcher, public std::enable_shared_from_this<Fd
   friend class FdDispatch;
   static constexpr std::uint32_t kEvents[2] = {EPOLLIN, EPOLLOUT};
   struct Direction {
-    HandleRef callback;   // the user's handle; null: not watched
-    HandleRef dispatch;   // FdDispatch
-    bool queued = false;  // the dispatch is on the ready queue
+    HandleRef callback;  // the user's handle; null: not watched
+    HandleRef dispatch;  // FdDispatch
+    HandleRef queued;    // the handle the queued dispatch runs; null: not on the ready queue
   };
 
+  // The poll reported the fd: asyncio's _process_events queues the reader's handle itself, or
+  // unregisters a reader whose handle was cancelled.
   void schedule(int d) {
     Direction& dir = dir_[d];
     if (!dir.callback || dir.queued) return;
-    dir.queued = true;
+    if (dir.callback->cancelled) {
+      (void)(d == kRead ? loop_.remove_reader(fd_) : loop_.remove_writer(fd_));
+      return;
+    }
+    dir.queued = dir.callback;
     dir.dispatch->context = dir.callback->context;
     dir.dispatch->cancelled = false;
     loop_.schedule(dir.dispatch, d == kRead ? "add_reader" : "add_writer");
@@ -137,7 +142,7 @@ void FdDispatch::invoke() {
 
 std::string FdDispatch::callback_name() const {
   if (auto w = watch_.lock())
-    if (const HandleRef& cb = w->callback(direction_)) return cb->callback_name();
+    if (const HandleRef& cb = w->queued_or_current(direction_)) return cb->callback_name();
   return "<removed fd callback>";
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include "io_test_support.hpp"
 
@@ -268,6 +269,30 @@ TEST_CASE("re-adding a reader replaces the callback and cancels the old handle")
   CHECK(second == 20);
   CHECK(lp.remove_reader(sp.a));
   CHECK(h2.cancelled());
+  lp.close();
+}
+
+TEST_CASE("a reader replaced after the poll reported its fd waits for the next poll") {
+  // asyncio queues the reader's handle itself; remove_reader cancels it, so the queued handle
+  // is skipped, and the new reader runs only when a later poll reports the fd:
+  //   loop.add_reader(fd, cb1); peer.send(b"x")
+  //   loop.call_soon(swap); loop.call_soon(loop.stop); loop.run_forever()  # ['swap']
+  //   loop.call_soon(loop.stop); loop.run_forever()                        # + 'cb2'
+  loop::EventLoop lp;
+  SocketPair sp;
+  std::vector<std::string> log;
+  lp.add_reader(sp.a, [&] { log.push_back("cb1"); });
+  REQUIRE(::write(sp.b, "x", 1) == 1);
+  lp.call_soon([&] {
+    lp.remove_reader(sp.a);
+    lp.add_reader(sp.a, [&] { log.push_back("cb2"); });
+    log.push_back("swap");
+  });
+  run_iterations(lp, 1);
+  CHECK(log == std::vector<std::string>{"swap"});
+  run_iterations(lp, 1);
+  CHECK(log == std::vector<std::string>{"swap", "cb2"});
+  CHECK(lp.remove_reader(sp.a));
   lp.close();
 }
 
