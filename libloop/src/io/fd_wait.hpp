@@ -33,10 +33,12 @@ inline void check_nonblocking_in_debug(const EventLoop& loop, int sock) {
   if (loop.get_debug()) check_nonblocking(sock);
 }
 
-/// Suspends the task until `fd` is ready for reading (direction 0) or writing (1), the way
-/// asyncio's sock_* methods do: add_reader/add_writer, and a done-callback on the future that
-/// removes the watch again — also when the awaiting task is cancelled.
-inline Coroutine<void> wait_fd(EventLoop& loop, int fd, int direction) {
+/// A future done when `fd` is ready for reading (direction 0) or writing (1), for a task to
+/// await, the way asyncio's sock_* methods wait: add_reader/add_writer, and a done-callback on
+/// the future that removes the watch again, also when the awaiting task is cancelled.
+/// A plain function, not a coroutine: `co_await wait_fd(...)` suspends on the future itself,
+/// with no frame of its own to allocate and resume for every wait.
+inline Future<void> wait_fd(EventLoop& loop, int fd, int direction) {
   Future<void> fut = loop.create_future<void>();
   auto on_ready = [fut] {
     if (!fut.done()) fut.set_result();
@@ -45,13 +47,17 @@ inline Coroutine<void> wait_fd(EventLoop& loop, int fd, int direction) {
     loop.add_reader(fd, named("sock_wait_readable", on_ready));
   else
     loop.add_writer(fd, named("sock_wait_writable", on_ready));
-  fut.add_done_callback([&loop, fd, direction](Future<void>) {
-    if (direction == 0)
-      loop.remove_reader(fd);
-    else
-      loop.remove_writer(fd);
-  });
-  co_await fut;
+  // asyncio's _sock_read_done / _sock_write_done. Added on the state as a plain callback:
+  // Future::add_done_callback would wrap it in a second std::function, on the heap.
+  fut.state()->add_done_callback(
+      [&loop, fd, direction] {
+        if (direction == 0)
+          loop.remove_reader(fd);
+        else
+          loop.remove_writer(fd);
+      },
+      capture_context());
+  return fut;
 }
 
 }  // namespace loop::detail
