@@ -48,8 +48,8 @@ class TaskStateBase {
   virtual void abandon() = 0;
 
  protected:
-  void step();                         // Task.__step
-  bool task_cancel(std::string msg);   // Task.cancel
+  void step();                        // Task.__step
+  bool task_cancel(std::string msg);  // Task.cancel
   virtual void on_coroutine_done(std::exception_ptr pending) = 0;
   virtual bool frame_done() const = 0;
   void schedule_first_step();
@@ -62,6 +62,7 @@ class TaskStateBase {
   std::string must_cancel_msg_;
   std::exception_ptr pending_exception_;
   ContextRef context_;
+  HandleRef wakeup_handle_;  // Task.__wakeup (make_task_wakeup_handle), made at the first await
 };
 
 TaskStateBase* current_task_state() noexcept;
@@ -94,10 +95,8 @@ template <class T>
 struct Promise : PromiseBase {
   std::optional<T> value;
   template <class U>
-    requires std::is_convertible_v<U&&, T>
-  void return_value(U&& v) {
-    value.emplace(std::forward<U>(v));
-  }
+  requires std::is_convertible_v<U&&, T>
+  void return_value(U&& v) { value.emplace(std::forward<U>(v)); }
   T take() {
     if (exception) std::rethrow_exception(exception);
     return std::move(*value);

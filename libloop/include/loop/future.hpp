@@ -47,11 +47,10 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
   using Callback = std::function<void()>;
   std::uint64_t add_done_callback(Callback cb, ContextRef ctx);
-  /// add_done_callback(task.__wakeup) of the task `task` whose future is `task_future`: held
-  /// weakly, as a task's callback (a task nobody holds is not kept alive by what it awaits),
-  /// without a std::function for it.
-  void add_task_wakeup(std::weak_ptr<FutureStateBase> task_future, TaskStateBase* task,
-                       ContextRef ctx);
+  /// add_done_callback(task.__wakeup): `wakeup` is the task's handle from
+  /// make_task_wakeup_handle, which holds the task weakly (a task nobody holds is not kept
+  /// alive by what it awaits); no std::function for it.
+  void add_task_wakeup(HandleRef wakeup, ContextRef ctx);
   std::size_t remove_done_callback(std::uint64_t id);
 
   /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
@@ -98,21 +97,25 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
  private:
   struct DoneCallback {
     std::uint64_t id = 0;  // 0: none
-    Callback fn;                                 // or, when it is empty, a task's wakeup:
-    std::weak_ptr<FutureStateBase> task_future;  // the task's own future, held weakly
-    TaskStateBase* task = nullptr;
+    Callback fn;            // or, when it is empty:
+    HandleRef task_wakeup;  // a task's Task.__wakeup handle
     ContextRef ctx;
   };
   void add_callback(DoneCallback c);
   bool no_callbacks() const { return !first_callback_.id && more_callbacks_.empty(); }
-  void schedule_done_callback(DoneCallback& c, std::shared_ptr<FutureStateBase> self,
-                              const char* why);
+  void schedule_done_callback(DoneCallback& c, const char* why);
   // The callbacks in the order they were added: most futures have one (the awaiting task's
   // wakeup), held inline; the rest follow it.
   DoneCallback first_callback_;
   std::vector<DoneCallback, BlockAllocator<DoneCallback>> more_callbacks_;
   std::uint64_t next_callback_id_ = 1;
 };
+
+/// Task.__wakeup for the task `task` whose own future is `task_future` (held weakly). A task
+/// makes one and passes it to every future it awaits: it is queued again each time, instead of
+/// a handle allocated and freed per await.
+HandleRef make_task_wakeup_handle(std::weak_ptr<FutureStateBase> task_future,
+                                  TaskStateBase* task);
 
 template <class T>
 class FutureState : public FutureStateBase {

@@ -23,25 +23,35 @@ class DoneCallbackHandle final : public HandleImpl {
   FutureStateBase::Callback fn_;
 };
 
-// Task.__wakeup as a done-callback: steps the task if it still exists.
+// Task.__wakeup as a done-callback: steps the task if it still exists. It does not hold the
+// future: the task does (fut_waiter_) until the step, and once the task is gone nobody needs it.
 class TaskWakeupHandle final : public HandleImpl {
  public:
-  TaskWakeupHandle(std::shared_ptr<FutureStateBase> fut, std::weak_ptr<FutureStateBase> task_future,
-                   TaskStateBase* task)
-      : fut_(std::move(fut)), task_future_(std::move(task_future)), task_(task) {
+  TaskWakeupHandle(std::weak_ptr<FutureStateBase> task_future, TaskStateBase* task)
+      : task_future_(std::move(task_future)), task_(task) {
     kind = HandleKind::future;
   }
+  /// On the ready queue. A task awaits one future at a time, so its handle is queued once at
+  /// most; it stays marked only if a closing loop dropped it unrun (then see schedule_wakeup).
+  bool queued = false;
   void invoke() override {
+    queued = false;
     if (auto alive = task_future_.lock()) task_->wakeup();
   }
   std::string callback_name() const override { return "Task.__wakeup"; }
+  HandleRef copy() const {
+    return HandleRef(new TaskWakeupHandle(task_future_, task_), HandleRef::Adopt{});
+  }
 
  private:
-  std::shared_ptr<FutureStateBase> fut_;  // keeps the future alive until the callback ran
   std::weak_ptr<FutureStateBase> task_future_;
   TaskStateBase* task_;
 };
 }  // namespace
+
+HandleRef make_task_wakeup_handle(std::weak_ptr<FutureStateBase> task_future, TaskStateBase* task) {
+  return HandleRef(new TaskWakeupHandle(std::move(task_future), task), HandleRef::Adopt{});
+}
 
 FutureStateBase::~FutureStateBase() {
   if (!is_task_)
@@ -112,27 +122,25 @@ void FutureStateBase::check_result() {
 
 std::uint64_t FutureStateBase::add_done_callback(Callback cb, ContextRef ctx) {
   std::uint64_t id = next_callback_id_++;
-  add_callback({id, std::move(cb), {}, nullptr, std::move(ctx)});
+  add_callback({id, std::move(cb), {}, std::move(ctx)});
   return id;
 }
 
-void FutureStateBase::add_task_wakeup(std::weak_ptr<FutureStateBase> task_future,
-                                      TaskStateBase* task, ContextRef ctx) {
+void FutureStateBase::add_task_wakeup(HandleRef wakeup, ContextRef ctx) {
   if (status_ == FutureStatus::pending && no_callbacks()) {
     // The usual case, a task awaiting a pending future: filled in place, not moved in.
     first_callback_.id = next_callback_id_++;
-    first_callback_.task_future = std::move(task_future);
-    first_callback_.task = task;
+    first_callback_.task_wakeup = std::move(wakeup);
     first_callback_.ctx = std::move(ctx);
     return;
   }
-  add_callback({next_callback_id_++, {}, std::move(task_future), task, std::move(ctx)});
+  add_callback({next_callback_id_++, {}, std::move(wakeup), std::move(ctx)});
 }
 
 void FutureStateBase::add_callback(DoneCallback c) {
   if (status_ != FutureStatus::pending) {
     loop_->check_closed();  // asyncio's call_soon raises on a closed loop
-    schedule_done_callback(c, shared_from_this(), "add_done_callback");
+    schedule_done_callback(c, "add_done_callback");
   } else if (no_callbacks()) {
     first_callback_ = std::move(c);
   } else {
@@ -140,11 +148,18 @@ void FutureStateBase::add_callback(DoneCallback c) {
   }
 }
 
-void FutureStateBase::schedule_done_callback(DoneCallback& c, std::shared_ptr<FutureStateBase> self,
-                                             const char* why) {
-  HandleRef h(c.task ? static_cast<HandleImpl*>(
-                           new TaskWakeupHandle(std::move(self), std::move(c.task_future), c.task))
-                     : new DoneCallbackHandle(std::move(self), std::move(c.fn)));
+void FutureStateBase::schedule_done_callback(DoneCallback& c, const char* why) {
+  HandleRef h;
+  if (c.task_wakeup) {
+    auto* wakeup = static_cast<TaskWakeupHandle*>(c.task_wakeup.get());
+    if (wakeup->queued)
+      h = wakeup->copy();  // left queued by a closing loop (see TaskWakeupHandle::queued)
+    else
+      h = std::move(c.task_wakeup);
+    static_cast<TaskWakeupHandle*>(h.get())->queued = true;
+  } else {
+    h = HandleRef(new DoneCallbackHandle(shared_from_this(), std::move(c.fn)), HandleRef::Adopt{});
+  }
   h->context = std::move(c.ctx);
   loop_->schedule(std::move(h), why);
 }
@@ -166,19 +181,18 @@ void FutureStateBase::schedule_callbacks() {
   if (no_callbacks()) return;
   // asyncio's call_soon raises on a closed loop; the state has changed already, as there.
   loop_->check_closed();
-  auto self = shared_from_this();
   if (first_callback_.id) {
     // Scheduling runs no callback, so nothing can add to this future meanwhile: the entry is
     // scheduled where it is (its parts are moved into the handle) and marked empty.
-    schedule_done_callback(first_callback_, self, "schedule_callbacks");
+    schedule_done_callback(first_callback_, "schedule_callbacks");
     first_callback_.id = 0;
     first_callback_.fn = nullptr;  // moved from already; said for any standard library
-    first_callback_.task = nullptr;
+    first_callback_.task_wakeup = HandleRef();
   }
   if (more_callbacks_.empty()) return;
   auto more = std::move(more_callbacks_);
   more_callbacks_.clear();
-  for (auto& c : more) schedule_done_callback(c, self, "schedule_callbacks");
+  for (auto& c : more) schedule_done_callback(c, "schedule_callbacks");
 }
 
 std::string repr_value(const std::string& v) {

@@ -33,9 +33,13 @@ class TaskStepHandle final : public HandleImpl {
 
 }  // namespace
 
-std::string next_task_name() { return "Task-" + std::to_string(++g_task_counter); }
+std::string next_task_name() {
+  return "Task-" + std::to_string(++g_task_counter);
+}
 
-TaskStateBase* current_task_state() noexcept { return t_current_task; }
+TaskStateBase* current_task_state() noexcept {
+  return t_current_task;
+}
 
 void TaskStateBase::schedule_first_step() {
   auto self = shared();
@@ -55,7 +59,8 @@ void TaskStateBase::suspend_on(FutureStateBase& fut, std::coroutine_handle<> h) 
     throw std::runtime_error("Task got Future attached to a different loop");
   resume_point_ = h;
   fut_waiter_ = fut.shared_from_this();
-  fut.add_task_wakeup(as_future().weak_from_this(), this, context_);
+  if (!wakeup_handle_) wakeup_handle_ = make_task_wakeup_handle(as_future().weak_from_this(), this);
+  fut.add_task_wakeup(wakeup_handle_, context_);
   if (must_cancel_) {
     // cancel() was called while this step ran: pass it on to what we now wait for.
     if (fut_waiter_->cancel(must_cancel_msg_)) must_cancel_ = false;

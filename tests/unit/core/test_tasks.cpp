@@ -44,6 +44,54 @@ TEST_CASE("test_callback_order_matches_asyncio") {
                                           "soon3", "main-end"});
 }
 
+TEST_CASE("test_task_wakeups_for_successive_awaits_keep_asyncio_order") {
+  // Each task's Task.__wakeup is one handle queued again for every future it awaits; two tasks
+  // awaiting in turn, and one cancelled while its wakeup is queued. CPython 3.11 here printed:
+  // ['b0', 'a0', 'main1', 'a1', 'b1', 'main2', 'a2', 'main3', 'b-cancelled']
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto waiter = [&](std::string name, std::vector<loop::Future<int>> futs) -> Coroutine<void> {
+    for (auto& f : futs) {
+      int v = co_await f;
+      log.push_back(name + std::to_string(v));
+    }
+  };
+  auto main = [&]() -> Coroutine<void> {
+    std::vector<loop::Future<int>> fa, fb;
+    for (int i = 0; i < 3; ++i) {
+      fa.push_back(lp.create_future<int>());
+      fb.push_back(lp.create_future<int>());
+    }
+    auto ta = lp.create_task(waiter("a", fa));
+    auto tb = lp.create_task(waiter("b", fb));
+    co_await loop::sleep(0);
+    fb[0].set_result(0);
+    fa[0].set_result(0);
+    co_await loop::sleep(0);
+    log.push_back("main1");
+    fa[1].set_result(1);
+    fb[1].set_result(1);
+    co_await loop::sleep(0);
+    log.push_back("main2");
+    fb[2].set_result(2);
+    tb.cancel();
+    fa[2].set_result(2);
+    co_await loop::sleep(0);
+    log.push_back("main3");
+    co_await ta;
+    bool cancelled = false;
+    try {
+      co_await tb;
+    } catch (const loop::CancelledError&) {
+      cancelled = true;
+    }
+    log.push_back(cancelled ? "b-cancelled" : "b-done");
+  };
+  lp.run_until_complete(main());
+  CHECK(log == std::vector<std::string>{"b0", "a0", "main1", "a1", "b1", "main2", "a2", "main3",
+                                        "b-cancelled"});
+}
+
 TEST_CASE("test_task_repr") {
   loop::EventLoop lp;
   auto forty_two = []() -> Coroutine<int> { co_return 42; };
