@@ -52,6 +52,10 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   /// alive by what it awaits); no std::function for it.
   void add_task_wakeup(HandleRef wakeup, ContextRef ctx);
   std::size_t remove_done_callback(std::uint64_t id);
+  /// Makes a future that finished with a result, and has no callbacks left, pending again;
+  /// false (and unchanged) otherwise. Only for the owner of a future nobody else holds, to
+  /// await it anew without allocating another (a StreamReader's waiter, one per read).
+  bool reset_to_pending();
 
   /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
   virtual std::string repr() const;

@@ -64,6 +64,7 @@ class StreamReader {
   std::string buffer_;
   bool eof_ = false;
   std::optional<Future<void>> waiter_;
+  Future<void> last_waiter_;  // reused by the next wait once nobody else holds it
   std::exception_ptr exception_;
   ReadTransport* transport_ = nullptr;  // valid until connection_lost
   bool paused_ = false;

@@ -172,6 +172,13 @@ std::size_t FutureStateBase::remove_done_callback(std::uint64_t id) {
   return std::erase_if(more_callbacks_, [id](const DoneCallback& c) { return c.id == id; });
 }
 
+bool FutureStateBase::reset_to_pending() {
+  if (status_ != FutureStatus::finished || exception_ || !no_callbacks()) return false;
+  status_ = FutureStatus::pending;
+  exception_retrieved_ = false;
+  return true;
+}
+
 void FutureStateBase::drop_callbacks() noexcept {
   first_callback_ = {};
   more_callbacks_.clear();

@@ -92,7 +92,15 @@ StreamReader::DataWait StreamReader::wait_for_data(const char* func_name) {
     paused_ = false;
     if (transport_) transport_->resume_reading();
   }
-  waiter_ = loop_.create_future<void>();
+  // The last waiter again, when its wait is over and nothing else holds it (the common case:
+  // a task reading in a loop): a future per read otherwise, allocated and destroyed.
+  if (last_waiter_ && last_waiter_.state().use_count() == 1 &&
+      last_waiter_.state()->reset_to_pending()) {
+    waiter_ = last_waiter_;
+  } else {
+    waiter_ = loop_.create_future<void>();
+    last_waiter_ = *waiter_;
+  }
   return DataWait(*this, *waiter_);
 }
 
