@@ -121,9 +121,13 @@ class StreamWriter {
   bool is_closing() const { return transport_->is_closing(); }
   /// Returns once the connection is lost; rethrows its error.
   Coroutine<void> wait_closed();
-  /// Waits until the transport takes more data (resume_writing); rethrows a reader error;
-  /// std::system_error(ECONNRESET) once the connection is lost.
-  Coroutine<void> drain();
+  class Drain;
+  /// `co_await writer.drain()`: waits until the transport takes more data (resume_writing);
+  /// rethrows a reader error; std::system_error(ECONNRESET) once the connection is lost.
+  /// An awaitable rather than a Coroutine: when there is nothing to wait for (writing is not
+  /// paused, the usual case) the await completes with no coroutine frame at all. It converts
+  /// to a Coroutine<void> where one is needed (a Task).
+  Drain drain();
   std::any get_extra_info(std::string_view name, std::any default_value = {}) const {
     return transport_->get_extra_info(name, std::move(default_value));
   }
@@ -131,6 +135,11 @@ class StreamWriter {
   EventLoop& get_loop() const { return loop_; }
 
  private:
+  /// True when drain() has nothing to raise and nothing to wait for.
+  bool drain_ready() const;
+  /// asyncio's drain(), whole.
+  Coroutine<void> drain_coroutine();
+
   std::shared_ptr<Transport> transport_;
   // Weak: the transport owns the protocol until connection_lost, and the protocol (server
   // side) holds this writer until then; a strong reference back would be a cycle that
@@ -139,6 +148,28 @@ class StreamWriter {
   Future<void> closed_;
   std::shared_ptr<StreamReader> reader_;
   EventLoop& loop_;
+};
+
+// The checks run when the drain is awaited, not when drain() is called, as in asyncio.
+class StreamWriter::Drain {
+ public:
+  explicit Drain(StreamWriter& writer) : writer_(&writer) {}
+  bool await_ready() const { return writer_->drain_ready(); }
+  template <class P>
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) {
+    coroutine_.emplace(writer_->drain_coroutine());
+    awaiter_.emplace(std::move(*coroutine_).operator co_await());
+    return awaiter_->await_suspend(parent);
+  }
+  void await_resume() {
+    if (awaiter_) awaiter_->await_resume();
+  }
+  operator Coroutine<void>() && { return writer_->drain_coroutine(); }
+
+ private:
+  StreamWriter* writer_;
+  std::optional<Coroutine<void>> coroutine_;
+  std::optional<Coroutine<void>::Awaiter> awaiter_;
 };
 
 using StreamPair = std::pair<std::shared_ptr<StreamReader>, std::shared_ptr<StreamWriter>>;

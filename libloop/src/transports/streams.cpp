@@ -318,7 +318,18 @@ Coroutine<void> StreamWriter::wait_closed() {
   co_await closed;
 }
 
-Coroutine<void> StreamWriter::drain() {
+StreamWriter::Drain StreamWriter::drain() {
+  return Drain(*this);
+}
+
+bool StreamWriter::drain_ready() const {
+  if (reader_ && reader_->exception()) return false;
+  if (transport_->is_closing()) return false;
+  auto protocol = protocol_.lock();
+  return protocol && protocol->drain_is_noop();
+}
+
+Coroutine<void> StreamWriter::drain_coroutine() {
   if (reader_) {
     if (auto exc = reader_->exception()) std::rethrow_exception(exc);
   }
@@ -326,7 +337,7 @@ Coroutine<void> StreamWriter::drain() {
   if (transport_->is_closing()) co_await sleep(0);
   auto protocol = protocol_.lock();  // gone: the connection was lost and released it
   if (!protocol) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
-  if (protocol->drain_is_noop()) co_return;  // the usual case, without drain_helper's frame
+  if (protocol->drain_is_noop()) co_return;
   co_await protocol->drain_helper();
 }
 

@@ -137,6 +137,47 @@ print(n, flush=True)
   REQUIRE(peer.readline() == std::to_string(80 * 256 * 1024));
 }
 
+TEST_CASE("drain() is checked when awaited, and converts to a Coroutine for a Task") {
+  // As asyncio's drain coroutine: nothing is decided when drain() is called.
+  PythonPeer peer(R"(
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); time.sleep(0.3); n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d: break
+    n += len(d)
+print(n, flush=True)
+)");
+  int port = peer.port();
+  loop::EventLoop lp;
+  constexpr std::size_t kBlock = 8 << 20;  // far more than the socket buffers take
+  std::size_t buffered_early = 0, after_early = 0, buffered_task = 0, after_task = 0;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [r, w] = co_await loop::open_connection("127.0.0.1", port);
+    auto early = w->drain();  // made while nothing is buffered
+    w->write(std::string(kBlock, 'a'));
+    buffered_early = w->transport()->get_write_buffer_size();
+    co_await early;  // writing is paused now: this waits for resume_writing
+    after_early = w->transport()->get_write_buffer_size();
+
+    w->write(std::string(kBlock, 'b'));
+    buffered_task = w->transport()->get_write_buffer_size();
+    loop::Coroutine<void> coro = w->drain();
+    co_await lp.create_task(std::move(coro));
+    after_task = w->transport()->get_write_buffer_size();
+    w->close();
+    co_await w->wait_closed();
+  };
+  lp.run_until_complete(main());
+  CHECK(buffered_early > 64 * 1024);
+  CHECK(after_early <= 64 * 1024);  // the default high-water mark
+  CHECK(buffered_task > 64 * 1024);
+  CHECK(after_task <= 64 * 1024);
+  REQUIRE(peer.readline() == std::to_string(2 * kBlock));
+}
+
 TEST_CASE("readuntil over the limit: LimitOverrunError, readline: std::invalid_argument") {
   loop::EventLoop lp;
   std::string path = "@libloop-streams-" + std::to_string(::getpid());
