@@ -32,7 +32,8 @@ class TaskWakeupHandle final : public HandleImpl {
     kind = HandleKind::future;
   }
   /// On the ready queue. A task awaits one future at a time, so its handle is queued once at
-  /// most; it stays marked only if a closing loop dropped it unrun (then see schedule_wakeup).
+  /// most; it stays marked only if a closing loop dropped it unrun (schedule_done_callback then
+  /// queues a copy).
   bool queued = false;
   void invoke() override {
     queued = false;
