@@ -1,5 +1,5 @@
-// A Python script run as a subprocess, the real peer of a transport test (raw-fd variant): it prints the port
-// it listens on (or any first line) and then does its job; the destructor kills it.
+// A Python script run as a subprocess, the real peer of a transport test (raw-fd variant): it
+// prints the port it listens on (or any first line) and then does its job; the destructor kills it.
 #pragma once
 
 #include <signal.h>
@@ -75,5 +75,23 @@ class PythonPeer {
   pid_t pid_ = -1;
   int out_ = -1;
 };
+
+/// A peer on 127.0.0.1, port 0, that prints its port, accepts one connection, reads nothing
+/// for `sleep_s` seconds (the writer's buffers fill up), then reads to EOF and prints the
+/// byte count.
+inline std::string slow_reader_peer(const char* sleep_s) {
+  return std::string(R"PY(
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); time.sleep()PY") +
+         sleep_s + R"PY(); n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d: break
+    n += len(d)
+print(n, flush=True)
+)PY";
+}
 
 }  // namespace test

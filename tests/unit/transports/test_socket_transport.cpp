@@ -180,17 +180,7 @@ c.sendall(b'got:' + data[::-1]); c.close()
 
 TEST_CASE("flow control under a slow reader: pause_writing, bounded buffer, resume_writing") {
   // The peer does not read for 0.5 s, then reads everything and prints the count.
-  PythonPeer peer(R"(
-import socket, time
-s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
-print(s.getsockname()[1], flush=True)
-c, _ = s.accept(); time.sleep(0.5); n = 0
-while True:
-    d = c.recv(1 << 20)
-    if not d: break
-    n += len(d)
-print(n, flush=True)
-)");
+  PythonPeer peer(test::slow_reader_peer("0.5"));
   int port = peer.port();
   loop::EventLoop lp;
   const std::size_t total = 50u << 20, chunk = 64u << 10;

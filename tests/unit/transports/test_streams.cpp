@@ -101,17 +101,7 @@ asyncio.run(main(int(sys.argv[1])))
 
 TEST_CASE("drain waits for resume_writing when the peer does not read") {
   // The peer reads nothing for 0.5 s.
-  PythonPeer peer(R"(
-import socket, time
-s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
-print(s.getsockname()[1], flush=True)
-c, _ = s.accept(); time.sleep(0.5); n = 0
-while True:
-    d = c.recv(1 << 20)
-    if not d: break
-    n += len(d)
-print(n, flush=True)
-)");
+  PythonPeer peer(test::slow_reader_peer("0.5"));
   int port = peer.port();
   loop::EventLoop lp;
   std::size_t max_buffered = 0;
@@ -139,17 +129,7 @@ print(n, flush=True)
 
 TEST_CASE("drain() is checked when awaited, and converts to a Coroutine for a Task") {
   // As asyncio's drain coroutine: nothing is decided when drain() is called.
-  PythonPeer peer(R"(
-import socket, time
-s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
-print(s.getsockname()[1], flush=True)
-c, _ = s.accept(); time.sleep(0.3); n = 0
-while True:
-    d = c.recv(1 << 20)
-    if not d: break
-    n += len(d)
-print(n, flush=True)
-)");
+  PythonPeer peer(test::slow_reader_peer("0.3"));
   int port = peer.port();
   loop::EventLoop lp;
   constexpr std::size_t kBlock = 8 << 20;  // far more than the socket buffers take
