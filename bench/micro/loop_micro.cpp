@@ -132,6 +132,14 @@ void bench_timers(long n, bool cancel_half) {
       quantile(late, 0.99) * 1e3, mx * 1e3, late_max_after_start * 1e3);
 }
 
+// The JSON line of a round-trip benchmark.
+void print_trips(const char* bench, long n, long trips, double seconds) {
+  std::printf(
+      "{\"bench\":\"%s\",\"impl\":\"libloop\",\"n\":%ld,\"trips\":%ld,"
+      "\"per_trip_us\":%.4f}\n",
+      bench, n, trips, seconds * 1e6 / static_cast<double>(n));
+}
+
 // add_reader ping-pong over a socketpair: a byte goes a -> b -> a; n round trips.
 void bench_add_reader(long n) {
   loop::EventLoop lp;
@@ -160,10 +168,7 @@ void bench_add_reader(long n) {
   lp.remove_reader(sv[1]);
   ::close(sv[0]);
   ::close(sv[1]);
-  std::printf(
-      "{\"bench\":\"add_reader\",\"impl\":\"libloop\",\"n\":%ld,\"trips\":%ld,"
-      "\"per_trip_us\":%.4f}\n",
-      n, trips, (t1 - t0) * 1e6 / n);
+  print_trips("add_reader", n, trips, t1 - t0);
 }
 
 // sock_recv/sock_sendall ping-pong over a socketpair, one task at each end: a byte goes
@@ -196,10 +201,7 @@ void bench_sock_pingpong(long n) {
   double t1 = wall();
   ::close(sv[0]);
   ::close(sv[1]);
-  std::printf(
-      "{\"bench\":\"sock_pingpong\",\"impl\":\"libloop\",\"n\":%ld,\"trips\":%ld,"
-      "\"per_trip_us\":%.4f}\n",
-      n, trips, (t1 - t0) * 1e6 / n);
+  print_trips("sock_pingpong", n, trips, t1 - t0);
 }
 
 // n sequential run_in_executor round trips on the default pool.

@@ -116,11 +116,16 @@ def bench_timers(n, cancel_half):
          late_max_after_start_ms=state["late_after_start"] * 1e3)
 
 
-def bench_add_reader(n):
-    loop = asyncio.new_event_loop()
+def nonblocking_socketpair():
     a, b = socket.socketpair()
     a.setblocking(False)
     b.setblocking(False)
+    return a, b
+
+
+def bench_add_reader(n):
+    loop = asyncio.new_event_loop()
+    a, b = nonblocking_socketpair()
     trips = [0]
 
     def on_b():
@@ -152,9 +157,7 @@ def bench_add_reader(n):
 
 def bench_sock_pingpong(n):
     loop = asyncio.new_event_loop()
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
+    a, b = nonblocking_socketpair()
     trips = [0]
 
     async def ping():
