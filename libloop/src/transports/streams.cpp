@@ -322,6 +322,8 @@ StreamWriter::Drain StreamWriter::drain() {
   return Drain(*this);
 }
 
+// drain_coroutine()'s checks as a yes/no question, for the frameless fast path: it must not
+// raise or yield, so it answers "not ready" wherever the coroutine would. Keep the two alike.
 bool StreamWriter::drain_ready() const {
   if (reader_ && reader_->exception()) return false;
   if (transport_->is_closing()) return false;
