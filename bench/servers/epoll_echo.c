@@ -21,29 +21,32 @@
 
 struct conn {
   int fd;
-  char *pending; /* bytes the socket did not take yet */
+  char* pending; /* bytes the socket did not take yet */
   size_t len, off;
 };
 
 static char buf[256 * 1024];
 static volatile sig_atomic_t stop;
-static void on_signal(int sig) { (void)sig; stop = 1; }
+static void on_signal(int sig) {
+  (void)sig;
+  stop = 1;
+}
 
 static int serve_udp(int fd) {
   while (!stop) {
     struct sockaddr_storage peer;
     socklen_t plen = sizeof peer;
-    ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&peer, &plen);
+    ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr*)&peer, &plen);
     if (n < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
-    sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, plen);
+    sendto(fd, buf, (size_t)n, 0, (struct sockaddr*)&peer, plen);
   }
   return 0;
 }
 
-static void drop(int ep, struct conn *c) {
+static void drop(int ep, struct conn* c) {
   epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   free(c->pending);
@@ -51,7 +54,7 @@ static void drop(int ep, struct conn *c) {
 }
 
 /* Writes what is pending; returns 1 when all is written, 0 when it must wait, -1 on error. */
-static int flush_pending(struct conn *c) {
+static int flush_pending(struct conn* c) {
   while (c->off < c->len) {
     ssize_t n = send(c->fd, c->pending + c->off, c->len - c->off, MSG_NOSIGNAL);
     if (n < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
@@ -61,23 +64,33 @@ static int flush_pending(struct conn *c) {
   return 1;
 }
 
-static void set_events(int ep, struct conn *c, unsigned events) {
+static void set_events(int ep, struct conn* c, unsigned events) {
   struct epoll_event ev = {.events = events, .data.ptr = c};
   epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   int port = 0, udp = 0;
-  const char *unix_path = NULL;
+  const char* unix_path = NULL;
   for (int i = 1; i < argc; ++i) {
-    if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--unix") && i + 1 < argc) unix_path = argv[++i];
-    else if (!strcmp(argv[i], "--udp")) udp = 1;
-    else if (!strcmp(argv[i], "--host") && i + 1 < argc) ++i; /* always 127.0.0.1 */
-    else { fprintf(stderr, "usage: epoll_echo [--port P] [--unix PATH] [--udp]\n"); return 2; }
+    if (!strcmp(argv[i], "--port") && i + 1 < argc)
+      port = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--unix") && i + 1 < argc)
+      unix_path = argv[++i];
+    else if (!strcmp(argv[i], "--udp"))
+      udp = 1;
+    else if (!strcmp(argv[i], "--host") && i + 1 < argc)
+      ++i; /* always 127.0.0.1 */
+    else {
+      fprintf(stderr, "usage: epoll_echo [--port P] [--unix PATH] [--udp]\n");
+      return 2;
+    }
   }
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) { rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl); }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
   signal(SIGPIPE, SIG_IGN);
@@ -88,21 +101,33 @@ int main(int argc, char **argv) {
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", unix_path);
     unlink(unix_path);
     lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0) { perror("bind"); return 1; }
+    if (bind(lfd, (struct sockaddr*)&sa, sizeof sa) < 0) {
+      perror("bind");
+      return 1;
+    }
   } else {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    lfd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | (udp ? 0 : SOCK_NONBLOCK), 0);
+    lfd = socket(AF_INET,
+                 (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | (udp ? 0 : SOCK_NONBLOCK), 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0) { perror("bind"); return 1; }
+    if (bind(lfd, (struct sockaddr*)&sa, sizeof sa) < 0) {
+      perror("bind");
+      return 1;
+    }
     socklen_t len = sizeof sa;
-    getsockname(lfd, (struct sockaddr *)&sa, &len);
+    getsockname(lfd, (struct sockaddr*)&sa, &len);
     port = ntohs(sa.sin_port);
   }
-  if (!udp && listen(lfd, 4096) < 0) { perror("listen"); return 1; }
-  if (unix_path) printf("listening on unix:%s\n", unix_path);
-  else printf("listening on 127.0.0.1:%d\n", port);
+  if (!udp && listen(lfd, 4096) < 0) {
+    perror("listen");
+    return 1;
+  }
+  if (unix_path)
+    printf("listening on unix:%s\n", unix_path);
+  else
+    printf("listening on 127.0.0.1:%d\n", port);
   fflush(stdout);
   if (udp) return serve_udp(lfd);
 
@@ -113,7 +138,7 @@ int main(int argc, char **argv) {
   while (!stop) {
     int n = epoll_wait(ep, events, 256, -1);
     for (int k = 0; k < n; ++k) {
-      struct conn *c = events[k].data.ptr;
+      struct conn* c = events[k].data.ptr;
       if (!c) { /* the listening socket */
         int fd;
         while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
@@ -128,7 +153,10 @@ int main(int argc, char **argv) {
       }
       if (events[k].events & EPOLLOUT) {
         int r = flush_pending(c);
-        if (r < 0) { drop(ep, c); continue; }
+        if (r < 0) {
+          drop(ep, c);
+          continue;
+        }
         if (r == 1) set_events(ep, c, EPOLLIN);
         continue;
       }
@@ -140,7 +168,10 @@ int main(int argc, char **argv) {
       }
       ssize_t w = send(c->fd, buf, (size_t)r, MSG_NOSIGNAL);
       if (w < 0) {
-        if (errno != EAGAIN) { drop(ep, c); continue; }
+        if (errno != EAGAIN) {
+          drop(ep, c);
+          continue;
+        }
         w = 0;
       }
       if (w < r) { /* keep the rest; stop reading until it is written */

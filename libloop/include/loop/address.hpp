@@ -1,9 +1,9 @@
 // SocketAddress: a sockaddr of any family, printable as asyncio prints peernames.
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <netinet/in.h>
 
 #include <cstring>
 #include <string>

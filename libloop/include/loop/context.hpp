@@ -142,7 +142,8 @@ template <class T>
 class ContextVar {
  public:
   explicit ContextVar(std::string name, std::optional<T> default_value = std::nullopt)
-      : name_(std::move(name)), default_(std::move(default_value)),
+      : name_(std::move(name)),
+        default_(std::move(default_value)),
         id_(detail::next_context_var_id()) {}
 
   const std::string& name() const { return name_; }
@@ -172,7 +173,8 @@ class ContextVar {
   /// Restores the value the variable had before the set() that made `token`.
   void reset(Token<T>& token) const {
     if (token.used_) throw std::runtime_error("Token has already been used once");
-    if (token.var_ != this) throw std::invalid_argument("Token was created by a different ContextVar");
+    if (token.var_ != this)
+      throw std::invalid_argument("Token was created by a different ContextVar");
     detail::ContextData* ctx = detail::current_context_data();
     if (token.ctx_ != ctx) throw std::invalid_argument("Token was created in a different Context");
     auto vars = ctx->vars ? std::make_shared<detail::ContextMap>(*ctx->vars)

@@ -29,9 +29,9 @@ struct ExceptionContext {
   BaseProtocol* protocol = nullptr;
   BaseTransport* transport = nullptr;
   std::optional<int> socket;
-  std::optional<std::string> asyncgen;  // the async generator's repr (shutdown_asyncgens)
-  std::optional<std::string> source_traceback;   // where the handle was created (debug mode)
-  std::shared_ptr<ExceptionContext> context;     // the original one, when a handler itself failed
+  std::optional<std::string> asyncgen;          // the async generator's repr (shutdown_asyncgens)
+  std::optional<std::string> source_traceback;  // where the handle was created (debug mode)
+  std::shared_ptr<ExceptionContext> context;    // the original one, when a handler itself failed
 
   /// The keys present, as JSON: {"message": ..., "exception": {"type": ..., "what": ...}, ...}.
   nlohmann::json to_json() const;

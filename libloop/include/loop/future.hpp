@@ -100,7 +100,7 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
  private:
   struct DoneCallback {
-    std::uint64_t id = 0;  // 0: none
+    std::uint64_t id = 0;   // 0: none
     Callback fn;            // or, when it is empty:
     HandleRef task_wakeup;  // a task's Task.__wakeup handle
     ContextRef ctx;
@@ -118,8 +118,7 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 /// Task.__wakeup for the task `task` whose own future is `task_future` (held weakly). A task
 /// makes one and passes it to every future it awaits: it is queued again each time, instead of
 /// a handle allocated and freed per await.
-HandleRef make_task_wakeup_handle(std::weak_ptr<FutureStateBase> task_future,
-                                  TaskStateBase* task);
+HandleRef make_task_wakeup_handle(std::weak_ptr<FutureStateBase> task_future, TaskStateBase* task);
 
 template <class T>
 class FutureState : public FutureStateBase {

@@ -50,7 +50,9 @@ std::unique_ptr<Origin> capture_origin();
 
 template <class F>
 std::string callable_name(const F& fn) {
-  if constexpr (requires { { fn.name } -> std::convertible_to<const char*>; }) {
+  if constexpr (requires {
+                  { fn.name } -> std::convertible_to<const char*>;
+                }) {
     return fn.name;
   } else if constexpr (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) {
     return function_name(reinterpret_cast<const void*>(fn), typeid(F));

@@ -165,8 +165,9 @@ Future<std::vector<detail::gather_slot_t<T>>> gather(std::vector<Future<T>> chil
 /// gather over different awaitables: co_await gather(a(), b(), fut) -> std::tuple (void results
 /// are std::monostate). If the gathering task is cancelled, every child is cancelled.
 template <class... A>
-  requires(sizeof...(A) > 0)
-Coroutine<std::tuple<detail::gather_slot_t<detail::awaitable_result_t<A>>...>> gather(A... aws) {
+requires(sizeof...(A) > 0)
+    Coroutine<std::tuple<detail::gather_slot_t<detail::awaitable_result_t<A>>...>> gather(
+        A... aws) {
   auto futures = std::make_tuple(ensure_future(std::move(aws))...);
   EventLoop& loop = std::get<0>(futures).get_loop();
   std::vector<std::shared_ptr<detail::FutureStateBase>> states;

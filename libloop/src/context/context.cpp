@@ -12,13 +12,18 @@ thread_local ContextData* t_current = nullptr;
 std::atomic<std::uint64_t> g_next_var_id{1};
 }  // namespace
 
-ContextData* current_context_data() { return t_current ? t_current : &t_base_context; }
-void set_current_context_data(ContextData* data) { t_current = data; }
-std::uint64_t next_context_var_id() { return g_next_var_id.fetch_add(1); }
+ContextData* current_context_data() {
+  return t_current ? t_current : &t_base_context;
+}
+void set_current_context_data(ContextData* data) {
+  t_current = data;
+}
+std::uint64_t next_context_var_id() {
+  return g_next_var_id.fetch_add(1);
+}
 
 ContextScope::ContextScope(ContextData* data) : data_(data), previous_(t_current) {
-  if (data_->entered)
-    throw std::runtime_error("cannot enter context: it is already entered");
+  if (data_->entered) throw std::runtime_error("cannot enter context: it is already entered");
   data_->entered = true;
   t_current = data_;
 }

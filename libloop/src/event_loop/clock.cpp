@@ -34,7 +34,9 @@ class VirtualClock final : public Clock {
 
 }  // namespace
 
-std::unique_ptr<Clock> make_steady_clock() { return std::make_unique<SteadyClock>(); }
+std::unique_ptr<Clock> make_steady_clock() {
+  return std::make_unique<SteadyClock>();
+}
 std::unique_ptr<Clock> make_virtual_clock(double start) {
   return std::make_unique<VirtualClock>(start);
 }

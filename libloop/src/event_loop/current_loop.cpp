@@ -19,8 +19,12 @@ bool is_main_thread() {
 }  // namespace
 
 namespace detail {
-EventLoop* running_loop() noexcept { return t_running; }
-void set_running_loop(EventLoop* loop) noexcept { t_running = loop; }
+EventLoop* running_loop() noexcept {
+  return t_running;
+}
+void set_running_loop(EventLoop* loop) noexcept {
+  t_running = loop;
+}
 }  // namespace detail
 
 EventLoop& get_running_loop() {
@@ -31,8 +35,7 @@ EventLoop& get_running_loop() {
 EventLoop& get_event_loop() {
   if (t_running) return *t_running;
   if (t_current) return *t_current;
-  if (!is_main_thread())
-    throw std::runtime_error("There is no current event loop in this thread.");
+  if (!is_main_thread()) throw std::runtime_error("There is no current event loop in this thread.");
   t_owned = new_event_loop();
   t_current = t_owned.get();
   return *t_current;
@@ -43,7 +46,9 @@ void set_event_loop(EventLoop* loop) {
   t_current = loop;
 }
 
-std::unique_ptr<EventLoop> new_event_loop() { return std::make_unique<EventLoop>(); }
+std::unique_ptr<EventLoop> new_event_loop() {
+  return std::make_unique<EventLoop>();
+}
 
 bool detail::LoopLink::post(HandleRef handle) {
   std::lock_guard<std::mutex> lock(mutex);

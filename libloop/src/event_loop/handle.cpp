@@ -52,13 +52,20 @@ namespace detail {
 
 const char* kind_name(HandleKind kind) {
   switch (kind) {
-    case HandleKind::soon: return "soon";
-    case HandleKind::timer: return "timer";
-    case HandleKind::threadsafe: return "threadsafe";
-    case HandleKind::io: return "io";
-    case HandleKind::signal: return "signal";
-    case HandleKind::task: return "task";
-    case HandleKind::future: return "future";
+    case HandleKind::soon:
+      return "soon";
+    case HandleKind::timer:
+      return "timer";
+    case HandleKind::threadsafe:
+      return "threadsafe";
+    case HandleKind::io:
+      return "io";
+    case HandleKind::signal:
+      return "signal";
+    case HandleKind::task:
+      return "task";
+    case HandleKind::future:
+      return "future";
   }
   return "soon";
 }
@@ -156,7 +163,8 @@ std::string Origin::describe() const {
   int shown = 0;
   for (void* f : frames) {
     std::string name = symbol_at(f);
-    if (name.empty() || name.rfind("loop::", 0) == 0 || name.find("capture_origin") != std::string::npos)
+    if (name.empty() || name.rfind("loop::", 0) == 0 ||
+        name.find("capture_origin") != std::string::npos)
       continue;
     auto paren = name.find('(');
     if (paren != std::string::npos && paren > 0) name.resize(paren);

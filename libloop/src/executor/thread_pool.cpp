@@ -12,20 +12,23 @@ std::size_t ThreadPoolExecutor::default_max_workers() {
   return std::min<std::size_t>(32, cpus + 4);
 }
 
-ThreadPoolExecutor::ThreadPoolExecutor(std::size_t max_workers)
-    : max_workers_(max_workers) {
+ThreadPoolExecutor::ThreadPoolExecutor(std::size_t max_workers) : max_workers_(max_workers) {
   if (max_workers_ == 0) throw std::invalid_argument("max_workers must be greater than 0");
 }
 
-ThreadPoolExecutor::~ThreadPoolExecutor() { shutdown(true); }
+ThreadPoolExecutor::~ThreadPoolExecutor() {
+  shutdown(true);
+}
 
 void ThreadPoolExecutor::submit(std::function<void()> work) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (shutdown_) throw std::runtime_error("cannot schedule new futures after shutdown");
   queue_.push_back(std::move(work));
   // A new thread only when none is idle (Python's _adjust_thread_count).
-  if (idle_ == 0 && threads_.size() < max_workers_) threads_.emplace_back([this] { worker(); });
-  else cv_.notify_one();
+  if (idle_ == 0 && threads_.size() < max_workers_)
+    threads_.emplace_back([this] { worker(); });
+  else
+    cv_.notify_one();
 }
 
 void ThreadPoolExecutor::shutdown(bool wait) {
@@ -50,7 +53,7 @@ void ThreadPoolExecutor::worker() {
     queue_.pop_front();
     lock.unlock();
     work();
-    work = nullptr;  // destroy captured state before taking the lock again
+    work = nullptr;        // destroy captured state before taking the lock again
     detail::slab::trim();  // e.g. the pages of call_soon_threadsafe handles the loop freed
     lock.lock();
   }

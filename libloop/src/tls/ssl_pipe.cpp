@@ -180,9 +180,9 @@ SSLPipe::Output SSLPipe::feed_ssldata(std::string_view data, bool only_handshake
       buf.resize(old);
       int err = SSL_get_error(ssl_, n);
       if (!buf.empty()) {
-          out.appdata.push_back(std::move(buf));
-          buf = std::string();
-        }
+        out.appdata.push_back(std::move(buf));
+        buf = std::string();
+      }
       if (err == SSL_ERROR_ZERO_RETURN) {
         out.appdata.emplace_back();  // close_notify
         break;

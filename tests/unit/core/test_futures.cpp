@@ -129,11 +129,11 @@ TEST_CASE("test_remove_first_done_callback_keeps_the_order") {
   CHECK(f.remove_done_callback(id1) == 0);
   f.add_done_callback([&](loop::Future<void>) { ran.push_back(3); });
   // A task awaiting it joins the list too (its wakeup is not a std::function), last.
-  auto waiter = lp.create_task([](loop::Future<void> fut, std::vector<int>& out)
-                                   -> loop::Coroutine<void> {
-    co_await fut;
-    out.push_back(4);
-  }(f, ran));
+  auto waiter =
+      lp.create_task([](loop::Future<void> fut, std::vector<int>& out) -> loop::Coroutine<void> {
+        co_await fut;
+        out.push_back(4);
+      }(f, ran));
   lp.call_soon([&] { f.set_result(); });
   lp.run_until_complete(waiter);
   CHECK(ran == std::vector<int>{2, 3, 4});

@@ -222,8 +222,9 @@ TEST_CASE("a second concurrent read is refused; a cancelled read leaves the read
   auto t2 = lp.create_task(second_read(reader, refused));
   lp.call_later(0.01, [&] { reader->feed_data("hello"); });
   lp.run_until_complete(t2);
-  CHECK(refused == "readuntil() called while another coroutine is already waiting for "
-                   "incoming data");
+  CHECK(refused ==
+        "readuntil() called while another coroutine is already waiting for "
+        "incoming data");
   lp.run_until_complete(t1);
   CHECK(first == "hello");
 
