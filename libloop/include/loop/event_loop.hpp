@@ -352,6 +352,13 @@ class EventLoop {
   /// add_reader/add_writer keep for an fd nobody watches any more. The Poller refuses an fd
   /// twice; for an fd going to asio, the idle registration would report it once more.
   void release_idle_fd_watch(int fd);
+  /// add_reader (direction 0) and add_writer (1) of a handle made already. `owner`, if not
+  /// null, tags the watch (the sock_* coroutines' wait: its future); remove_fd_watch with an
+  /// owner removes the watch only while it still carries that tag, as asyncio's
+  /// _sock_read_done leaves a reader whose handle was replaced.
+  Handle add_fd_watch(int fd, int direction, detail::HandleRef callback,
+                      const void* owner = nullptr);
+  bool remove_fd_watch(int fd, int direction, const void* owner = nullptr);
   /// Throws std::runtime_error("Event loop is closed") after close().
   void check_closed() const;
   /// In debug mode, refuses a call from a thread other than the one running the loop.
@@ -438,8 +445,6 @@ class EventLoop {
 
   // ---- Watching file descriptors, UNIX signals (libloop/src/io/) --------------------------
   // Declared last so that they are destroyed first, while io_ still exists.
-  Handle add_fd_watch(int fd, int direction, detail::HandleRef callback);
-  bool remove_fd_watch(int fd, int direction);
   void close_fd_watchers();
   void add_signal_handle(int sig, detail::HandleRef callback);
   void close_signal_handlers();

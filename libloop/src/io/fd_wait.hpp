@@ -39,23 +39,26 @@ inline void check_nonblocking_in_debug(const EventLoop& loop, int sock) {
 /// A plain function, not a coroutine: `co_await wait_fd(...)` suspends on the future itself,
 /// with no frame of its own to allocate and resume for every wait.
 inline Future<void> wait_fd(EventLoop& loop, int fd, int direction) {
+  loop.check_closed();
   Future<void> fut = loop.create_future<void>();
   auto on_ready = [fut] {
     if (!fut.done()) fut.set_result();
   };
-  if (direction == 0)
-    loop.add_reader(fd, named("sock_wait_readable", on_ready));
-  else
-    loop.add_writer(fd, named("sock_wait_writable", on_ready));
-  // asyncio's _sock_read_done / _sock_write_done. Added on the state as a plain callback:
-  // Future::add_done_callback would wrap it in a second std::function, on the heap.
-  fut.state()->add_done_callback(
-      [&loop, fd, direction] {
-        if (direction == 0)
-          loop.remove_reader(fd);
-        else
-          loop.remove_writer(fd);
-      },
+  HandleRef h =
+      make_handle(named(direction == 0 ? "sock_wait_readable" : "sock_wait_writable", on_ready));
+  h->context = capture_context();
+  h->kind = HandleKind::io;
+  FutureStateBase* owner = fut.state().get();
+  loop.add_fd_watch(fd, direction, std::move(h), owner);
+  // asyncio's _sock_read_done / _sock_write_done remove the watch unless its handle was
+  // cancelled: remove_reader took it away, or another add_reader (another task's sock_recv on
+  // the same socket) replaced it, and that one stays. The watch is tagged with this future
+  // instead (alive while its done-callbacks run, and kept alive by the watch's callback while
+  // the tag is the fd's), so the callback captures 16 trivially copyable bytes: no allocation.
+  // Added on the state as a plain callback: Future::add_done_callback would wrap it in a
+  // second std::function, on the heap.
+  owner->add_done_callback(
+      [owner, fd, direction] { owner->loop().remove_fd_watch(fd, direction, owner); },
       capture_context());
   return fut;
 }

@@ -74,14 +74,17 @@ class FdWatch final : public PollWatcher, public std::enable_shared_from_this<Fd
 
   /// Installs `cb` for direction d; returns the callback it replaces (null if none). Throws
   /// std::system_error if epoll refuses the fd (the callback is then not installed).
-  HandleRef set(int d, HandleRef cb) {
+  HandleRef set(int d, HandleRef cb, const void* owner) {
     loop_.poller().watch(entry_, fd_, kEvents[d]);
+    dir_[d].owner = owner;
     return std::exchange(dir_[d].callback, std::move(cb));
   }
   HandleRef clear(int d) {
     loop_.poller().unwatch(entry_, kEvents[d]);
+    dir_[d].owner = nullptr;
     return std::exchange(dir_[d].callback, HandleRef());
   }
+  const void* owner(int d) const { return dir_[d].owner; }
   bool watching() const { return dir_[kRead].callback || dir_[kWrite].callback; }
   const HandleRef& callback(int d) const { return dir_[d].callback; }
   /// The callback a queued dispatch will run, else the current one.
@@ -111,6 +114,7 @@ class FdWatch final : public PollWatcher, public std::enable_shared_from_this<Fd
     HandleRef callback;  // the user's handle; null: not watched
     HandleRef dispatch;  // FdDispatch
     HandleRef queued;    // the handle the queued dispatch runs; null: not on the ready queue
+    const void* owner = nullptr;  // add_fd_watch's tag for `callback`
   };
 
   // The poll reported the fd: asyncio's _process_events queues the reader's handle itself, or
@@ -158,7 +162,7 @@ class FdWatchers {
 
 }  // namespace detail
 
-Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
+Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb, const void* owner) {
   if (debug_) check_thread();
   if (fd < 0) throw std::invalid_argument("Invalid file descriptor: " + std::to_string(fd));
   if (!fd_watchers_) fd_watchers_ = std::make_shared<detail::FdWatchers>();
@@ -187,19 +191,20 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb) {
     }
   }
   Handle result(cb);
-  detail::HandleRef old = it->second->set(direction, std::move(cb));
+  detail::HandleRef old = it->second->set(direction, std::move(cb), owner);
   if (old) old->cancelled = true;  // asyncio cancels the handle it replaces
   if (tracer()) trace(direction == 0 ? "reader_added" : "writer_added", {{"fd", fd}});
   return result;
 }
 
-bool EventLoop::remove_fd_watch(int fd, int direction) {
+bool EventLoop::remove_fd_watch(int fd, int direction, const void* owner) {
   // asyncio: removing from a closed loop is not an error, it just reports nothing removed.
   if (closed_ || !fd_watchers_) return false;
   if (debug_) check_thread();
   auto& map = fd_watchers_->map;
   auto it = map.find(fd);
   if (it == map.end()) return false;
+  if (owner && it->second->owner(direction) != owner) return false;  // replaced or removed
   // The registration stays when nothing is watched any more (see the top of the file).
   detail::HandleRef old = it->second->clear(direction);
   if (!old) return false;

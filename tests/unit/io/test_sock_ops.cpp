@@ -186,6 +186,83 @@ TEST_CASE("cancelling a task waiting in sock_recv unregisters the reader") {
   lp.close();
 }
 
+// asyncio's _sock_read_done/_sock_write_done remove the watch only if its handle is not
+// cancelled: a second sock_recv on the same socket replaces the first one's reader (and so
+// cancels its handle), and cancelling the first task must leave the second one's reader
+// alone. CPython 3.11, the same steps: t2 gets b'hi' (and with sock_sendall, sends b'two').
+TEST_CASE("a cancelled sock_recv whose reader another sock_recv replaced leaves that one") {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+  Fd a(fds[0]), b(fds[1]);
+  loop::EventLoop lp;
+  std::string got = "<none>";
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto t1 = lp.create_task(lp.sock_recv(a, 10));
+    co_await loop::sleep(0);
+    auto t2 = lp.create_task(lp.sock_recv(a, 10));
+    co_await loop::sleep(0);
+    t1.cancel();
+    co_await loop::sleep(0);  // t1's done-callbacks run
+    co_await loop::sleep(0);
+    REQUIRE(::send(b, "hi", 2, 0) == 2);
+    try {
+      got = co_await loop::wait_for(t2, 5.0);
+    } catch (const loop::TimeoutError&) {
+      got = "timeout: t2's reader was removed";
+    }
+  };
+  lp.run_until_complete(main());
+  CHECK(got == "hi");
+  CHECK_FALSE(lp.remove_reader(a));  // t2's done-callback removed its own reader
+  lp.close();
+}
+
+TEST_CASE("a cancelled sock_sendall whose writer another sock_sendall replaced leaves that one") {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+  Fd a(fds[0]), b(fds[1]);
+  // Fill a's send buffer, so that both sock_sendall calls below wait for room.
+  std::string block(64 * 1024, 'f');
+  std::size_t filled = 0;
+  for (;;) {
+    ssize_t n = ::send(a, block.data(), block.size(), MSG_DONTWAIT);
+    if (n < 0) break;
+    filled += static_cast<std::size_t>(n);
+  }
+  REQUIRE(errno == EAGAIN);
+  loop::EventLoop lp;
+  bool t2_done = false;
+  std::size_t drained = 0;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto t1 = lp.create_task(lp.sock_sendall(a, "one"));
+    co_await loop::sleep(0);
+    auto t2 = lp.create_task(lp.sock_sendall(a, "two"));
+    co_await loop::sleep(0);
+    t1.cancel();
+    co_await loop::sleep(0);
+    co_await loop::sleep(0);
+    // Make room: read everything that was written before.
+    char buf[64 * 1024];
+    while (drained < filled) {
+      ssize_t n = ::recv(b, buf, sizeof buf, MSG_DONTWAIT);
+      if (n <= 0) break;
+      drained += static_cast<std::size_t>(n);
+    }
+    try {
+      co_await loop::wait_for(t2, 5.0);
+      t2_done = true;
+    } catch (const loop::TimeoutError&) {
+    }
+  };
+  lp.run_until_complete(main());
+  CHECK(drained == filled);
+  CHECK(t2_done);
+  char tail[8] = {};
+  CHECK(::recv(b, tail, sizeof tail, MSG_DONTWAIT) == 3);
+  CHECK(std::string(tail, 3) == "two");
+  lp.close();
+}
+
 loop::Coroutine<void> connect_by_name(loop::EventLoop& lp, unsigned short port) {
   Fd s = iotest::stream_socket(AF_INET);
   co_await lp.sock_connect(s, "localhost", port);
