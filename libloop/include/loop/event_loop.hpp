@@ -363,6 +363,9 @@ class EventLoop {
   void check_closed() const;
   /// In debug mode, refuses a call from a thread other than the one running the loop.
   void check_thread() const;
+  /// Gives the exception handler what a handle's callback raised: "Exception in callback
+  /// name()", with `h` as the context's handle.
+  void report_callback_exception(detail::HandleImpl& h, std::exception_ptr e);
   /// Puts a handle on the ready queue (call_soon's second half).
   Handle schedule(detail::HandleRef handle, const char* caller);
   /// Puts a handle on the ready queue from another thread.

@@ -285,6 +285,15 @@ void EventLoop::run_once() {
   ready_.shrink_if_idle();
 }
 
+void EventLoop::report_callback_exception(detail::HandleImpl& h, std::exception_ptr e) {
+  ExceptionContext context;
+  context.message = "Exception in callback " + h.callback_name() + "()";
+  context.exception = std::move(e);
+  context.handle = Handle(detail::HandleRef(&h));
+  if (const detail::Origin* origin = h.origin()) context.source_traceback = origin->describe();
+  call_exception_handler(context);
+}
+
 void EventLoop::run_handle(detail::HandleImpl& h) {
   detail::ContextData* ctx = h.context.get();
   if (!ctx) {
@@ -303,12 +312,7 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
     detail::ContextScope scope(ctx);
     h.invoke();
   } catch (...) {
-    ExceptionContext context;
-    context.message = "Exception in callback " + h.callback_name() + "()";
-    context.exception = std::current_exception();
-    context.handle = Handle(detail::HandleRef(&h));
-    if (const detail::Origin* origin = h.origin()) context.source_traceback = origin->describe();
-    call_exception_handler(context);
+    report_callback_exception(h, std::current_exception());
   }
   if (!timed) [[likely]]
     return;

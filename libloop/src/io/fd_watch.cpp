@@ -104,7 +104,15 @@ class FdWatch final : public PollWatcher, public std::enable_shared_from_this<Fd
     // asyncio's _run_once skips a handle cancelled since the poll queued it: removed, or
     // replaced by a new callback, which waits for the next poll.
     if (!cb || cb->cancelled) return;
-    cb->invoke();
+    // Reported here, with the reader's own handle, as asyncio's context["handle"]: the
+    // dispatch handle is the loop's, and one cancelled on the ready queue would never run to
+    // clear `queued` (the fd would not be dispatched again). Cancelling the reader's handle
+    // removes the reader at the next poll.
+    try {
+      cb->invoke();
+    } catch (...) {
+      loop_.report_callback_exception(*cb, std::current_exception());
+    }
   }
 
  private:

@@ -333,6 +333,33 @@ TEST_CASE("a reader can remove itself, and one that throws keeps being watched")
   lp.close();
 }
 
+// asyncio's context["handle"] for a reader that raises is the reader's Handle; cancelling it
+// there removes the reader at the next poll. CPython 3.11, the same steps: 1 call, and
+// remove_reader then returns False.
+TEST_CASE("a reader that raises is reported with its own handle, which can cancel it") {
+  loop::EventLoop lp;
+  SocketPair sp;
+  int calls = 0;
+  std::string message;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& ctx) {
+    message = ctx.message;
+    REQUIRE(ctx.handle);
+    loop::Handle h = *ctx.handle;
+    h.cancel();
+  });
+  loop::Handle reader = lp.add_reader(sp.a, loop::named("raising_reader", [&] {
+                                        ++calls;
+                                        throw std::runtime_error("boom");
+                                      }));
+  REQUIRE(::write(sp.b, "x", 1) == 1);  // never read: the fd stays ready
+  run_iterations(lp, 4);
+  CHECK(calls == 1);
+  CHECK(message == "Exception in callback raising_reader()");
+  CHECK(reader.cancelled());
+  CHECK_FALSE(lp.remove_reader(sp.a));  // removed at the next poll
+  lp.close();
+}
+
 TEST_CASE("a regular file, a bad fd and a closed fd are refused clearly") {
   loop::EventLoop lp;
   char path[] = "/tmp/libloop-regular-XXXXXX";
