@@ -352,12 +352,12 @@ class EventLoop {
   /// add_reader/add_writer keep for an fd nobody watches any more. The Poller refuses an fd
   /// twice; for an fd going to asio, the idle registration would report it once more.
   void release_idle_fd_watch(int fd);
-  /// add_reader (direction 0) and add_writer (1) of a handle made already. `owner`, if not
-  /// null, tags the watch (the sock_* coroutines' wait: its future); remove_fd_watch with an
-  /// owner removes the watch only while it still carries that tag, as asyncio's
-  /// _sock_read_done leaves a reader whose handle was replaced.
-  Handle add_fd_watch(int fd, int direction, detail::HandleRef callback,
-                      const void* owner = nullptr);
+  /// add_reader (direction 0) or add_writer (1). `owner`, if not null, tags the watch (the
+  /// sock_* coroutines' wait: its future); remove_fd_watch with an owner removes the watch
+  /// only while it still carries that tag, as asyncio's _sock_read_done leaves a reader whose
+  /// handle was replaced.
+  template <class F, class... Args>
+  Handle watch_fd(int fd, int direction, const void* owner, F&& callback, Args&&... args);
   bool remove_fd_watch(int fd, int direction, const void* owner = nullptr);
   /// Throws std::runtime_error("Event loop is closed") after close().
   void check_closed() const;
@@ -448,6 +448,7 @@ class EventLoop {
 
   // ---- Watching file descriptors, UNIX signals (libloop/src/io/) --------------------------
   // Declared last so that they are destroyed first, while io_ still exists.
+  Handle add_fd_watch(int fd, int direction, detail::HandleRef callback, const void* owner);
   void close_fd_watchers();
   void add_signal_handle(int sig, detail::HandleRef callback);
   void close_signal_handlers();
@@ -531,20 +532,21 @@ TimerHandle EventLoop::call_at(double when, F&& callback, Args&&... args) {
 
 template <class F, class... Args>
 Handle EventLoop::add_reader(int fd, F&& callback, Args&&... args) {
-  check_closed();
-  auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
-  h->context = detail::capture_context();
-  h->kind = detail::HandleKind::io;
-  return add_fd_watch(fd, 0, std::move(h));
+  return watch_fd(fd, 0, nullptr, std::forward<F>(callback), std::forward<Args>(args)...);
 }
 
 template <class F, class... Args>
 Handle EventLoop::add_writer(int fd, F&& callback, Args&&... args) {
+  return watch_fd(fd, 1, nullptr, std::forward<F>(callback), std::forward<Args>(args)...);
+}
+
+template <class F, class... Args>
+Handle EventLoop::watch_fd(int fd, int direction, const void* owner, F&& callback, Args&&... args) {
   check_closed();
   auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
   h->context = detail::capture_context();
   h->kind = detail::HandleKind::io;
-  return add_fd_watch(fd, 1, std::move(h));
+  return add_fd_watch(fd, direction, std::move(h), owner);
 }
 
 template <class F, class... Args>

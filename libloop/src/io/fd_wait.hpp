@@ -39,17 +39,13 @@ inline void check_nonblocking_in_debug(const EventLoop& loop, int sock) {
 /// A plain function, not a coroutine: `co_await wait_fd(...)` suspends on the future itself,
 /// with no frame of its own to allocate and resume for every wait.
 inline Future<void> wait_fd(EventLoop& loop, int fd, int direction) {
-  loop.check_closed();
   Future<void> fut = loop.create_future<void>();
   auto on_ready = [fut] {
     if (!fut.done()) fut.set_result();
   };
-  HandleRef h =
-      make_handle(named(direction == 0 ? "sock_wait_readable" : "sock_wait_writable", on_ready));
-  h->context = capture_context();
-  h->kind = HandleKind::io;
   FutureStateBase* owner = fut.state().get();
-  loop.add_fd_watch(fd, direction, std::move(h), owner);
+  loop.watch_fd(fd, direction, owner,
+                named(direction == 0 ? "sock_wait_readable" : "sock_wait_writable", on_ready));
   // asyncio's _sock_read_done / _sock_write_done remove the watch unless its handle was
   // cancelled: remove_reader took it away, or another add_reader (another task's sock_recv on
   // the same socket) replaced it, and that one stays. The watch is tagged with this future
