@@ -29,7 +29,7 @@ loop::Coroutine<void> echo_client(std::shared_ptr<loop::StreamReader> reader,
     for (;;) {
       std::string data = co_await reader->read(256 * 1024);  // as epoll_echo.c's buffer
       if (data.empty()) break;
-      writer->write(data);
+      writer->write(std::move(data));  // its memory goes back to the reader
       co_await writer->drain();
     }
   } catch (const std::exception&) {

@@ -2,6 +2,7 @@
 // open_connection / start_server (and their unix variants) that make them.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <deque>
 #include <exception>
@@ -51,6 +52,11 @@ class StreamReader {
   /// Reading is paused on `transport` (a socket's or a child's pipe) when the buffer is full.
   void set_transport(ReadTransport* transport) { transport_ = transport; }
   std::size_t limit() const { return limit_; }
+  /// Keeps `storage`'s memory for the next data fed, when nothing is buffered: a string read
+  /// and then written with StreamWriter::write(std::move(s)) comes back here, so a stream
+  /// that echoes allocates nothing per message. At most `limit` bytes of it, so that an idle
+  /// stream holds no more than one full read.
+  void reuse_storage(std::string&& storage) noexcept;
 
  private:
   class DataWait;
@@ -114,6 +120,15 @@ class StreamWriter {
                std::shared_ptr<StreamReader> reader, EventLoop& loop);
 
   void write(std::string_view data) { transport_->write(data); }
+  /// The same, for a string the caller is done with (`write(std::move(data))`): once the
+  /// transport has taken it (sent, or copied into its buffer), its memory goes to this
+  /// stream's reader for the next data. Lvalues and string literals take the overload above.
+  template <class S>
+  requires std::same_as<S, std::string>
+  void write(S&& data) {
+    transport_->write(data);
+    if (reader_) reader_->reuse_storage(std::move(data));
+  }
   void writelines(const std::vector<std::string_view>& data) { transport_->writelines(data); }
   void write_eof() { transport_->write_eof(); }
   bool can_write_eof() const { return transport_->can_write_eof(); }

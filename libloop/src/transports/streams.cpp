@@ -47,6 +47,13 @@ void StreamReader::feed_data(std::string_view data) {
   }
 }
 
+void StreamReader::reuse_storage(std::string&& storage) noexcept {
+  if (!buffer_.empty() || storage.capacity() <= buffer_.capacity() || storage.capacity() > limit_)
+    return;
+  storage.clear();
+  buffer_.swap(storage);
+}
+
 void StreamReader::maybe_resume_transport() {
   if (paused_ && buffer_.size() <= limit_) {
     paused_ = false;

@@ -239,3 +239,92 @@ TEST_CASE("a second concurrent read is refused; a cancelled read leaves the read
   lp.run_until_complete(t4);
   CHECK(after == "again");
 }
+
+// StreamWriter::write(std::move(s)) hands s's memory to the reader for the next data: an
+// echo then allocates nothing per message. The data itself must not change.
+TEST_CASE("a string written by move becomes the reader's storage, and only when it may") {
+  loop::EventLoop lp;
+  auto reader = std::make_shared<loop::StreamReader>(lp, 4096);
+  // The string as read() returns it, and where its characters are (run_until_complete copies).
+  struct Read {
+    std::string data;
+    const char* memory;
+    std::size_t capacity;
+  };
+  auto read = [&](long n) {
+    auto body = [](std::shared_ptr<loop::StreamReader> r, long k) -> loop::Coroutine<Read> {
+      std::string data = co_await r->read(k);
+      const char* memory = data.data();
+      std::size_t capacity = data.capacity();
+      co_return Read{std::move(data), memory, capacity};
+    };
+    return lp.run_until_complete(body(reader, n));
+  };
+
+  std::string storage(1000, 'x');
+  const char* memory = storage.data();
+  reader->reuse_storage(std::move(storage));
+  reader->feed_data("abc");
+  Read got = read(100);
+  CHECK(got.data == "abc");
+  CHECK(got.memory == memory);  // fed into the kept memory, then moved out without a copy
+  CHECK(got.capacity >= 1000);
+
+  // Not while data is buffered: that data stays as it was, the string is left to its owner.
+  reader->feed_data("buffered");
+  std::string other(500, 'y');
+  reader->reuse_storage(std::move(other));
+  CHECK(read(100).data == "buffered");
+  CHECK(other == std::string(500, 'y'));
+
+  // Not more than the limit: an idle stream holds at most one full read.
+  std::string big(8192, 'z');
+  const char* big_memory = big.data();
+  reader->reuse_storage(std::move(big));
+  reader->feed_data(std::string(100, 's'));  // longer than a string holds in itself
+  got = read(100);
+  CHECK(got.data == std::string(100, 's'));
+  CHECK(got.memory != big_memory);
+}
+
+TEST_CASE("an echo that writes by move returns what the peer sent, message after message") {
+  loop::EventLoop lp;
+  std::shared_ptr<loop::Server> srv;
+  auto start = [&]() -> loop::Coroutine<int> {
+    srv = co_await loop::start_server(
+        [](std::shared_ptr<loop::StreamReader> r,
+           std::shared_ptr<loop::StreamWriter> w) -> loop::Coroutine<void> {
+          for (;;) {
+            std::string data = co_await r->read(4096);
+            if (data.empty()) break;
+            w->write(std::move(data));
+            co_await w->drain();
+          }
+          w->write("bye");  // a literal takes the string_view overload
+          w->close();
+        },
+        "127.0.0.1", 0);
+    co_return srv->sockets().at(0).port();
+  };
+  int port = lp.run_until_complete(start());
+  auto client = [&]() -> loop::Coroutine<std::string> {
+    auto [r, w] = co_await loop::open_connection("127.0.0.1", port);
+    std::string echoed;
+    for (int i = 0; i < 50; ++i) {
+      // Sizes that grow and shrink, so a kept buffer holds longer old data than the next one.
+      std::string message(static_cast<std::size_t>(1 + (i * 397) % 3000),
+                          static_cast<char>('a' + i % 26));
+      w->write(message);
+      echoed += co_await r->readexactly(message.size());
+      CHECK(echoed.substr(echoed.size() - message.size()) == message);
+    }
+    w->write_eof();
+    echoed += co_await r->read();
+    w->close();
+    co_return echoed;
+  };
+  std::string echoed = lp.run_until_complete(client());
+  CHECK(echoed.ends_with("bye"));
+  srv->close();
+  lp.run_until_complete(srv->wait_closed());
+}
