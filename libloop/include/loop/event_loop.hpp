@@ -445,6 +445,7 @@ class EventLoop {
   void drain_threadsafe();
   std::mutex threadsafe_mutex_;
   std::vector<detail::HandleRef> threadsafe_queue_;
+  std::atomic<bool> threadsafe_pending_{false};  // the queue is not empty
 
   // ---- Watching file descriptors, UNIX signals (libloop/src/io/) --------------------------
   // Declared last so that they are destroyed first, while io_ still exists.

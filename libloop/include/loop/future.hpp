@@ -44,6 +44,8 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   std::exception_ptr exception();
   /// Throws unless finished with a result (the shared half of result()).
   void check_result();
+  /// asyncio's `_log_traceback = False`: an exception nobody retrieves goes unreported.
+  void silence_unretrieved() { exception_retrieved_ = true; }
 
   using Callback = std::function<void()>;
   std::uint64_t add_done_callback(Callback cb, ContextRef ctx);
@@ -64,6 +66,8 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
 
  protected:
   void assert_pending(const char* what) const;
+  /// RuntimeError("Event loop is closed") when the loop is closed or destroyed.
+  void check_loop_open() const;
   /// "Future/Task exception was never retrieved", once, from the most derived destructor (a
   /// Task's name is gone by the time ~FutureStateBase runs). `make_repr` builds the future's
   /// description, only when there is something to report (most futures die with nothing).

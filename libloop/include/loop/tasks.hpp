@@ -211,17 +211,17 @@ Coroutine<detail::awaitable_result_t<A>> wait_for(A aw, double timeout) {
   };
   TimerHandle timeout_handle = loop.call_later(timeout, release);
   std::uint64_t cb = fut.add_done_callback([release](Future<T>) { release(); });
-  bool cancelled = false;
+  std::exception_ptr cancelled;
   try {
     co_await waiter;
   } catch (const CancelledError&) {
-    cancelled = true;
+    cancelled = std::current_exception();  // re-raised as is, with cancel()'s message
   }
   timeout_handle.cancel();
   if (cancelled) {
     fut.remove_done_callback(cb);
     fut.cancel();
-    throw CancelledError();
+    std::rethrow_exception(cancelled);
   }
   if (fut.done()) co_return fut.result();
   fut.remove_done_callback(cb);

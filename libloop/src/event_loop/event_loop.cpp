@@ -88,6 +88,8 @@ EventLoop::~EventLoop() {
   }
   ready_.clear();
   trace_scheduled_.clear();
+  // A TimerHandle kept by its owner may be cancelled after this: it must not reach the loop.
+  timers_.for_each([](detail::HandleImpl& h) { h.scheduled = false; });
   timers_.clear();
   // Transports still open let go of themselves while the reactor exists (one at a time:
   // releasing one may destroy another, which then leaves the set).
@@ -337,6 +339,10 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
 // ---- Scheduling --------------------------------------------------------------------------
 
 Handle EventLoop::schedule(detail::HandleRef h, const char* /*caller*/) {
+  // asyncio's call_soon_threadsafe appends to _ready at once: a handle another thread (or this
+  // one, before run_forever) queued before this call goes first.
+  if (threadsafe_pending_.load(std::memory_order_acquire)) [[unlikely]]
+    drain_threadsafe();
   h->id = next_handle_id_++;
   if (debug_) h->set_origin(detail::capture_origin());
   if (tracer()) [[unlikely]]
@@ -360,6 +366,7 @@ void EventLoop::schedule_threadsafe(detail::HandleRef h) {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
     wake = threadsafe_queue_.empty();  // else a wake-up is already on its way
     threadsafe_queue_.push_back(std::move(h));
+    threadsafe_pending_.store(true, std::memory_order_release);
   }
   // The poller's eventfd is asyncio's self-pipe: the loop's poll returns and moves the
   // handles onto the ready queue, on the loop's thread.
@@ -371,6 +378,7 @@ void EventLoop::drain_threadsafe() {
   {
     std::lock_guard<std::mutex> lock(threadsafe_mutex_);
     batch.swap(threadsafe_queue_);
+    threadsafe_pending_.store(false, std::memory_order_relaxed);
   }
   for (auto& h : batch) {
     h->id = next_handle_id_++;
@@ -394,7 +402,7 @@ TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
 }
 
 void EventLoop::timer_handle_cancelled(detail::TimerHandleImpl& h) {
-  if (h.scheduled) ++timer_cancelled_count_;
+  ++timer_cancelled_count_;
   if (tracer()) [[unlikely]]
     trace("timer_cancelled", {{"id", h.id}, {"name", h.callback_name()}, {"when", h.when}});
 }

@@ -23,7 +23,9 @@ void Handle::cancel() {
   if (!ref_ || ref_->cancelled) return;
   if (ref_->kind == detail::HandleKind::timer) {
     auto& timer = static_cast<detail::TimerHandleImpl&>(*ref_);
-    if (timer.loop) timer.loop->timer_handle_cancelled(timer);
+    // Only a scheduled timer has a loop to tell (as asyncio's _timer_handle_cancelled counts
+    // only those): one that ran, or whose loop closed or was destroyed, may outlive the loop.
+    if (timer.scheduled && timer.loop) timer.loop->timer_handle_cancelled(timer);
   }
   ref_->cancelled = true;
 }

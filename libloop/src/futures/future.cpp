@@ -78,7 +78,7 @@ void FutureStateBase::assert_pending(const char* what) const {
 }
 
 bool FutureStateBase::cancel(std::string msg) {
-  exception_retrieved_ = true;
+  silence_unretrieved();
   if (status_ != FutureStatus::pending) return false;
   status_ = FutureStatus::cancelled;
   cancel_message_ = std::move(msg);
@@ -100,6 +100,13 @@ void FutureStateBase::set_exception(std::exception_ptr e) {
   }
   exception_ = std::move(e);
   mark_finished();
+}
+
+void FutureStateBase::check_loop_open() const {
+  // A future may outlive its loop (a destroyed loop is a closed one, and its memory is gone).
+  if (!link_->alive.load(std::memory_order_acquire))
+    throw std::runtime_error("Event loop is closed");
+  loop_->check_closed();
 }
 
 void FutureStateBase::mark_finished() {
@@ -140,7 +147,7 @@ void FutureStateBase::add_task_wakeup(HandleRef wakeup, ContextRef ctx) {
 
 void FutureStateBase::add_callback(DoneCallback c) {
   if (status_ != FutureStatus::pending) {
-    loop_->check_closed();  // asyncio's call_soon raises on a closed loop
+    check_loop_open();  // asyncio's call_soon raises on a closed loop
     schedule_done_callback(c, "add_done_callback");
   } else if (no_callbacks()) {
     first_callback_ = std::move(c);
@@ -188,7 +195,7 @@ void FutureStateBase::drop_callbacks() noexcept {
 void FutureStateBase::schedule_callbacks() {
   if (no_callbacks()) return;
   // asyncio's call_soon raises on a closed loop; the state has changed already, as there.
-  loop_->check_closed();
+  check_loop_open();
   if (first_callback_.id) {
     // Scheduling runs no callback, so nothing can add to this future meanwhile: the entry is
     // scheduled where it is (its parts are moved into the handle) and marked empty.

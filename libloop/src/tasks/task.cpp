@@ -85,6 +85,7 @@ void TaskStateBase::throw_if_pending() {
 
 bool TaskStateBase::task_cancel(std::string msg) {
   FutureStateBase& fut = as_future();
+  fut.silence_unretrieved();  // before the done() check, as asyncio's Task.cancel
   if (fut.done()) return false;
   if (fut_waiter_ && fut_waiter_->cancel(msg)) {
     // The waiter's done-callback wakes us with CancelledError. Keep fut_waiter_: it may be a
@@ -135,14 +136,14 @@ Coroutine<void> sleep(double delay) {
   TimerHandle h = loop.call_later(delay, [fut] {
     if (!fut.done()) fut.set_result();
   });
-  bool cancelled = false;
+  std::exception_ptr cancelled;
   try {
     co_await fut;
   } catch (const CancelledError&) {
-    cancelled = true;
+    cancelled = std::current_exception();  // with the message cancel() gave
   }
   h.cancel();
-  if (cancelled) throw CancelledError();
+  if (cancelled) std::rethrow_exception(cancelled);
 }
 
 namespace detail {

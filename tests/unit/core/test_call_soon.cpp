@@ -139,6 +139,21 @@ TEST_CASE("test_call_soon_threadsafe_on_loop_thread_keeps_fifo") {
   CHECK(order == std::vector<int>{1, 2, 3});
 }
 
+TEST_CASE("test_call_soon_threadsafe_before_run_forever_keeps_fifo") {
+  // The same before the loop runs (no loop thread yet), and with a handle another thread
+  // queued before a call_soon that happens after it: the order is the order of the calls.
+  loop::EventLoop lp;
+  std::vector<int> order;
+  lp.call_soon([&] { order.push_back(1); });
+  lp.call_soon_threadsafe([&] { order.push_back(2); });
+  lp.call_soon([&] { order.push_back(3); });
+  std::thread([&] { lp.call_soon_threadsafe([&] { order.push_back(4); }); }).join();
+  lp.call_soon([&] { order.push_back(5); });
+  lp.call_soon([&] { lp.stop(); });
+  lp.run_forever();
+  CHECK(order == std::vector<int>{1, 2, 3, 4, 5});
+}
+
 TEST_CASE("test_handles_held_and_dropped_on_another_thread_are_freed_once") {
   // A handle's count is changed without a locked instruction while one holder is left
   // (handle.hpp); here a second holder on another thread lets go while the loop runs and

@@ -183,3 +183,23 @@ TEST_CASE("test_default_exc_handler_coro_task_exception_never_retrieved") {
   CHECK(seen[0]["future"] ==
         "<Task finished name='boomer' exception=std::runtime_error: task failed>");
 }
+
+TEST_CASE("test_cancel_of_a_failed_task_silences_never_retrieved") {
+  // asyncio's Task.cancel() sets _log_traceback = False before it sees the task is done.
+  loop::EventLoop lp;
+  std::vector<nlohmann::json> seen;
+  lp.set_exception_handler(
+      [&](loop::EventLoop&, const loop::ExceptionContext& c) { seen.push_back(c.to_json()); });
+  auto boom = []() -> loop::Coroutine<int> {
+    throw std::runtime_error("task failed");
+    co_return 0;
+  };
+  {
+    auto t = lp.create_task(boom());
+    lp.stop();
+    lp.run_forever();
+    CHECK(t.done());
+    CHECK_FALSE(t.cancel());
+  }
+  CHECK(seen.empty());
+}

@@ -207,6 +207,26 @@ TEST_CASE("test_future_outliving_its_loop_does_not_report_to_it") {
   SUCCEED();
 }
 
+// Completing, or adding a callback to, a future whose loop is gone: asyncio's call_soon on a
+// closed loop raises RuntimeError; here the loop's memory is gone too (ASan checks that it is
+// not touched).
+TEST_CASE("test_future_outliving_its_loop_refuses_to_schedule_callbacks") {
+  loop::Future<int> pending, done;
+  int ran = 0;
+  {
+    loop::EventLoop lp;
+    pending = lp.create_future<int>();
+    pending.add_done_callback([&](loop::Future<int>) { ++ran; });
+    done = lp.create_future<int>();
+    done.set_result(1);
+  }
+  CHECK_THROWS_WITH(pending.set_result(2), "Event loop is closed");
+  CHECK(pending.done());  // the state changed first, as in asyncio
+  CHECK_THROWS_WITH(done.add_done_callback([&](loop::Future<int>) { ++ran; }),
+                    "Event loop is closed");
+  CHECK(ran == 0);
+}
+
 TEST_CASE("test_await_future_outside_task_raises") {
   loop::EventLoop lp;
   auto f = lp.create_future<int>();

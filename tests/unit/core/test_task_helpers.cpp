@@ -168,3 +168,36 @@ TEST_CASE("test_shield") {
   CHECK_THROWS_AS(lp.run_until_complete(w), loop::CancelledError);
   CHECK(lp.run_until_complete(inner3) == 3);
 }
+
+// Task.cancel(msg): the CancelledError that sleep() and wait_for() raise is the one with the
+// message (3.9+; 3.7 had no message), in the coroutine and for whoever awaits the task.
+TEST_CASE("test_sleep_and_wait_for_keep_the_cancel_message") {
+  loop::EventLoop lp;
+  std::vector<std::string> seen;
+  auto sleeper = [&](bool via_wait_for) -> loop::Coroutine<void> {
+    try {
+      if (via_wait_for)
+        co_await loop::wait_for(loop::sleep(10), 5);
+      else
+        co_await loop::sleep(10);
+    } catch (const loop::CancelledError& e) {
+      seen.push_back(std::string("inside: ") + e.what());
+      throw;
+    }
+  };
+  auto main = [&]() -> loop::Coroutine<void> {
+    for (bool via_wait_for : {false, true}) {
+      auto t = lp.create_task(sleeper(via_wait_for));
+      co_await loop::sleep(0.01);
+      t.cancel("bye");
+      try {
+        co_await t;
+      } catch (const loop::CancelledError& e) {
+        seen.push_back(std::string("awaiter: ") + e.what());
+      }
+    }
+  };
+  lp.run_until_complete(main());
+  CHECK(seen ==
+        std::vector<std::string>{"inside: bye", "awaiter: bye", "inside: bye", "awaiter: bye"});
+}

@@ -88,6 +88,30 @@ TEST_CASE("test_timer_cancel") {
   CHECK(lp.scheduled_timer_count() == 0);
 }
 
+// A TimerHandle kept by an owner that outlives the loop (cancelling it in its destructor):
+// cancel() must not reach the destroyed loop (ASan checks it), whether the timer was still
+// scheduled, already ran, or its loop was closed first.
+TEST_CASE("test_timer_cancel_after_its_loop_is_gone") {
+  loop::TimerHandle pending, ran, closed;
+  {
+    loop::EventLoop lp(loop::make_virtual_clock());
+    pending = lp.call_later(3600, [] {});
+    ran = lp.call_later(1, [] {});
+    lp.call_later(2, [&] { lp.stop(); });
+    lp.run_forever();
+  }
+  {
+    loop::EventLoop lp;
+    closed = lp.call_later(3600, [] {});
+    lp.close();
+  }
+  for (loop::TimerHandle* h : {&pending, &ran, &closed}) {
+    CHECK_FALSE(h->cancelled());
+    h->cancel();
+    CHECK(h->cancelled());
+  }
+}
+
 TEST_CASE("test_timer_cancelled_heap_rebuilt_when_cancelled_dominate") {
   // asyncio rebuilds its heap once more than 100 timers are scheduled and more than half of
   // them are cancelled (_MIN_SCHEDULED_TIMER_HANDLES, _MIN_CANCELLED_TIMER_HANDLES_FRACTION).
