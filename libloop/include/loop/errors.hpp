@@ -2,6 +2,7 @@
 // RuntimeError is std::runtime_error; these are the ones asyncio names itself.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -32,15 +33,17 @@ class SendfileNotAvailableError : public std::runtime_error {
 };
 
 /// A read ended at EOF before the expected number of bytes (asyncio.IncompleteReadError).
+/// `expected` is empty for readuntil(), which expects no number (Python's None).
 class IncompleteReadError : public std::runtime_error {
  public:
-  IncompleteReadError(std::string partial_data, std::size_t expected)
+  IncompleteReadError(std::string partial_data, std::optional<std::size_t> expected)
       : std::runtime_error(std::to_string(partial_data.size()) + " bytes read on a total of " +
-                           std::to_string(expected) + " expected bytes"),
+                           (expected ? std::to_string(*expected) : std::string("undefined")) +
+                           " expected bytes"),
         partial(std::move(partial_data)),
         expected(expected) {}
   std::string partial;
-  std::size_t expected;
+  std::optional<std::size_t> expected;
 };
 
 /// A separator was found but the chunk exceeded the limit (asyncio.LimitOverrunError).

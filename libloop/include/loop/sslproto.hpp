@@ -100,9 +100,11 @@ class SSLPipe {
 class SSLProtocol;
 
 /// The transport the application protocol sees (asyncio's _SSLProtocolTransport).
-class SSLProtocolTransport : public Transport {
+class SSLProtocolTransport : public Transport,
+                             public std::enable_shared_from_this<SSLProtocolTransport> {
  public:
   explicit SSLProtocolTransport(std::weak_ptr<SSLProtocol> protocol) : ssl_protocol_(protocol) {}
+  std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
 
   /// "ssl_object" (SSL*), "peercert" (nlohmann::json), "peercert_der" (std::string),
   /// "cipher" (CipherInfo), "compression" (std::optional<std::string>), "version"

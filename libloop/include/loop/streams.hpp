@@ -25,7 +25,7 @@ inline constexpr std::size_t kStreamDefaultLimit = 64 * 1024;
 
 /// The reading end of a stream (asyncio.StreamReader). Reading pauses the transport when
 /// more than 2 * limit bytes are buffered, and resumes it as they are consumed.
-class StreamReader {
+class StreamReader : public std::enable_shared_from_this<StreamReader> {
  public:
   explicit StreamReader(EventLoop& loop, std::size_t limit = kStreamDefaultLimit);
   StreamReader(const StreamReader&) = delete;
@@ -61,7 +61,10 @@ class StreamReader {
  private:
   class DataWait;
   /// asyncio's _wait_for_data: an awaitable rather than a coroutine (no frame per wait).
-  DataWait wait_for_data(const char* func_name);
+  /// When it suspends it sets `keep_alive` (a local of the reading coroutine) to this reader,
+  /// if shared: a reader the user dropped while a read waits lives until that read is done,
+  /// as a Python coroutine keeps its reader (the protocol lets go of it at connection_lost).
+  DataWait wait_for_data(const char* func_name, std::shared_ptr<StreamReader>& keep_alive);
   void wakeup_waiter();
   void maybe_resume_transport();
 
@@ -114,7 +117,7 @@ class StreamReaderProtocol : public Protocol,
 };
 
 /// The writing end of a stream (asyncio.StreamWriter).
-class StreamWriter {
+class StreamWriter : public std::enable_shared_from_this<StreamWriter> {
  public:
   StreamWriter(std::shared_ptr<Transport> transport, std::shared_ptr<StreamReaderProtocol> protocol,
                std::shared_ptr<StreamReader> reader, EventLoop& loop);

@@ -65,11 +65,13 @@ void StreamReader::maybe_resume_transport() {
 // or exception reaches the caller, as asyncio's _wait_for_data does in its finally.
 class StreamReader::DataWait {
  public:
-  DataWait(StreamReader& reader, const Future<void>& waiter)
-      : reader_(reader), awaiter_{waiter.state()} {}
+  DataWait(StreamReader& reader, const Future<void>& waiter,
+           std::shared_ptr<StreamReader>& keep_alive)
+      : reader_(reader), awaiter_{waiter.state()}, keep_alive_(keep_alive) {}
   bool await_ready() const noexcept { return awaiter_.await_ready(); }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
+    if (!keep_alive_) keep_alive_ = reader_.weak_from_this().lock();
     try {
       awaiter_.await_suspend(h);
     } catch (...) {
@@ -88,9 +90,11 @@ class StreamReader::DataWait {
   }
   StreamReader& reader_;
   detail::FutureAwaiter<void> awaiter_;
+  std::shared_ptr<StreamReader>& keep_alive_;
 };
 
-StreamReader::DataWait StreamReader::wait_for_data(const char* func_name) {
+StreamReader::DataWait StreamReader::wait_for_data(const char* func_name,
+                                                   std::shared_ptr<StreamReader>& keep_alive) {
   if (waiter_)
     throw std::runtime_error(std::string(func_name) +
                              "() called while another coroutine is already waiting for "
@@ -108,10 +112,11 @@ StreamReader::DataWait StreamReader::wait_for_data(const char* func_name) {
     waiter_ = loop_.create_future<void>();
     last_waiter_ = *waiter_;
   }
-  return DataWait(*this, *waiter_);
+  return DataWait(*this, *waiter_, keep_alive);
 }
 
 Coroutine<std::string> StreamReader::readuntil(std::string separator) {
+  std::shared_ptr<StreamReader> keep_alive;  // set by a wait (see wait_for_data)
   const std::size_t seplen = separator.size();
   if (seplen == 0) throw std::invalid_argument("Separator should be at least one-byte string");
   if (exception_) std::rethrow_exception(exception_);
@@ -119,7 +124,7 @@ Coroutine<std::string> StreamReader::readuntil(std::string separator) {
   std::size_t isep = std::string::npos;
   for (;;) {
     std::size_t buflen = buffer_.size();
-    if (buflen - offset >= seplen) {
+    if (buflen >= offset + seplen) {  // Python's buflen - offset >= seplen, never negative
       isep = buffer_.find(separator, offset);
       if (isep != std::string::npos) break;
       offset = buflen + 1 - seplen;
@@ -129,9 +134,9 @@ Coroutine<std::string> StreamReader::readuntil(std::string separator) {
     if (eof_) {
       std::string chunk = std::move(buffer_);
       buffer_.clear();
-      throw IncompleteReadError(std::move(chunk), 0);  // asyncio: expected=None
+      throw IncompleteReadError(std::move(chunk), std::nullopt);  // asyncio: expected=None
     }
-    co_await wait_for_data("readuntil");
+    co_await wait_for_data("readuntil", keep_alive);
   }
   if (isep > limit_)
     throw LimitOverrunError("Separator is found, but chunk is longer than limit", isep);
@@ -169,6 +174,7 @@ Coroutine<std::string> StreamReader::readline() {
 }
 
 Coroutine<std::string> StreamReader::read(long n) {
+  std::shared_ptr<StreamReader> keep_alive;  // set by a wait (see wait_for_data)
   if (exception_) std::rethrow_exception(exception_);
   if (n == 0) co_return std::string();
   if (n < 0) {
@@ -180,7 +186,7 @@ Coroutine<std::string> StreamReader::read(long n) {
     }
     co_return all;
   }
-  if (buffer_.empty() && !eof_) co_await wait_for_data("read");
+  if (buffer_.empty() && !eof_) co_await wait_for_data("read", keep_alive);
   std::string data;
   if (buffer_.size() <= static_cast<std::size_t>(n)) {
     data = std::move(buffer_);  // the common case: all of it, without a copy
@@ -194,6 +200,7 @@ Coroutine<std::string> StreamReader::read(long n) {
 }
 
 Coroutine<std::string> StreamReader::readexactly(std::size_t n) {
+  std::shared_ptr<StreamReader> keep_alive;  // set by a wait (see wait_for_data)
   if (exception_) std::rethrow_exception(exception_);
   if (n == 0) co_return std::string();
   while (buffer_.size() < n) {
@@ -202,7 +209,7 @@ Coroutine<std::string> StreamReader::readexactly(std::size_t n) {
       buffer_.clear();
       throw IncompleteReadError(std::move(incomplete), n);
     }
-    co_await wait_for_data("readexactly");
+    co_await wait_for_data("readexactly", keep_alive);
   }
   std::string data = buffer_.substr(0, n);
   buffer_.erase(0, n);
@@ -229,16 +236,16 @@ Coroutine<void> run_client_connected(std::shared_ptr<StreamReaderProtocol::Clien
 }  // namespace
 
 void StreamReaderProtocol::connection_made(BaseTransport& transport) {
-  auto* t = dynamic_cast<Transport*>(&transport);
-  reader_->set_transport(t);
+  // Any read transport pauses when the buffer is full: a socket's, a TLS one's, a read pipe's.
+  reader_->set_transport(dynamic_cast<ReadTransport*>(&transport));
   if (client_connected_cb_) {
-    // The writer shares ownership of the transport; a transport type this file does not know
-    // (TLS, later) is held by an alias - it lives until connection_lost anyway.
-    std::shared_ptr<Transport> tp;
-    if (auto* st = dynamic_cast<detail::SocketTransport*>(t))
-      tp = st->shared_from_this();
-    else
-      tp = std::shared_ptr<Transport>(std::shared_ptr<Transport>(), t);
+    auto* t = dynamic_cast<Transport*>(&transport);
+    if (!t) throw std::invalid_argument("a stream's writer needs a read-write transport");
+    // The writer shares ownership of the transport: a TLS transport, for one, is freed by its
+    // SSLProtocol after connection_lost while the handler may still close its writer. A
+    // transport that cannot share itself (one of the user's) is held by an alias.
+    auto tp = std::dynamic_pointer_cast<Transport>(t->shared_transport());
+    if (!tp) tp = std::shared_ptr<Transport>(std::shared_ptr<Transport>(), t);
     writer_ = std::make_shared<StreamWriter>(tp, shared_from_this(), reader_, loop_);
     auto cb = std::make_shared<ClientConnected>(client_connected_cb_);
     loop_.create_task(run_client_connected(std::move(cb), reader_, writer_));
@@ -339,6 +346,8 @@ bool StreamWriter::drain_ready() const {
 }
 
 Coroutine<void> StreamWriter::drain_coroutine() {
+  // A Task made of drain() may outlive the user's last reference to the writer.
+  auto keep_alive = weak_from_this().lock();
   if (reader_) {
     if (auto exc = reader_->exception()) std::rethrow_exception(exc);
   }

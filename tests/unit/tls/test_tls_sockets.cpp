@@ -635,3 +635,41 @@ TEST_CASE("sendfile over TLS uses the fallback; fallback=false throws SendfileNo
   server->close();
   lp.run_until_complete(server->wait_closed());
 }
+
+// The StreamWriter of a TLS connection shares ownership of its transport: the SSL layer lets
+// go of its own reference once connection_lost has run, and a handler that then asks
+// is_closing() or closes its writer (the usual read, close, wait_closed) must still reach it.
+TEST_CASE("a TLS stream handler may use its writer after the connection is lost") {
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto done = lp.create_future<void>();
+    loop::ServerOptions so;
+    so.ssl = server_ctx();
+    auto srv = co_await loop::start_server(
+        [&](std::shared_ptr<loop::StreamReader> r,
+            std::shared_ptr<loop::StreamWriter> w) -> loop::Coroutine<void> {
+          log.push_back("read " + co_await r->read());
+          co_await loop::sleep(0.1);  // connection_lost has run by now
+          log.push_back(w->is_closing() ? "closing" : "open");
+          w->close();
+          co_await w->wait_closed();
+          log.push_back("closed");
+          done.set_result();
+        },
+        "127.0.0.1", 0, so);
+    loop::ConnectionOptions co;
+    co.ssl = client_ctx();
+    co.server_hostname = "localhost";
+    auto [r, w] = co_await loop::open_connection("127.0.0.1", srv->sockets().at(0).port(), co);
+    w->write("hello");
+    co_await w->drain();
+    w->close();
+    co_await w->wait_closed();
+    co_await done;
+    srv->close();
+    co_await srv->wait_closed();
+  };
+  lp.run_until_complete(main());
+  CHECK(log == std::vector<std::string>{"read hello", "closing", "closed"});
+}

@@ -328,3 +328,100 @@ TEST_CASE("an echo that writes by move returns what the peer sent, message after
   srv->close();
   lp.run_until_complete(srv->wait_closed());
 }
+
+// readuntil() whose buffer another reader emptied while it waited: Python's
+// `buflen - offset >= seplen` is negative there and it waits again, with its old offset.
+TEST_CASE("readuntil after another read emptied the buffer waits again, as asyncio") {
+  loop::EventLoop lp;
+  auto reader = std::make_shared<loop::StreamReader>(lp);
+  std::string result, read_result;
+  auto main = [&]() -> loop::Coroutine<void> {
+    reader->feed_data("abcde");
+    auto until = [&]() -> loop::Coroutine<void> { result = co_await reader->readuntil("XYZ"); };
+    auto t = lp.create_task(until());
+    co_await loop::sleep(0);
+    reader->feed_data("f");
+    read_result = co_await reader->read(100);
+    co_await loop::sleep(0);
+    reader->feed_data("gXYZ");
+    co_await loop::sleep(0);
+    reader->feed_data("hXYZ");
+    co_await t;
+  };
+  lp.run_until_complete(main());
+  CHECK(read_result == "abcdef");
+  CHECK(result == "gXYZhXYZ");  // what asyncio 3.11 returns, its offset being stale
+}
+
+TEST_CASE("readuntil at EOF: IncompleteReadError with no expected size") {
+  loop::EventLoop lp;
+  auto reader = std::make_shared<loop::StreamReader>(lp);
+  reader->feed_data("abc");
+  reader->feed_eof();
+  auto until = [&]() -> loop::Coroutine<void> { co_await reader->readuntil("\n"); };
+  try {
+    lp.run_until_complete(until());
+    FAIL("no IncompleteReadError");
+  } catch (const loop::IncompleteReadError& e) {
+    CHECK(e.partial == "abc");
+    CHECK_FALSE(e.expected.has_value());
+    CHECK(std::string(e.what()) == "3 bytes read on a total of undefined expected bytes");
+  }
+}
+
+// asyncio pauses any read transport when more than 2 * limit bytes are buffered: a read
+// pipe's too, not only a socket's.
+TEST_CASE("a stream on a read pipe pauses reading when its buffer is full") {
+  loop::EventLoop lp;
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  auto reader = std::make_shared<loop::StreamReader>(lp, 16);
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto factory = [&] { return std::make_shared<loop::StreamReaderProtocol>(lp, reader); };
+    auto [t, p] = co_await lp.connect_read_pipe(factory, fds[0]);
+    REQUIRE(::write(fds[1], std::string(100, 'x').data(), 100) == 100);
+    co_await loop::sleep(0.05);
+    CHECK_FALSE(t->is_reading());
+    REQUIRE(::write(fds[1], std::string(100, 'y').data(), 100) == 100);
+    co_await loop::sleep(0.05);
+    std::string first = co_await reader->read(1000);
+    CHECK(first == std::string(100, 'x'));  // the rest waited in the pipe
+    ::close(fds[1]);
+    std::string rest = co_await reader->read();
+    CHECK(rest == std::string(100, 'y'));
+    t->close();
+  };
+  lp.run_until_complete(main());
+}
+
+// A read still waiting when the user lets go of both the reader and the writer: the
+// protocol lets go of the reader at connection_lost, and the read, woken by it, resumes in
+// the reader after that (a Python coroutine keeps its reader alive; ASan checks this one).
+TEST_CASE("a read whose reader and writer the user dropped finishes at EOF") {
+  loop::EventLoop lp;
+  std::shared_ptr<loop::Server> srv;
+  auto start = [&]() -> loop::Coroutine<int> {
+    srv = co_await loop::start_server(
+        [](std::shared_ptr<loop::StreamReader>,
+           std::shared_ptr<loop::StreamWriter> w) -> loop::Coroutine<void> {
+          co_await loop::sleep(0.05);
+          w->close();
+        },
+        "127.0.0.1", 0);
+    co_return srv->sockets().at(0).port();
+  };
+  int port = lp.run_until_complete(start());
+  std::string got = "unset";
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto task = [&]() -> loop::Coroutine<loop::Task<std::string>> {
+      auto [r, w] = co_await loop::open_connection("127.0.0.1", port);
+      co_return lp.create_task(r->read(100));  // r and w go with this frame
+    };
+    auto read = co_await task();
+    got = co_await read;
+  };
+  lp.run_until_complete(main());
+  CHECK(got.empty());
+  srv->close();
+  lp.run_until_complete(srv->wait_closed());
+}
