@@ -181,6 +181,8 @@ void SocketTransport::close_socket() noexcept {
   socket_closed_ = true;
   loop_->poller().remove(poll_);
   ::close(fd_);
+  // Nothing may reach the old number: the kernel hands it to the next socket opened.
+  fd_ = -1;
   detached_ = false;
 }
 
@@ -284,6 +286,11 @@ void SocketTransport::write(std::string_view data) {
     ++conn_lost_;
     return;
   }
+  if (socket_closed_) {
+    // connection_lost ran from write_ready (close() with data buffered) or the loop is gone:
+    // conn_lost_ is still 0, and asyncio's write() raises here too (_sock is None).
+    throw std::runtime_error("write() on a transport whose socket is closed");
+  }
   if (get_write_buffer_size() == 0) {
     // Straight to the socket; only what the kernel does not take is queued.
     ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -317,7 +324,7 @@ void SocketTransport::consume(std::size_t n) {
 }
 
 void SocketTransport::write_ready() {
-  if (conn_lost_) return;
+  if (conn_lost_ || socket_closed_) return;
   std::size_t size = get_write_buffer_size();
   if (size == 0) return;
   ssize_t n = ::send(fd_, wbuf_.data() + wpos_, size, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -466,7 +473,9 @@ void SocketTransport::force_close(std::exception_ptr exc) {
       empty_waiter_->set_exception(
           std::make_exception_ptr(std::runtime_error("Connection is closed by peer")));
   }
-  if (conn_lost_) return;
+  // Closed from write_ready (asyncio's abort() would then raise on its None _loop): the
+  // connection is already lost, there is nothing left to do.
+  if (conn_lost_ || socket_closed_) return;
   if (get_write_buffer_size() != 0) {
     wbuf_.clear();
     wpos_ = 0;
@@ -502,6 +511,12 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
 
 void SocketTransport::loop_destroyed() noexcept {
   close_socket();
+  // What is left may be kept by the application: as closed, with nothing buffered, so that
+  // no method reaches the fd or the destroyed loop (write() raises, close() returns).
+  closing_ = true;
+  reader_active_ = writer_active_ = false;
+  wbuf_.clear();
+  wpos_ = 0;
   buffered_ = nullptr;
   auto protocol = std::move(protocol_);
   auto server = std::move(server_);

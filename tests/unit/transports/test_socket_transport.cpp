@@ -1,5 +1,7 @@
 // The stream transport against a real peer (Python's asyncio / socket in a subprocess).
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
@@ -306,4 +308,38 @@ print('reset', flush=True)
   }
   // Writes after the loss are dropped quietly.
   kept->write("late");
+}
+
+TEST_CASE("write() after a buffered close() was flushed raises: nothing reaches a reused fd") {
+  // asyncio: close() with data buffered leaves _conn_lost at 0; _write_ready flushes, calls
+  // _call_connection_lost, which sets _sock to None, so a later write() raises.
+  int a[2], b[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a) == 0);
+  loop::EventLoop lp;
+  auto proto = std::make_shared<RecordingProtocol>();
+  std::shared_ptr<loop::Transport> kept;
+  int old_fd = -1;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.connect_accepted_socket([&] { return proto; }, a[0]);
+    kept = t;
+    old_fd = t->extra<int>("socket").value();
+    t->write(std::string(4 << 20, 'x'));
+    REQUIRE(t->get_write_buffer_size() > 0);
+    t->close();  // connection_lost comes from write_ready, once the buffer is flushed
+    char buf[65536];
+    while (!proto->lost)
+      if (::recv(a[1], buf, sizeof buf, 0) <= 0) co_await loop::sleep(0.001);
+  };
+  lp.run_until_complete(main());
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b) == 0);
+  REQUIRE(b[0] == old_fd);  // the number is reused at once
+  CHECK(kept->extra<int>("socket").value() == -1);
+  CHECK_THROWS_AS(kept->write("LEAKED-INTO-ANOTHER-CONNECTION"), std::runtime_error);
+  CHECK_NOTHROW(kept->write_eof());  // closing: a no-op, as asyncio's
+  kept->abort();
+  lp.run_until_complete(loop::sleep(0.01));
+  char buf[64];
+  CHECK(::recv(b[1], buf, sizeof buf, 0) == -1);  // nothing arrived (EAGAIN)
+  CHECK(proto->events == std::vector<std::string>{"connection_made", "connection_lost"});
+  for (int fd : {a[1], b[0], b[1]}) ::close(fd);
 }
