@@ -103,7 +103,8 @@ void SocketTransport::start(std::optional<Future<void>> waiter) {
         "connection_made",
         {{"transport", id_}, {"peer", peername_.to_string()}, {"local", sockname_.to_string()}});
   loop_->call_soon(named("Protocol.connection_made", [self] {
-    if (self->protocol_) self->protocol_->connection_made(*self);
+    // A local reference: the protocol may replace itself (set_protocol) while it runs.
+    if (auto p = self->protocol_) p->connection_made(*self);
   }));
   loop_->call_soon(named("_SelectorSocketTransport._add_reader", [self] {
     if (self->is_reading()) self->add_reader();
@@ -224,7 +225,11 @@ void SocketTransport::read_ready_data_received() {
   if (n == 0) return read_ready_on_eof();
   if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
   try {
-    protocol_->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
+    // Held for the call: set_protocol() inside data_received would otherwise destroy the
+    // protocol while it runs. No protocol (set_protocol(nullptr)) fails as asyncio's None.
+    auto p = protocol_;
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    p->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.data_received() call failed.");
@@ -232,6 +237,9 @@ void SocketTransport::read_ready_data_received() {
 }
 
 void SocketTransport::read_ready_get_buffer() {
+  // The buffer belongs to this protocol: it must outlive the recv even if get_buffer()
+  // replaced it (set_protocol).
+  auto owner = protocol_;
   std::span<char> buf;
   try {
     buf = buffered_->get_buffer(0);
@@ -250,6 +258,10 @@ void SocketTransport::read_ready_get_buffer() {
   if (n == 0) return read_ready_on_eof();
   if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
   try {
+    // asyncio calls the current protocol's buffer_updated: a plain Protocol set meanwhile
+    // has none (AttributeError there), a fatal error as here.
+    auto p = protocol_;
+    if (!buffered_) throw std::runtime_error("the protocol is not a BufferedProtocol");
     buffered_->buffer_updated(static_cast<std::size_t>(n));
   } catch (...) {
     fatal_error(std::current_exception(), false,
@@ -261,7 +273,9 @@ void SocketTransport::read_ready_on_eof() {
   if (loop_->tracer()) loop_->trace("eof_received", {{"transport", id_}});
   bool keep_open = false;
   try {
-    keep_open = protocol_->eof_received();
+    auto p = protocol_;  // held for the call (set_protocol inside eof_received)
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    keep_open = p->eof_received();
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.eof_received() call failed.");
@@ -402,7 +416,9 @@ void SocketTransport::maybe_pause_protocol() {
   protocol_paused_ = true;
   if (loop_->tracer()) loop_->trace("pause_writing", {{"transport", id_}, {"buffered", size}});
   try {
-    protocol_->pause_writing();
+    auto p = protocol_;  // held for the call (set_protocol inside pause_writing)
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    p->pause_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.pause_writing() failed";
@@ -419,7 +435,9 @@ void SocketTransport::maybe_resume_protocol() {
   protocol_paused_ = false;
   if (loop_->tracer()) loop_->trace("resume_writing", {{"transport", id_}, {"buffered", size}});
   try {
-    protocol_->resume_writing();
+    auto p = protocol_;  // held for the call (set_protocol inside resume_writing)
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    p->resume_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.resume_writing() failed";
@@ -506,7 +524,9 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_->tracer())
     loop_->trace("connection_lost", {{"transport", id_}, {"reason", reason_json(exc)}});
-  if (protocol_connected_ && protocol_) protocol_->connection_lost(exc);
+  // Held for the call: set_protocol() inside connection_lost must not destroy it running.
+  auto p = protocol_;
+  if (protocol_connected_ && p) p->connection_lost(exc);
 }
 
 void SocketTransport::loop_destroyed() noexcept {

@@ -1,4 +1,5 @@
 // The stream transport against a real peer (Python's asyncio / socket in a subprocess).
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -342,4 +343,164 @@ TEST_CASE("write() after a buffered close() was flushed raises: nothing reaches 
   CHECK(::recv(b[1], buf, sizeof buf, 0) == -1);  // nothing arrived (EAGAIN)
   CHECK(proto->events == std::vector<std::string>{"connection_made", "connection_lost"});
   for (int fd : {a[1], b[0], b[1]}) ::close(fd);
+}
+
+namespace {
+
+// A protocol that hands the transport over to `next` inside one of its callbacks (as an
+// HTTP Upgrade does), then keeps using its own members: the transport held the only
+// reference to it, so it must stay alive until that callback returns.
+struct Switching : loop::Protocol {
+  struct Shared {
+    std::vector<std::string> log;
+    loop::Transport* transport = nullptr;
+  };
+  Switching(std::string n, Shared* s) : name(std::move(n)), shared(s) {}
+  ~Switching() override {
+    if (name == "old") shared->log.push_back("old destroyed");
+  }
+  void event(const std::string& what) {
+    shared->log.push_back(name + " " + what);
+    if (what.rfind(switch_in, 0) == 0 && next) {
+      shared->transport->set_protocol(std::move(next));
+      shared->log.push_back(name + " still running after set_protocol");  // reads *this
+    }
+  }
+  void connection_made(loop::BaseTransport& t) override {
+    shared->transport = dynamic_cast<loop::Transport*>(&t);
+    event("connection_made");
+  }
+  void data_received(std::string_view d) override { event("data " + std::string(d)); }
+  bool eof_received() override {
+    event("eof_received");
+    return false;
+  }
+  void pause_writing() override { event("pause_writing"); }
+  void resume_writing() override { event("resume_writing"); }
+  void connection_lost(std::exception_ptr) override { event("connection_lost"); }
+
+  std::string name;
+  Shared* shared;
+  std::string switch_in;
+  std::shared_ptr<Switching> next;
+};
+
+// Drains what the transport sent until `n` bytes came (the client side is non-blocking).
+loop::Coroutine<void> drain(int fd, std::size_t n) {
+  std::vector<char> buf(1 << 16);
+  while (n > 0) {
+    ssize_t got = ::recv(fd, buf.data(), buf.size(), 0);
+    if (got > 0)
+      n -= static_cast<std::size_t>(got);
+    else
+      co_await loop::sleep(0.001);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("set_protocol inside the protocol's own callback: the old one lives until it returns") {
+  // Every callback the transport makes, each one the place of the switch in its own run.
+  const std::vector<std::string> events = {"connection_made", "data one", "pause_writing",
+                                           "resume_writing",  "data two", "eof_received",
+                                           "connection_lost"};
+  auto where = GENERATE(as<std::string>{}, "connection_made", "data one", "pause_writing",
+                        "resume_writing", "data two", "eof_received", "connection_lost");
+  INFO("switch in " << where);
+  loop::EventLoop lp;
+  Switching::Shared shared;
+  auto main = [&]() -> loop::Coroutine<void> {
+    // Through a server: only the transport holds the protocol (no caller keeps it).
+    auto srv = co_await lp.create_server(
+        [&] {
+          auto old = std::make_shared<Switching>("old", &shared);
+          old->switch_in = where;
+          old->next = std::make_shared<Switching>("new", &shared);
+          return old;
+        },
+        "127.0.0.1", 0);
+    int c = ::socket(AF_INET, SOCK_STREAM, 0);
+    auto addr = srv->sockets().at(0);
+    REQUIRE(::connect(c, addr.data(), addr.size()) == 0);
+    REQUIRE(::fcntl(c, F_SETFL, O_NONBLOCK) == 0);
+    for (int i = 0; i < 2000 && !shared.transport; ++i) co_await loop::sleep(0.001);
+    REQUIRE(::send(c, "one", 3, 0) == 3);
+    co_await loop::sleep(0.05);
+    // pause_writing from write(), resume_writing from write_ready once the client drained.
+    shared.transport->set_write_buffer_limits(0, 0);
+    shared.transport->write(std::string(8 << 20, 'x'));
+    co_await drain(c, 8 << 20);
+    co_await loop::sleep(0.05);
+    REQUIRE(::send(c, "two", 3, 0) == 3);
+    co_await loop::sleep(0.05);
+    ::shutdown(c, SHUT_WR);
+    auto lost = [&] {
+      for (auto& e : shared.log)
+        if (e.find("connection_lost") != std::string::npos) return true;
+      return false;
+    };
+    for (int i = 0; i < 2000 && !lost(); ++i) co_await loop::sleep(0.001);
+    co_await loop::sleep(0.01);
+    ::close(c);
+    srv->close();
+  };
+  lp.run_until_complete(main());
+  std::vector<std::string> expected;
+  std::string who = "old ";
+  for (auto& e : events) {
+    expected.push_back(who + e);
+    if (e == where) {
+      expected.push_back("old still running after set_protocol");
+      expected.push_back("old destroyed");
+      who = "new ";
+    }
+  }
+  CHECK(shared.log == expected);
+}
+
+TEST_CASE("get_buffer() switching to a plain Protocol: buffer_updated fails as asyncio's") {
+  // asyncio reads into the old protocol's buffer, then calls the new protocol's
+  // buffer_updated, which a plain Protocol lacks: _fatal_error, connection_lost on the new one.
+  struct Old : loop::BufferedProtocol {
+    std::vector<std::string>* log;
+    std::shared_ptr<RecordingProtocol> next;
+    loop::Transport* t = nullptr;
+    std::vector<char> mem = std::vector<char>(16, '.');
+    explicit Old(std::vector<std::string>* l) : log(l) {}
+    ~Old() override { log->push_back("old destroyed holding " + std::string(mem.data(), 3)); }
+    void connection_made(loop::BaseTransport& tr) override {
+      t = dynamic_cast<loop::Transport*>(&tr);
+    }
+    std::span<char> get_buffer(std::size_t) override {
+      t->set_protocol(std::move(next));
+      return {mem.data(), mem.size()};
+    }
+    void buffer_updated(std::size_t) override { log->push_back("old buffer_updated"); }
+  };
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  loop::EventLoop lp;
+  std::vector<std::string> log, reported;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& ctx) {
+    reported.push_back(ctx.message);
+  });
+  auto next = std::make_shared<RecordingProtocol>();
+  auto main = [&]() -> loop::Coroutine<void> {
+    co_await lp.connect_accepted_socket(
+        [&] {
+          auto old = std::make_shared<Old>(&log);
+          old->next = next;
+          return old;
+        },
+        sv[0]);
+    REQUIRE(::send(sv[1], "abc", 3, 0) == 3);
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return next->lost; });
+  CHECK(log == std::vector<std::string>{"old destroyed holding abc"});
+  CHECK(reported ==
+        std::vector<std::string>{"Fatal error: protocol.buffer_updated() call failed."});
+  CHECK(next->events == std::vector<std::string>{"connection_lost"});
+  CHECK(next->lost_error != nullptr);
+  ::close(sv[1]);
 }
