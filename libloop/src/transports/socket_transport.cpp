@@ -72,7 +72,8 @@ void SocketTransport::init(std::shared_ptr<Protocol> protocol, std::optional<Soc
   // The persistent handles: re-scheduled on every readiness event, never allocated again.
   read_handle_ = make_handle(named("_SelectorSocketTransport._read_ready", [this] {
     read_queued_ = false;
-    if (!reader_active_) return;
+    // Removed since the poll queued it (even if added again): asyncio cancelled that handle.
+    if (!reader_active_ || read_queued_gen_ != read_gen_) return;
     auto keep = shared_from_this();  // the protocol may drop the last other reference
     read_ready();
   }));
@@ -142,6 +143,7 @@ void SocketTransport::add_reader() {
 
 void SocketTransport::remove_reader() {
   reader_active_ = false;
+  ++read_gen_;  // a read already queued is void: asyncio's _remove_reader cancels its handle
   loop_->poller().unwatch(poll_, EPOLLIN);
 }
 
@@ -169,6 +171,7 @@ void SocketTransport::remove_writer() {
 void SocketTransport::poll_ready(bool readable, bool writable) {
   if (readable && reader_active_ && !read_queued_) {
     read_queued_ = true;
+    read_queued_gen_ = read_gen_;
     loop_->schedule(read_handle_, "_read_ready");
   }
   if (writable && writer_active_ && !write_queued_) {

@@ -504,3 +504,40 @@ TEST_CASE("get_buffer() switching to a plain Protocol: buffer_updated fails as a
   CHECK(next->lost_error != nullptr);
   ::close(sv[1]);
 }
+
+TEST_CASE("pause_reading + resume_reading drop a read already due: it moves to the next poll") {
+  // asyncio: _remove_reader cancels the pending _read_ready handle, _add_reader makes a new
+  // one, which the selector reports at the next iteration (after what call_soon queued now).
+  int a[2], b[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a) == 0);
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b) == 0);
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto pa = std::make_shared<RecordingProtocol>(), pb = std::make_shared<RecordingProtocol>();
+  bool first = true;
+  for (auto [p, other] : {std::pair{pa, pb}, std::pair{pb, pa}}) {
+    p->on_data = [&, other = other.get()](std::string_view d) {
+      log.push_back("data " + std::string(d));
+      if (!first) return;
+      first = false;
+      other->transport->pause_reading();
+      other->transport->resume_reading();
+      lp.call_soon([&] { log.push_back("call_soon from the first data_received"); });
+    };
+  }
+  auto main = [&]() -> loop::Coroutine<void> {
+    co_await lp.connect_accepted_socket([&] { return pa; }, a[0]);
+    co_await lp.connect_accepted_socket([&] { return pb; }, b[0]);
+    co_await loop::sleep(0.01);
+    // Both readable before the next poll: both reads are due in the same iteration.
+    REQUIRE(::send(a[1], "a", 1, 0) == 1);
+    REQUIRE(::send(b[1], "b", 1, 0) == 1);
+    for (int i = 0; i < 1000 && log.size() < 3; ++i) co_await loop::sleep(0.001);
+    pa->transport->close();
+    pb->transport->close();
+  };
+  lp.run_until_complete(main());
+  REQUIRE(log.size() == 3);
+  CHECK(log[1] == "call_soon from the first data_received");
+  for (int fd : {a[1], b[1]}) ::close(fd);
+}
