@@ -40,7 +40,14 @@ Server::Server(EventLoop& loop, std::vector<int> fds, ProtocolFactory factory, i
       lp->queued = false;
       if (!lp->active) return;
       auto keep = shared_from_this();
-      accept_ready(*lp);
+      try {
+        accept_ready(*lp);
+      } catch (...) {
+        // asyncio's reader stays registered when _accept_connection raises: wait again,
+        // and let the loop report it ("Exception in callback ...") as asyncio's does.
+        listen_on(*lp);
+        throw;
+      }
       listen_on(*lp);
     }));
     l->handle->kind = detail::HandleKind::io;
