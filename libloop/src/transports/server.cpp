@@ -153,6 +153,9 @@ void Server::accept_connection(int fd, SocketAddress peer) {
                                                                shared_from_this(), peer);
     transport->start(std::nullopt);
   } catch (...) {
+    // The socket is closed either way (by owned or the transport): asyncio reports
+    // it only in debug mode (_accept_connection2, 3.7 and 3.11 alike).
+    if (!loop_->get_debug()) return;
     ExceptionContext ctx;
     ctx.message = "Error on transport creation for incoming connection";
     ctx.exception = std::current_exception();

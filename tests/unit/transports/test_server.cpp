@@ -429,3 +429,33 @@ TEST_CASE("an accept error asyncio re-raises is reported; the server goes on acc
         0);
   CHECK(reported_what.find("accept") != std::string::npos);
 }
+
+TEST_CASE("a failing protocol factory closes the connection; reported in debug mode only") {
+  // asyncio's _accept_connection2: `if self._debug:` call_exception_handler, then close.
+  bool debug = GENERATE(false, true);
+  INFO("debug " << debug);
+  loop::EventLoop lp;
+  lp.set_debug(debug);
+  std::vector<std::string> reported;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& ctx) {
+    reported.push_back(ctx.message);
+  });
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto srv = co_await lp.create_server(
+        []() -> std::shared_ptr<loop::Protocol> { throw std::runtime_error("factory failed"); },
+        "127.0.0.1", 0);
+    auto [t, p] =
+        co_await lp.create_connection(client_factory, "127.0.0.1", srv->sockets().at(0).port());
+    for (int i = 0; i < 500 && !p->lost; ++i) co_await loop::sleep(0.01);
+    CHECK(p->lost);  // the server closed the connection
+    CHECK(p->received.empty());
+    CHECK(srv->is_serving());
+    srv->close();
+  };
+  lp.run_until_complete(main());
+  if (debug)
+    CHECK(reported ==
+          std::vector<std::string>{"Error on transport creation for incoming connection"});
+  else
+    CHECK(reported.empty());
+}
