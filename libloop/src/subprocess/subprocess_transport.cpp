@@ -99,7 +99,7 @@ Coroutine<void> SubprocessTransportImpl::connect_pipes(Future<void> waiter) {
       proto->pipe_owner = std::move(t);
     }
     loop_.call_soon(named("SubprocessProtocol.connection_made", [self] {
-      if (self->protocol_) self->protocol_->connection_made(*self);
+      if (auto p = self->protocol_) p->connection_made(*self);  // held: it may set_protocol()
     }));
     for (auto& [name, cb] : *pending_calls_) loop_.call_soon(named(name, std::move(cb)));
     pending_calls_.reset();
@@ -132,7 +132,7 @@ void SubprocessTransportImpl::call(const char* name, std::function<void()> cb) {
 void SubprocessTransportImpl::pipe_connection_lost(int fd, std::exception_ptr exc) {
   auto self = shared_from_this();
   call("SubprocessProtocol.pipe_connection_lost", [self, fd, exc] {
-    if (self->protocol_) self->protocol_->pipe_connection_lost(fd, exc);
+    if (auto p = self->protocol_) p->pipe_connection_lost(fd, exc);  // held, as above
   });
   try_finish();
 }
@@ -143,7 +143,7 @@ void SubprocessTransportImpl::pipe_data_received(int fd, std::string_view data) 
     if (self->loop_.tracer())
       self->loop_.trace("pipe_data_received",
                         {{"pid", self->pid_}, {"fd", fd}, {"bytes", d.size()}});
-    if (self->protocol_) self->protocol_->pipe_data_received(fd, d);
+    if (auto p = self->protocol_) p->pipe_data_received(fd, d);  // held, as above
   });
 }
 
@@ -153,7 +153,7 @@ void SubprocessTransportImpl::process_exited(int returncode) {
   if (loop_.tracer()) loop_.trace("subprocess_exited", {{"pid", pid_}, {"returncode", returncode}});
   auto self = shared_from_this();
   call("SubprocessProtocol.process_exited", [self] {
-    if (self->protocol_) self->protocol_->process_exited();
+    if (auto p = self->protocol_) p->process_exited();  // held, as above
   });
   try_finish();
 }
@@ -188,7 +188,7 @@ void SubprocessTransportImpl::call_connection_lost(std::exception_ptr exc) {
       t.self_.reset();  // the caller's lambda still holds a reference
     }
   } finally{*this};
-  if (protocol_) protocol_->connection_lost(exc);
+  if (auto p = protocol_) p->connection_lost(exc);  // held: it may set_protocol()
 }
 
 Future<int> SubprocessTransportImpl::wait() {

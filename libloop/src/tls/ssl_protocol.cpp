@@ -166,11 +166,11 @@ void SSLProtocol::connection_lost(std::exception_ptr exc) {
 }
 
 void SSLProtocol::pause_writing() {
-  if (app_protocol_) app_protocol_->pause_writing();
+  if (auto app = app_protocol_) app->pause_writing();  // held: it may set_protocol()
 }
 
 void SSLProtocol::resume_writing() {
-  if (app_protocol_) app_protocol_->resume_writing();
+  if (auto app = app_protocol_) app->resume_writing();  // held: it may set_protocol()
 }
 
 void SSLProtocol::data_received(std::string_view data) {
@@ -205,18 +205,22 @@ void SSLProtocol::data_received(std::string_view data) {
 }
 
 void SSLProtocol::feed_app(const std::string& chunk) {
-  if (!app_buffered_) {
-    app_protocol_->data_received(chunk);
+  // Held for the calls: the protocol may replace itself (set_protocol) while it runs.
+  auto app = app_protocol_;
+  auto* buffered = app_buffered_;
+  if (!buffered) {
+    app->data_received(chunk);
     return;
   }
-  // asyncio's _feed_data_to_buffered_proto: copy into the protocol's buffers.
+  // asyncio's _feed_data_to_buffered_proto(proto, data): the whole chunk goes to the
+  // protocol it started with, even if it set_protocol()s meanwhile (3.7).
   std::string_view rest = chunk;
-  while (!rest.empty() && app_buffered_) {
-    std::span<char> buf = app_buffered_->get_buffer(rest.size());
+  while (!rest.empty()) {
+    std::span<char> buf = buffered->get_buffer(rest.size());
     if (buf.empty()) throw std::runtime_error("get_buffer() returned an empty buffer");
     std::size_t n = std::min(buf.size(), rest.size());
     std::memcpy(buf.data(), rest.data(), n);
-    app_buffered_->buffer_updated(n);
+    buffered->buffer_updated(n);
     rest.remove_prefix(n);
   }
 }
@@ -233,7 +237,8 @@ bool SSLProtocol::eof_received() {
       if (self->transport_) self->transport_->close();
     }
   } close_below{this};
-  if (!in_handshake_ && session_established_ && app_protocol_) app_protocol_->eof_received();
+  if (!in_handshake_ && session_established_)
+    if (auto app = app_protocol_) app->eof_received();  // held: it may set_protocol()
   return false;
 }
 
@@ -327,8 +332,8 @@ void SSLProtocol::on_handshake_complete(std::exception_ptr exc) {
   peercert_ = ssl_peercert(ssl);
   cipher_ = ssl_cipher(ssl);
   compression_ = ssl_compression(ssl);
-  if (options_.call_connection_made && app_protocol_)
-    app_protocol_->connection_made(*app_transport_);
+  if (options_.call_connection_made)
+    if (auto app = app_protocol_) app->connection_made(*app_transport_);  // held, as above
   wakeup_waiter();
   session_established_ = true;
   // Writes made meanwhile: not now (we may be inside process_write_backlog, which is not

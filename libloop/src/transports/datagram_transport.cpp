@@ -74,7 +74,7 @@ void DatagramSocketTransport::connection_made() {
                  {"peer", peername_ ? nlohmann::json(peername_->to_string()) : nlohmann::json()},
                  {"local", sockname_.to_string()}});
   }
-  if (protocol_) protocol_->connection_made(*this);
+  if (auto p = protocol_) p->connection_made(*this);  // held: it may set_protocol()
 }
 
 // ---- Reading -------------------------------------------------------------------------------
@@ -149,13 +149,15 @@ void DatagramSocketTransport::read_ready() {
     loop_.trace("datagram_received",
                 {{"transport", id_}, {"bytes", n}, {"peer", addr.to_string()}});
   }
-  protocol_->datagram_received(std::string_view(buf, static_cast<std::size_t>(n)), addr);
+  auto p = protocol_;  // held for the call: it may set_protocol()
+  p->datagram_received(std::string_view(buf, static_cast<std::size_t>(n)), addr);
 }
 
 void DatagramSocketTransport::error_received(std::exception_ptr exc) {
   if (loop_.tracer())
     loop_.trace("error_received", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  protocol_->error_received(std::move(exc));
+  auto p = protocol_;  // held for the call: it may set_protocol()
+  p->error_received(std::move(exc));
 }
 
 // ---- Writing -------------------------------------------------------------------------------
@@ -232,7 +234,8 @@ void DatagramSocketTransport::maybe_pause_protocol() {
   if (loop_.tracer())
     loop_.trace("pause_writing", {{"transport", id_}, {"buffered", buffer_size_}});
   try {
-    protocol_->pause_writing();
+    auto p = protocol_;  // held for the call: it may set_protocol()
+    p->pause_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.pause_writing() failed";
@@ -249,7 +252,8 @@ void DatagramSocketTransport::maybe_resume_protocol() {
   if (loop_.tracer())
     loop_.trace("resume_writing", {{"transport", id_}, {"buffered", buffer_size_}});
   try {
-    protocol_->resume_writing();
+    auto p = protocol_;  // held for the call: it may set_protocol()
+    p->resume_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.resume_writing() failed";
@@ -305,7 +309,7 @@ void DatagramSocketTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_.tracer())
     loop_.trace("connection_lost", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  if (protocol_) protocol_->connection_lost(exc);
+  if (auto p = protocol_) p->connection_lost(exc);  // held: it may set_protocol()
 }
 
 // ---- The rest of BaseTransport -------------------------------------------------------------

@@ -37,7 +37,8 @@ void ReadPipeTransport::start(Future<void> waiter) {
     if (self->loop_.tracer())
       self->loop_.trace("connection_made",
                         {{"transport", self->id_}, {"peer", nullptr}, {"local", nullptr}});
-    self->protocol_->connection_made(*self);
+    auto p = self->protocol_;  // held for the call: it may set_protocol()
+    p->connection_made(*self);
   }));
   // Only start reading once connection_made has run.
   loop_.call_soon(named("ReadPipeTransport._add_reader", [self] { self->add_reader(); }));
@@ -84,7 +85,8 @@ void ReadPipeTransport::read_ready() {
   }
   if (n > 0) {
     if (loop_.tracer()) loop_.trace("data_received", {{"transport", id_}, {"bytes", n}});
-    protocol_->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
+    auto p = protocol_;  // held for the call: it may set_protocol()
+    p->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
     return;
   }
   // EOF: the writer closed its end.
@@ -93,7 +95,8 @@ void ReadPipeTransport::read_ready() {
   auto self = shared_from_this();
   loop_.call_soon(named("ReadPipeTransport.eof_received", [self] {
     if (self->loop_.tracer()) self->loop_.trace("eof_received", {{"transport", self->id_}});
-    if (self->protocol_) self->protocol_->eof_received();  // its answer does not matter here
+    // Held for the call (it may set_protocol()); its answer does not matter here.
+    if (auto p = self->protocol_) p->eof_received();
   }));
   loop_.call_soon(named("ReadPipeTransport._call_connection_lost",
                         [self] { self->call_connection_lost(nullptr); }));
@@ -159,7 +162,8 @@ void ReadPipeTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_.tracer())
     loop_.trace("connection_lost", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  protocol_->connection_lost(exc);
+  auto p = protocol_;  // held for the call: it may set_protocol()
+  p->connection_lost(exc);
 }
 
 std::any ReadPipeTransport::get_extra_info(std::string_view name, std::any default_value) const {

@@ -40,7 +40,14 @@ Server::Server(EventLoop& loop, std::vector<int> fds, ProtocolFactory factory, i
       lp->queued = false;
       if (!lp->active) return;
       auto keep = shared_from_this();
-      accept_ready(*lp);
+      try {
+        accept_ready(*lp);
+      } catch (...) {
+        // asyncio's reader stays registered when _accept_connection raises: wait again,
+        // and let the loop report it ("Exception in callback ...") as asyncio's does.
+        listen_on(*lp);
+        throw;
+      }
       listen_on(*lp);
     }));
     l->handle->kind = detail::HandleKind::io;
@@ -146,6 +153,9 @@ void Server::accept_connection(int fd, SocketAddress peer) {
                                                                shared_from_this(), peer);
     transport->start(std::nullopt);
   } catch (...) {
+    // The socket is closed either way (by owned or the transport): asyncio reports
+    // it only in debug mode (_accept_connection2, 3.7 and 3.11 alike).
+    if (!loop_->get_debug()) return;
     ExceptionContext ctx;
     ctx.message = "Error on transport creation for incoming connection";
     ctx.exception = std::current_exception();

@@ -72,7 +72,8 @@ void SocketTransport::init(std::shared_ptr<Protocol> protocol, std::optional<Soc
   // The persistent handles: re-scheduled on every readiness event, never allocated again.
   read_handle_ = make_handle(named("_SelectorSocketTransport._read_ready", [this] {
     read_queued_ = false;
-    if (!reader_active_) return;
+    // Removed since the poll queued it (even if added again): asyncio cancelled that handle.
+    if (!reader_active_ || read_queued_gen_ != read_gen_) return;
     auto keep = shared_from_this();  // the protocol may drop the last other reference
     read_ready();
   }));
@@ -103,7 +104,8 @@ void SocketTransport::start(std::optional<Future<void>> waiter) {
         "connection_made",
         {{"transport", id_}, {"peer", peername_.to_string()}, {"local", sockname_.to_string()}});
   loop_->call_soon(named("Protocol.connection_made", [self] {
-    if (self->protocol_) self->protocol_->connection_made(*self);
+    // A local reference: the protocol may replace itself (set_protocol) while it runs.
+    if (auto p = self->protocol_) p->connection_made(*self);
   }));
   loop_->call_soon(named("_SelectorSocketTransport._add_reader", [self] {
     if (self->is_reading()) self->add_reader();
@@ -141,6 +143,7 @@ void SocketTransport::add_reader() {
 
 void SocketTransport::remove_reader() {
   reader_active_ = false;
+  ++read_gen_;  // a read already queued is void: asyncio's _remove_reader cancels its handle
   loop_->poller().unwatch(poll_, EPOLLIN);
 }
 
@@ -168,6 +171,7 @@ void SocketTransport::remove_writer() {
 void SocketTransport::poll_ready(bool readable, bool writable) {
   if (readable && reader_active_ && !read_queued_) {
     read_queued_ = true;
+    read_queued_gen_ = read_gen_;
     loop_->schedule(read_handle_, "_read_ready");
   }
   if (writable && writer_active_ && !write_queued_) {
@@ -181,6 +185,8 @@ void SocketTransport::close_socket() noexcept {
   socket_closed_ = true;
   loop_->poller().remove(poll_);
   ::close(fd_);
+  // Nothing may reach the old number: the kernel hands it to the next socket opened.
+  fd_ = -1;
   detached_ = false;
 }
 
@@ -222,7 +228,11 @@ void SocketTransport::read_ready_data_received() {
   if (n == 0) return read_ready_on_eof();
   if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
   try {
-    protocol_->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
+    // Held for the call: set_protocol() inside data_received would otherwise destroy the
+    // protocol while it runs. No protocol (set_protocol(nullptr)) fails as asyncio's None.
+    auto p = protocol_;
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    p->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.data_received() call failed.");
@@ -230,6 +240,9 @@ void SocketTransport::read_ready_data_received() {
 }
 
 void SocketTransport::read_ready_get_buffer() {
+  // The buffer belongs to this protocol: it must outlive the recv even if get_buffer()
+  // replaced it (set_protocol).
+  auto owner = protocol_;
   std::span<char> buf;
   try {
     buf = buffered_->get_buffer(0);
@@ -248,6 +261,10 @@ void SocketTransport::read_ready_get_buffer() {
   if (n == 0) return read_ready_on_eof();
   if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
   try {
+    // asyncio calls the current protocol's buffer_updated: a plain Protocol set meanwhile
+    // has none (AttributeError there), a fatal error as here.
+    auto p = protocol_;
+    if (!buffered_) throw std::runtime_error("the protocol is not a BufferedProtocol");
     buffered_->buffer_updated(static_cast<std::size_t>(n));
   } catch (...) {
     fatal_error(std::current_exception(), false,
@@ -259,7 +276,9 @@ void SocketTransport::read_ready_on_eof() {
   if (loop_->tracer()) loop_->trace("eof_received", {{"transport", id_}});
   bool keep_open = false;
   try {
-    keep_open = protocol_->eof_received();
+    auto p = protocol_;  // held for the call (set_protocol inside eof_received)
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    keep_open = p->eof_received();
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.eof_received() call failed.");
@@ -283,6 +302,11 @@ void SocketTransport::write(std::string_view data) {
       std::fprintf(stderr, "loop: socket.send() raised exception.\n");
     ++conn_lost_;
     return;
+  }
+  if (socket_closed_) {
+    // connection_lost ran from write_ready (close() with data buffered) or the loop is gone:
+    // conn_lost_ is still 0, and asyncio's write() raises here too (_sock is None).
+    throw std::runtime_error("write() on a transport whose socket is closed");
   }
   if (get_write_buffer_size() == 0) {
     // Straight to the socket; only what the kernel does not take is queued.
@@ -317,7 +341,7 @@ void SocketTransport::consume(std::size_t n) {
 }
 
 void SocketTransport::write_ready() {
-  if (conn_lost_) return;
+  if (conn_lost_ || socket_closed_) return;
   std::size_t size = get_write_buffer_size();
   if (size == 0) return;
   ssize_t n = ::send(fd_, wbuf_.data() + wpos_, size, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -395,7 +419,9 @@ void SocketTransport::maybe_pause_protocol() {
   protocol_paused_ = true;
   if (loop_->tracer()) loop_->trace("pause_writing", {{"transport", id_}, {"buffered", size}});
   try {
-    protocol_->pause_writing();
+    auto p = protocol_;  // held for the call (set_protocol inside pause_writing)
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    p->pause_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.pause_writing() failed";
@@ -412,7 +438,9 @@ void SocketTransport::maybe_resume_protocol() {
   protocol_paused_ = false;
   if (loop_->tracer()) loop_->trace("resume_writing", {{"transport", id_}, {"buffered", size}});
   try {
-    protocol_->resume_writing();
+    auto p = protocol_;  // held for the call (set_protocol inside resume_writing)
+    if (!p) throw std::runtime_error("the transport has no protocol");
+    p->resume_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.resume_writing() failed";
@@ -466,7 +494,9 @@ void SocketTransport::force_close(std::exception_ptr exc) {
       empty_waiter_->set_exception(
           std::make_exception_ptr(std::runtime_error("Connection is closed by peer")));
   }
-  if (conn_lost_) return;
+  // Closed from write_ready (asyncio's abort() would then raise on its None _loop): the
+  // connection is already lost, there is nothing left to do.
+  if (conn_lost_ || socket_closed_) return;
   if (get_write_buffer_size() != 0) {
     wbuf_.clear();
     wpos_ = 0;
@@ -497,11 +527,19 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_->tracer())
     loop_->trace("connection_lost", {{"transport", id_}, {"reason", reason_json(exc)}});
-  if (protocol_connected_ && protocol_) protocol_->connection_lost(exc);
+  // Held for the call: set_protocol() inside connection_lost must not destroy it running.
+  auto p = protocol_;
+  if (protocol_connected_ && p) p->connection_lost(exc);
 }
 
 void SocketTransport::loop_destroyed() noexcept {
   close_socket();
+  // What is left may be kept by the application: as closed, with nothing buffered, so that
+  // no method reaches the fd or the destroyed loop (write() raises, close() returns).
+  closing_ = true;
+  reader_active_ = writer_active_ = false;
+  wbuf_.clear();
+  wpos_ = 0;
   buffered_ = nullptr;
   auto protocol = std::move(protocol_);
   auto server = std::move(server_);

@@ -129,6 +129,11 @@ class SocketTransport final : public Transport,
   // Readiness: "active" is asyncio's registration with the selector; "queued" the persistent
   // handle on the ready queue.
   bool reader_active_ = false, read_queued_ = false;
+  // remove_reader() bumps read_gen_; the queued read runs only if it is unchanged since the
+  // poll queued it (asyncio cancels the pending handle; level-triggered, the next poll
+  // reports the socket again). The write side needs none: remove_writer runs in write_ready
+  // itself or on the way to connection_lost, after which no add_writer comes.
+  std::uint32_t read_gen_ = 0, read_queued_gen_ = 0;
   bool writer_active_ = false, write_queued_ = false;
   HandleRef read_handle_, write_handle_;
   int family_;

@@ -52,7 +52,8 @@ void WritePipeTransport::start(Future<void> waiter) {
     if (self->loop_.tracer())
       self->loop_.trace("connection_made",
                         {{"transport", self->id_}, {"peer", nullptr}, {"local", nullptr}});
-    self->protocol_->connection_made(*self);
+    auto p = self->protocol_;  // held for the call: it may set_protocol()
+    p->connection_made(*self);
   }));
   if (watch_reader_) {
     loop_.call_soon(named("WritePipeTransport._add_reader", [self] {
@@ -191,7 +192,8 @@ void WritePipeTransport::maybe_pause_protocol() {
   if (loop_.tracer())
     loop_.trace("pause_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
   try {
-    protocol_->pause_writing();
+    auto p = protocol_;  // held for the call: it may set_protocol()
+    p->pause_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.pause_writing() failed";
@@ -208,7 +210,8 @@ void WritePipeTransport::maybe_resume_protocol() {
   if (loop_.tracer())
     loop_.trace("resume_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
   try {
-    protocol_->resume_writing();
+    auto p = protocol_;  // held for the call: it may set_protocol()
+    p->resume_writing();
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.resume_writing() failed";
@@ -284,7 +287,8 @@ void WritePipeTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_.tracer())
     loop_.trace("connection_lost", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  protocol_->connection_lost(exc);
+  auto p = protocol_;  // held for the call: it may set_protocol()
+  p->connection_lost(exc);
 }
 
 std::any WritePipeTransport::get_extra_info(std::string_view name, std::any default_value) const {

@@ -57,6 +57,36 @@ TEST_CASE("a socket transport still open when the loop is destroyed is released"
   ::close(sv[1]);
 }
 
+TEST_CASE("a socket transport kept after the loop is destroyed no longer writes to its fd",
+          "[transports][teardown]") {
+  int sv[2], b[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  std::shared_ptr<loop::BaseTransport> kept;
+  {
+    loop::EventLoop lp;
+    auto weak = lp.run_until_complete(connect_accepted(lp, sv[0]));
+    kept = weak.lock()->transport;
+  }
+  auto* t = dynamic_cast<loop::Transport*>(kept.get());
+  REQUIRE(t != nullptr);
+  CHECK(t->is_closing());
+  CHECK(t->extra<int>("socket").value() == -1);
+  // The loop's descriptors and the socket's are free again: whatever takes their numbers
+  // must not get the write (nor may the write reach the destroyed loop).
+  std::vector<int> fresh;
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b) == 0);
+    fresh.insert(fresh.end(), {b[0], b[1]});
+  }
+  CHECK_THROWS_AS(t->write("LEAKED"), std::runtime_error);
+  t->close();  // closing already: nothing to do
+  kept.reset();
+  char buf[16];
+  for (int fd : fresh) CHECK(::recv(fd, buf, sizeof buf, 0) == -1);
+  for (int fd : fresh) ::close(fd);
+  ::close(sv[1]);
+}
+
 TEST_CASE("a pipe transport still open when the loop is destroyed is released",
           "[transports][teardown]") {
   int fds[2];

@@ -283,3 +283,45 @@ TEST_CASE("connect_read_pipe and connect_write_pipe: a regular file is refused")
   ::close(fd);
   ::unlink(path);
 }
+
+TEST_CASE(
+    "connect_read_pipe: set_protocol inside data_received, the old one lives until it returns") {
+  struct Old : loop::Protocol {
+    std::vector<std::string>* log;
+    std::shared_ptr<Recorder> next;
+    loop::ReadTransport* t = nullptr;
+    explicit Old(std::vector<std::string>* l) : log(l) {}
+    ~Old() override { log->push_back("old destroyed"); }
+    void connection_made(loop::BaseTransport& tr) override {
+      t = dynamic_cast<loop::ReadTransport*>(&tr);
+    }
+    void data_received(std::string_view d) override {
+      log->push_back("old data " + std::string(d));
+      t->set_protocol(std::move(next));
+      log->push_back("old still running, next " + std::string(next ? "kept" : "given"));
+    }
+  };
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto next = std::make_shared<Recorder>();
+  next->lp = &lp;
+  lp.run_until_complete(lp.connect_read_pipe(
+      [&] {
+        auto old = std::make_shared<Old>(&log);
+        old->next = next;
+        return old;
+      },
+      fds[0]));  // the returned pair (the caller's reference) is gone at once
+  REQUIRE(::write(fds[1], "one", 3) == 3);
+  for (int i = 0; i < 100000 && log.size() < 3; ++i) run_once(lp);
+  REQUIRE(::write(fds[1], "two", 3) == 3);
+  ::close(fds[1]);
+  run_bounded(lp);
+  CHECK(log ==
+        std::vector<std::string>{"old data one", "old still running, next given", "old destroyed"});
+  CHECK(next->data == "two");
+  CHECK(next->events ==
+        std::vector<std::string>{"data_received", "eof_received", "connection_lost"});
+}

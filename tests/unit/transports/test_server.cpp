@@ -1,6 +1,8 @@
 // loop::Server: closing with live clients, wait_closed, serve_forever, start_serving, unix
 // socket files, accept errors, the C++ side as the server of a Python client.
+#include <dlfcn.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +15,24 @@
 
 using test::PythonPeer;
 using test::RecordingProtocol;
+
+// accept4 as the server sees it: this program's definition takes the place of libc's for
+// the statically linked library (a test seam without LD_PRELOAD). It passes every call on,
+// except that it fails the next `fail_accepts` calls with `fail_errno`.
+namespace {
+int fail_accepts = 0;
+int fail_errno = 0;
+}  // namespace
+extern "C" int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  using Fn = int (*)(int, sockaddr*, socklen_t*, int);
+  static Fn real = reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, "accept4"));
+  if (fail_accepts > 0) {
+    --fail_accepts;
+    errno = fail_errno;
+    return -1;
+  }
+  return real(fd, addr, len, flags);
+}
 
 namespace {
 
@@ -368,4 +388,74 @@ TEST_CASE("out of file descriptors: reported, accepting pauses and resumes") {
   ::setrlimit(RLIMIT_NOFILE, &old);
   REQUIRE(reported.size() == 1);
   REQUIRE(reported[0] == "socket.accept() out of system resource");
+}
+
+TEST_CASE("an accept error asyncio re-raises is reported; the server goes on accepting") {
+  // asyncio's _accept_connection re-raises errors other than the resource ones (EPROTO,
+  // ENETDOWN, ...): the loop reports "Exception in callback", the reader stays registered.
+  loop::EventLoop lp;
+  std::vector<std::string> reported;
+  std::string reported_what;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& ctx) {
+    reported.push_back(ctx.message);
+    reported_what = test::what(ctx.exception);
+  });
+  int accepted = 0;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto srv = co_await lp.create_server(
+        [&] {
+          ++accepted;
+          return std::make_shared<Echo>();
+        },
+        "127.0.0.1", 0);
+    int port = srv->sockets().at(0).port();
+    fail_errno = EPROTO;
+    fail_accepts = 1;
+    for (int i = 0; i < 2; ++i) {
+      auto [t, p] = co_await lp.create_connection(client_factory, "127.0.0.1", port);
+      t->write("ping");
+      co_await wait_received(p, 4);
+      CHECK(p->received == "ping");  // accepted (the first after the failed accept4)
+      t->close();
+    }
+    CHECK(srv->is_serving());
+    srv->close();
+  };
+  lp.run_until_complete(main());
+  fail_accepts = 0;
+  CHECK(accepted == 2);
+  REQUIRE(reported.size() == 1);
+  CHECK(reported[0].rfind("Exception in callback BaseSelectorEventLoop._accept_connection", 0) ==
+        0);
+  CHECK(reported_what.find("accept") != std::string::npos);
+}
+
+TEST_CASE("a failing protocol factory closes the connection; reported in debug mode only") {
+  // asyncio's _accept_connection2: `if self._debug:` call_exception_handler, then close.
+  bool debug = GENERATE(false, true);
+  INFO("debug " << debug);
+  loop::EventLoop lp;
+  lp.set_debug(debug);
+  std::vector<std::string> reported;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& ctx) {
+    reported.push_back(ctx.message);
+  });
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto srv = co_await lp.create_server(
+        []() -> std::shared_ptr<loop::Protocol> { throw std::runtime_error("factory failed"); },
+        "127.0.0.1", 0);
+    auto [t, p] =
+        co_await lp.create_connection(client_factory, "127.0.0.1", srv->sockets().at(0).port());
+    for (int i = 0; i < 500 && !p->lost; ++i) co_await loop::sleep(0.01);
+    CHECK(p->lost);  // the server closed the connection
+    CHECK(p->received.empty());
+    CHECK(srv->is_serving());
+    srv->close();
+  };
+  lp.run_until_complete(main());
+  if (debug)
+    CHECK(reported ==
+          std::vector<std::string>{"Error on transport creation for incoming connection"});
+  else
+    CHECK(reported.empty());
 }

@@ -1,5 +1,8 @@
 // The stream transport against a real peer (Python's asyncio / socket in a subprocess).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
@@ -306,4 +309,235 @@ print('reset', flush=True)
   }
   // Writes after the loss are dropped quietly.
   kept->write("late");
+}
+
+TEST_CASE("write() after a buffered close() was flushed raises: nothing reaches a reused fd") {
+  // asyncio: close() with data buffered leaves _conn_lost at 0; _write_ready flushes, calls
+  // _call_connection_lost, which sets _sock to None, so a later write() raises.
+  int a[2], b[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a) == 0);
+  loop::EventLoop lp;
+  auto proto = std::make_shared<RecordingProtocol>();
+  std::shared_ptr<loop::Transport> kept;
+  int old_fd = -1;
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.connect_accepted_socket([&] { return proto; }, a[0]);
+    kept = t;
+    old_fd = t->extra<int>("socket").value();
+    t->write(std::string(4 << 20, 'x'));
+    REQUIRE(t->get_write_buffer_size() > 0);
+    t->close();  // connection_lost comes from write_ready, once the buffer is flushed
+    char buf[65536];
+    while (!proto->lost)
+      if (::recv(a[1], buf, sizeof buf, 0) <= 0) co_await loop::sleep(0.001);
+  };
+  lp.run_until_complete(main());
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b) == 0);
+  REQUIRE(b[0] == old_fd);  // the number is reused at once
+  CHECK(kept->extra<int>("socket").value() == -1);
+  CHECK_THROWS_AS(kept->write("LEAKED-INTO-ANOTHER-CONNECTION"), std::runtime_error);
+  CHECK_NOTHROW(kept->write_eof());  // closing: a no-op, as asyncio's
+  kept->abort();
+  lp.run_until_complete(loop::sleep(0.01));
+  char buf[64];
+  CHECK(::recv(b[1], buf, sizeof buf, 0) == -1);  // nothing arrived (EAGAIN)
+  CHECK(proto->events == std::vector<std::string>{"connection_made", "connection_lost"});
+  for (int fd : {a[1], b[0], b[1]}) ::close(fd);
+}
+
+namespace {
+
+// A protocol that hands the transport over to `next` inside one of its callbacks (as an
+// HTTP Upgrade does), then keeps using its own members: the transport held the only
+// reference to it, so it must stay alive until that callback returns.
+struct Switching : loop::Protocol {
+  struct Shared {
+    std::vector<std::string> log;
+    loop::Transport* transport = nullptr;
+  };
+  Switching(std::string n, Shared* s) : name(std::move(n)), shared(s) {}
+  ~Switching() override {
+    if (name == "old") shared->log.push_back("old destroyed");
+  }
+  void event(const std::string& what) {
+    shared->log.push_back(name + " " + what);
+    if (what.rfind(switch_in, 0) == 0 && next) {
+      shared->transport->set_protocol(std::move(next));
+      shared->log.push_back(name + " still running after set_protocol");  // reads *this
+    }
+  }
+  void connection_made(loop::BaseTransport& t) override {
+    shared->transport = dynamic_cast<loop::Transport*>(&t);
+    event("connection_made");
+  }
+  void data_received(std::string_view d) override { event("data " + std::string(d)); }
+  bool eof_received() override {
+    event("eof_received");
+    return false;
+  }
+  void pause_writing() override { event("pause_writing"); }
+  void resume_writing() override { event("resume_writing"); }
+  void connection_lost(std::exception_ptr) override { event("connection_lost"); }
+
+  std::string name;
+  Shared* shared;
+  std::string switch_in;
+  std::shared_ptr<Switching> next;
+};
+
+// Drains what the transport sent until `n` bytes came (the client side is non-blocking).
+loop::Coroutine<void> drain(int fd, std::size_t n) {
+  std::vector<char> buf(1 << 16);
+  while (n > 0) {
+    ssize_t got = ::recv(fd, buf.data(), buf.size(), 0);
+    if (got > 0)
+      n -= static_cast<std::size_t>(got);
+    else
+      co_await loop::sleep(0.001);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("set_protocol inside the protocol's own callback: the old one lives until it returns") {
+  // Every callback the transport makes, each one the place of the switch in its own run.
+  const std::vector<std::string> events = {"connection_made", "data one", "pause_writing",
+                                           "resume_writing",  "data two", "eof_received",
+                                           "connection_lost"};
+  auto where = GENERATE(as<std::string>{}, "connection_made", "data one", "pause_writing",
+                        "resume_writing", "data two", "eof_received", "connection_lost");
+  INFO("switch in " << where);
+  loop::EventLoop lp;
+  Switching::Shared shared;
+  auto main = [&]() -> loop::Coroutine<void> {
+    // Through a server: only the transport holds the protocol (no caller keeps it).
+    auto srv = co_await lp.create_server(
+        [&] {
+          auto old = std::make_shared<Switching>("old", &shared);
+          old->switch_in = where;
+          old->next = std::make_shared<Switching>("new", &shared);
+          return old;
+        },
+        "127.0.0.1", 0);
+    int c = ::socket(AF_INET, SOCK_STREAM, 0);
+    auto addr = srv->sockets().at(0);
+    REQUIRE(::connect(c, addr.data(), addr.size()) == 0);
+    REQUIRE(::fcntl(c, F_SETFL, O_NONBLOCK) == 0);
+    for (int i = 0; i < 2000 && !shared.transport; ++i) co_await loop::sleep(0.001);
+    REQUIRE(::send(c, "one", 3, 0) == 3);
+    co_await loop::sleep(0.05);
+    // pause_writing from write(), resume_writing from write_ready once the client drained.
+    shared.transport->set_write_buffer_limits(0, 0);
+    shared.transport->write(std::string(8 << 20, 'x'));
+    co_await drain(c, 8 << 20);
+    co_await loop::sleep(0.05);
+    REQUIRE(::send(c, "two", 3, 0) == 3);
+    co_await loop::sleep(0.05);
+    ::shutdown(c, SHUT_WR);
+    auto lost = [&] {
+      for (auto& e : shared.log)
+        if (e.find("connection_lost") != std::string::npos) return true;
+      return false;
+    };
+    for (int i = 0; i < 2000 && !lost(); ++i) co_await loop::sleep(0.001);
+    co_await loop::sleep(0.01);
+    ::close(c);
+    srv->close();
+  };
+  lp.run_until_complete(main());
+  std::vector<std::string> expected;
+  std::string who = "old ";
+  for (auto& e : events) {
+    expected.push_back(who + e);
+    if (e == where) {
+      expected.push_back("old still running after set_protocol");
+      expected.push_back("old destroyed");
+      who = "new ";
+    }
+  }
+  CHECK(shared.log == expected);
+}
+
+TEST_CASE("get_buffer() switching to a plain Protocol: buffer_updated fails as asyncio's") {
+  // asyncio reads into the old protocol's buffer, then calls the new protocol's
+  // buffer_updated, which a plain Protocol lacks: _fatal_error, connection_lost on the new one.
+  struct Old : loop::BufferedProtocol {
+    std::vector<std::string>* log;
+    std::shared_ptr<RecordingProtocol> next;
+    loop::Transport* t = nullptr;
+    std::vector<char> mem = std::vector<char>(16, '.');
+    explicit Old(std::vector<std::string>* l) : log(l) {}
+    ~Old() override { log->push_back("old destroyed holding " + std::string(mem.data(), 3)); }
+    void connection_made(loop::BaseTransport& tr) override {
+      t = dynamic_cast<loop::Transport*>(&tr);
+    }
+    std::span<char> get_buffer(std::size_t) override {
+      t->set_protocol(std::move(next));
+      return {mem.data(), mem.size()};
+    }
+    void buffer_updated(std::size_t) override { log->push_back("old buffer_updated"); }
+  };
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  loop::EventLoop lp;
+  std::vector<std::string> log, reported;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& ctx) {
+    reported.push_back(ctx.message);
+  });
+  auto next = std::make_shared<RecordingProtocol>();
+  auto main = [&]() -> loop::Coroutine<void> {
+    co_await lp.connect_accepted_socket(
+        [&] {
+          auto old = std::make_shared<Old>(&log);
+          old->next = next;
+          return old;
+        },
+        sv[0]);
+    REQUIRE(::send(sv[1], "abc", 3, 0) == 3);
+  };
+  lp.run_until_complete(main());
+  test::run_until(lp, [&] { return next->lost; });
+  CHECK(log == std::vector<std::string>{"old destroyed holding abc"});
+  CHECK(reported ==
+        std::vector<std::string>{"Fatal error: protocol.buffer_updated() call failed."});
+  CHECK(next->events == std::vector<std::string>{"connection_lost"});
+  CHECK(next->lost_error != nullptr);
+  ::close(sv[1]);
+}
+
+TEST_CASE("pause_reading + resume_reading drop a read already due: it moves to the next poll") {
+  // asyncio: _remove_reader cancels the pending _read_ready handle, _add_reader makes a new
+  // one, which the selector reports at the next iteration (after what call_soon queued now).
+  int a[2], b[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a) == 0);
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b) == 0);
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto pa = std::make_shared<RecordingProtocol>(), pb = std::make_shared<RecordingProtocol>();
+  bool first = true;
+  for (auto [p, other] : {std::pair{pa, pb}, std::pair{pb, pa}}) {
+    p->on_data = [&, other = other.get()](std::string_view d) {
+      log.push_back("data " + std::string(d));
+      if (!first) return;
+      first = false;
+      other->transport->pause_reading();
+      other->transport->resume_reading();
+      lp.call_soon([&] { log.push_back("call_soon from the first data_received"); });
+    };
+  }
+  auto main = [&]() -> loop::Coroutine<void> {
+    co_await lp.connect_accepted_socket([&] { return pa; }, a[0]);
+    co_await lp.connect_accepted_socket([&] { return pb; }, b[0]);
+    co_await loop::sleep(0.01);
+    // Both readable before the next poll: both reads are due in the same iteration.
+    REQUIRE(::send(a[1], "a", 1, 0) == 1);
+    REQUIRE(::send(b[1], "b", 1, 0) == 1);
+    for (int i = 0; i < 1000 && log.size() < 3; ++i) co_await loop::sleep(0.001);
+    pa->transport->close();
+    pb->transport->close();
+  };
+  lp.run_until_complete(main());
+  REQUIRE(log.size() == 3);
+  CHECK(log[1] == "call_soon from the first data_received");
+  for (int fd : {a[1], b[1]}) ::close(fd);
 }
