@@ -136,6 +136,7 @@ void DatagramSocketTransport::read_ready() {
   SocketAddress addr;
   socklen_t len = SocketAddress::capacity();
   char* buf = thread_read_buffer();
+  static_assert(kMaxSize <= kReadBufferSize);
   ssize_t n = ::recvfrom(fd_, buf, kMaxSize, 0, addr.data(), &len);
   if (n < 0) {
     int err = errno;

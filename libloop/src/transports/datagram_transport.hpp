@@ -45,7 +45,9 @@ class DatagramSocketTransport final : public DatagramTransport,
   std::uint64_t id() const { return id_; }
 
  private:
-  static constexpr std::size_t kMaxSize = 64 * 1024;  // read into the thread's read buffer
+  // asyncio's max_size (256 KiB): AF_UNIX datagrams can exceed 64 KiB. The thread's read
+  // buffer (kReadBufferSize) holds that much.
+  static constexpr std::size_t kMaxSize = 256 * 1024;
 
   void connection_made();
   void poll_ready(bool readable, bool writable) override;

@@ -515,3 +515,27 @@ TEST_CASE("DatagramTransport: trace records connection_made, datagram_received, 
   REQUIRE(made == 2);
   REQUIRE(lost == 2);
 }
+
+TEST_CASE("DatagramTransport: a unix datagram of 100,000 bytes arrives whole") {
+  // asyncio reads up to max_size = 256 KiB; AF_UNIX datagrams may be larger than 64 KiB.
+  std::string name = "@libloop-dgram-big-" + std::to_string(::getpid());
+  loop::EventLoop lp;
+  loop::DatagramEndpointOptions so;
+  so.local_addr = loop::SocketAddress::from_unix_path(name);
+  auto [srv, sp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, so));
+  sp->lp = &lp;
+  sp->stop_on_datagram = true;
+  loop::DatagramEndpointOptions co;
+  co.remote_addr = loop::SocketAddress::from_unix_path(name);
+  auto [cli, cp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, co));
+  std::string big(100000, 'x');
+  big.back() = 'y';
+  cli->sendto(big);
+  run_bounded(lp);
+  REQUIRE(sp->datagrams.at(0).first.size() == big.size());
+  REQUIRE(sp->datagrams.at(0).first == big);
+  close_and_drain(lp, *cli);
+  close_and_drain(lp, *srv);
+}
