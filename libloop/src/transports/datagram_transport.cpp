@@ -10,12 +10,18 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 #include "loop/loop.hpp"
 #include "transports/read_buffer.hpp"
 #include "transports/socket_utils.hpp"
 
 namespace loop::detail {
+
+namespace {
+// asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES.
+constexpr int kLogThresholdForConnlostWrites = 5;
+}  // namespace
 
 DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd,
                                                  std::shared_ptr<DatagramProtocol> protocol,
@@ -176,11 +182,15 @@ void DatagramSocketTransport::sendto(std::string_view data, std::optional<Socket
   }
   if (!addr && !peername_)
     throw std::invalid_argument("sendto() needs an address: the endpoint has no remote_addr");
-  if (conn_lost_ || !open_) {
-    // asyncio counts (and later logs) sends after the connection was lost; nothing is sent.
+  // asyncio drops only on an endpoint with remote_addr; without one it keeps sending until
+  // connection_lost closes the socket. It counts the drops and warns past a threshold.
+  if (conn_lost_ && address_) {
+    if (conn_lost_ >= kLogThresholdForConnlostWrites)
+      std::fprintf(stderr, "loop: socket.send() raised exception.\n");
     ++conn_lost_;
     return;
   }
+  if (!open_) return;  // connection_lost has closed the socket
   if (buffer_.empty()) {
     // Attempt to send it right away first.
     ssize_t n = send_now(data, addr);

@@ -539,3 +539,38 @@ TEST_CASE("DatagramTransport: a unix datagram of 100,000 bytes arrives whole") {
   close_and_drain(lp, *cli);
   close_and_drain(lp, *srv);
 }
+
+TEST_CASE(
+    "DatagramTransport: sendto between close() and connection_lost still sends without "
+    "remote_addr, is dropped with it") {
+  // asyncio drops only when `self._conn_lost and self._address`.
+  loop::EventLoop lp;
+  auto [srv, sp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("127.0.0.1")));
+  sp->lp = &lp;
+  sp->stop_on_datagram = true;
+  auto addr = *srv->extra<loop::SocketAddress>("sockname");
+  auto [cli, cp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("127.0.0.1")));
+  cli->close();
+  REQUIRE_FALSE(cp->lost);
+  cli->sendto("after-close", addr);
+  run_bounded(lp);
+  REQUIRE(cp->lost);
+  REQUIRE(sp->datagrams.at(0).first == "after-close");
+  sp->stop_on_datagram = false;
+
+  loop::DatagramEndpointOptions o;
+  o.remote_addr = addr;
+  auto [conn, connp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, o));
+  conn->close();
+  conn->sendto("dropped");
+  conn->sendto("dropped too", addr);
+  run_once(lp);
+  REQUIRE(connp->lost);
+  // Let anything sent arrive: a loop iteration with a timer.
+  lp.run_until_complete(loop::sleep(0.05));
+  REQUIRE(sp->datagrams.size() == 1);
+  close_and_drain(lp, *srv);
+}
