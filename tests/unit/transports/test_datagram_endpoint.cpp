@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "python_peer.hpp"
+#include "transports/datagram_endpoint.hpp"
 
 namespace {
 
@@ -573,4 +574,31 @@ TEST_CASE(
   lp.run_until_complete(loop::sleep(0.05));
   REQUIRE(sp->datagrams.size() == 1);
   close_and_drain(lp, *srv);
+}
+
+TEST_CASE("create_datagram_endpoint: of several addresses for one (family, proto), the last") {
+  // asyncio's `addr_infos[key][idx] = address`: a later address of the same key replaces it.
+  using loop::SocketAddress;
+  using Info = loop::detail::DatagramAddrInfo;
+  std::vector<Info> local{{AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.2", 0)},
+                          {AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.3", 0)}};
+  std::vector<Info> remote{{AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.4", 9)},
+                           {AF_INET6, IPPROTO_UDP, SocketAddress::from_ip("::1", 9)},
+                           {AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.5", 9)}};
+  auto pairs = loop::detail::pair_datagram_addresses(local, std::nullopt);
+  REQUIRE(pairs.size() == 1);
+  REQUIRE(pairs[0].local->to_string() == "127.0.0.3:0");
+  REQUIRE_FALSE(pairs[0].remote);
+  pairs = loop::detail::pair_datagram_addresses(std::nullopt, remote);
+  REQUIRE(pairs.size() == 2);  // keys in first-seen order
+  REQUIRE(pairs[0].family == AF_INET);
+  REQUIRE(pairs[0].remote->to_string() == "127.0.0.5:9");
+  REQUIRE(pairs[1].family == AF_INET6);
+  // Both given: the AF_INET6 key has no local address and is left out.
+  pairs = loop::detail::pair_datagram_addresses(local, remote);
+  REQUIRE(pairs.size() == 1);
+  REQUIRE(pairs[0].local->to_string() == "127.0.0.3:0");
+  REQUIRE(pairs[0].remote->to_string() == "127.0.0.5:9");
+  REQUIRE_THROWS_AS(loop::detail::pair_datagram_addresses(std::vector<Info>{}, remote),
+                    std::invalid_argument);
 }
