@@ -104,7 +104,8 @@ class SSLProtocolTransport : public Transport {
  public:
   explicit SSLProtocolTransport(std::weak_ptr<SSLProtocol> protocol) : ssl_protocol_(protocol) {}
 
-  /// "ssl_object" (SSL*), "peercert" (nlohmann::json), "peercert_der" (std::string),
+  /// "ssl_object" (SSL*), "peercert" (nlohmann::json; null when the peer sent no certificate,
+  /// whatever the default, as Python's None), "peercert_der" (std::string),
   /// "cipher" (CipherInfo), "compression" (std::optional<std::string>), "version"
   /// (std::string), "alpn_protocol" (std::string), "sslcontext"
   /// (std::shared_ptr<SSLContext>), then whatever the transport below knows (peername...).
