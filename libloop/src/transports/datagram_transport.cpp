@@ -93,7 +93,8 @@ void DatagramSocketTransport::add_reader() {
 
 void DatagramSocketTransport::remove_reader() {
   reading_ = false;
-  loop_.poller().unwatch(poll_, EPOLLIN);
+  // A closed socket is out of the Poller already (and its loop may be gone).
+  if (open_) loop_.poller().unwatch(poll_, EPOLLIN);
 }
 
 void DatagramSocketTransport::add_writer() {
@@ -103,7 +104,7 @@ void DatagramSocketTransport::add_writer() {
 
 void DatagramSocketTransport::remove_writer() {
   writing_ = false;
-  loop_.poller().unwatch(poll_, EPOLLOUT);
+  if (open_) loop_.poller().unwatch(poll_, EPOLLOUT);
 }
 
 void DatagramSocketTransport::watch(std::uint32_t events) {
@@ -280,6 +281,7 @@ void DatagramSocketTransport::close() {
   if (buffer_.empty()) {
     ++conn_lost_;
     remove_writer();
+    check_loop();
     auto self = shared_from_this();
     loop_.call_soon(named("DatagramTransport._call_connection_lost",
                           [self] { self->call_connection_lost(nullptr); }));
@@ -298,6 +300,11 @@ void DatagramSocketTransport::force_close(std::exception_ptr exc) {
     remove_reader();
   }
   ++conn_lost_;
+  if (!open_) {
+    // connection_lost has run (nothing left to do), or the loop is gone.
+    check_loop();
+    return;
+  }
   auto self = shared_from_this();
   loop_.call_soon(named("DatagramTransport._call_connection_lost",
                         [self, exc] { self->call_connection_lost(exc); }));
@@ -335,7 +342,13 @@ void DatagramSocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protoco
   protocol_ = std::move(p);
 }
 
+void DatagramSocketTransport::check_loop() const {
+  // asyncio's call_soon on a closed loop raises this; the loop_ reference is dangling.
+  if (loop_gone_) throw std::runtime_error("Event loop is closed");
+}
+
 void DatagramSocketTransport::loop_destroyed() noexcept {
+  loop_gone_ = true;
   close_socket();
   auto protocol = std::move(protocol_);
   auto keep = std::move(self_);  // released last

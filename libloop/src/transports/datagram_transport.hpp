@@ -67,8 +67,10 @@ class DatagramSocketTransport final : public DatagramTransport,
   void force_close(std::exception_ptr exc);
   void call_connection_lost(std::exception_ptr exc);
   void error_received(std::exception_ptr exc);
+  void check_loop() const;  // throws once the loop is destroyed
 
-  EventLoop& loop_;
+  EventLoop& loop_;  // not to be used once loop_gone_
+  bool loop_gone_ = false;
   int fd_;  // owned: closed by close_socket
   bool open_ = true;
   PollEntry poll_;
