@@ -133,9 +133,9 @@ class SSLContext : public std::enable_shared_from_this<SSLContext> {
 // ---- Inspecting a connection (the SSL* behind get_extra_info("ssl_object")) ---------------
 /// The peer's certificate as Python's SSLSocket.getpeercert() dict: subject, issuer (tuples
 /// of RDNs of [name, value] pairs), version, serialNumber, notBefore, notAfter,
-/// subjectAltName ([["DNS", "localhost"], ["IP Address", "127.0.0.1"]]). Empty object when
-/// there is no certificate or it was not verified (Python's rule); with `unverified`, it is
-/// decoded anyway.
+/// subjectAltName ([["DNS", "localhost"], ["IP Address", "127.0.0.1"]]). Null (Python's None)
+/// when the peer sent no certificate; an empty object when it was not verified (Python's
+/// rule), unless `unverified` asks for it decoded anyway.
 nlohmann::json ssl_peercert(SSL* ssl, bool unverified = false);
 /// The peer's certificate in DER form (empty when there is none).
 std::string ssl_peercert_der(SSL* ssl);

@@ -106,10 +106,12 @@ class SSLProtocolTransport : public Transport,
   explicit SSLProtocolTransport(std::weak_ptr<SSLProtocol> protocol) : ssl_protocol_(protocol) {}
   std::shared_ptr<BaseTransport> shared_transport() override { return shared_from_this(); }
 
-  /// "ssl_object" (SSL*), "peercert" (nlohmann::json), "peercert_der" (std::string),
+  /// "ssl_object" (SSL*), "peercert" (nlohmann::json; null when the peer sent no certificate,
+  /// whatever the default, as Python's None), "peercert_der" (std::string),
   /// "cipher" (CipherInfo), "compression" (std::optional<std::string>), "version"
   /// (std::string), "alpn_protocol" (std::string), "sslcontext"
-  /// (std::shared_ptr<SSLContext>), then whatever the transport below knows (peername...).
+  /// (std::shared_ptr<SSLContext>), then, until connection_lost, whatever the transport below
+  /// knows (peername...); after it, the default.
   std::any get_extra_info(std::string_view name, std::any default_value = {}) const override;
   bool is_closing() const override { return closed_; }
   /// Sends close_notify after the pending data, then closes the transport below.
@@ -224,8 +226,8 @@ class SSLProtocol : public Protocol, public std::enable_shared_from_this<SSLProt
   std::weak_ptr<SSLProtocolTransport> app_transport_after_lost_;  // it owns us then
   std::unique_ptr<SSLPipe> sslpipe_;
   Transport* transport_ = nullptr;  // the transport below, from connection_made to _lost
-  // The transport below (when it is shared): keeps start_tls's path to the socket alive and
-  // answers get_extra_info("peername"...) after connection_lost too.
+  // The transport below (when it is shared): keeps start_tls's path to the socket alive. Not
+  // asked for extra info after connection_lost: asyncio gives the default then.
   std::shared_ptr<BaseTransport> below_;
   // Data waiting to be encrypted: (data, offset). ("", 1) is the handshake, ("", 0) the
   // shutdown, as in asyncio.

@@ -101,10 +101,10 @@ nlohmann::json subject_alt_names(X509* cert) {
 }  // namespace
 
 nlohmann::json ssl_peercert(SSL* ssl, bool unverified) {
-  nlohmann::json out = nlohmann::json::object();
-  if (!ssl) return out;
+  if (!ssl) return nullptr;
   X509* cert = SSL_get1_peer_certificate(ssl);
-  if (!cert) return out;
+  if (!cert) return nullptr;  // Python's None: the peer sent no certificate
+  nlohmann::json out = nlohmann::json::object();
   // Python's rule: a certificate nobody verified is not shown decoded.
   bool verified =
       (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) && SSL_get_verify_result(ssl) == X509_V_OK;

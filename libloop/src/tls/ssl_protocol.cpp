@@ -263,8 +263,8 @@ std::any SSLProtocol::get_extra_info(std::string_view name, std::any default_val
       }
     }
   }
+  // After connection_lost, the default (asyncio's _get_extra_info with _transport None).
   if (transport_) return transport_->get_extra_info(name, std::move(default_value));
-  if (below_) return below_->get_extra_info(name, std::move(default_value));
   return default_value;
 }
 

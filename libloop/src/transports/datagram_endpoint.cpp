@@ -2,6 +2,8 @@
 // step: check the options, resolve local/remote addresses (getaddrinfo in the executor),
 // pair them by (family, proto), try each pair until a socket binds/connects, then make the
 // transport and wait for connection_made.
+#include "transports/datagram_endpoint.hpp"
+
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,11 +23,7 @@ namespace loop::detail {
 
 namespace {
 
-struct AddrInfo {
-  int family;
-  int proto;
-  SocketAddress addr;
-};
+using AddrInfo = DatagramAddrInfo;
 
 // getaddrinfo for SOCK_DGRAM; runs on an executor thread.
 std::vector<AddrInfo> resolve_blocking(const std::string& host, unsigned short port, int family,
@@ -107,12 +105,7 @@ void setsockopt_or_throw(int fd, int level, int name, const char* what) {
     throw std::system_error(errno, std::generic_category(), what);
 }
 
-struct Candidate {
-  int family;
-  int proto;
-  std::optional<SocketAddress> local;
-  std::optional<SocketAddress> remote;
-};
+using Candidate = DatagramCandidate;
 
 // Creates, configures, binds and connects one socket; throws std::system_error on failure.
 int open_socket(const Candidate& c, const DatagramEndpointOptions& o) {
@@ -145,6 +138,32 @@ int open_socket(const Candidate& c, const DatagramEndpointOptions& o) {
 
 }  // namespace
 
+std::vector<DatagramCandidate> pair_datagram_addresses(
+    const std::optional<std::vector<DatagramAddrInfo>>& local,
+    const std::optional<std::vector<DatagramAddrInfo>>& remote) {
+  std::vector<std::pair<std::pair<int, int>,
+                        std::pair<std::optional<SocketAddress>, std::optional<SocketAddress>>>>
+      joined;
+  auto slot = [&](int fam, int pro) -> auto& {
+    for (auto& j : joined)
+      if (j.first == std::make_pair(fam, pro)) return j.second;
+    joined.push_back({{fam, pro}, {}});
+    return joined.back().second;
+  };
+  if (local)
+    for (auto& ai : *local) slot(ai.family, ai.proto).first = ai.addr;
+  if (remote)
+    for (auto& ai : *remote) slot(ai.family, ai.proto).second = ai.addr;
+  // Each address given must have a match in every pair kept.
+  std::vector<DatagramCandidate> candidates;
+  for (auto& [key, pair] : joined) {
+    if ((local && !pair.first) || (remote && !pair.second)) continue;
+    candidates.push_back({key.first, key.second, pair.first, pair.second});
+  }
+  if (candidates.empty()) throw std::invalid_argument("can not get address information");
+  return candidates;
+}
+
 Coroutine<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(
     EventLoop& lp, DatagramProtocolFactory protocol_factory, DatagramEndpointOptions o) {
   lp.check_closed();
@@ -171,34 +190,12 @@ Coroutine<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(
       if (o.family == 0) throw std::invalid_argument("unexpected address family");
       candidates.push_back({o.family, o.proto, std::nullopt, std::nullopt});
     } else {
-      // Join the addresses by (family, proto), in the order getaddrinfo gave them.
-      std::vector<std::pair<std::pair<int, int>,
-                            std::pair<std::optional<SocketAddress>, std::optional<SocketAddress>>>>
-          joined;
-      auto slot = [&](int fam, int pro) -> auto& {
-        for (auto& j : joined)
-          if (j.first == std::make_pair(fam, pro)) return j.second;
-        joined.push_back({{fam, pro}, {}});
-        return joined.back().second;
-      };
-      if (o.local_addr) {
-        for (auto& ai : co_await ensure_resolved(lp, *o.local_addr, o.family, o.proto, o.flags)) {
-          auto& s = slot(ai.family, ai.proto);
-          if (!s.first) s.first = ai.addr;
-        }
-      }
-      if (o.remote_addr) {
-        for (auto& ai : co_await ensure_resolved(lp, *o.remote_addr, o.family, o.proto, o.flags)) {
-          auto& s = slot(ai.family, ai.proto);
-          if (!s.second) s.second = ai.addr;
-        }
-      }
-      // Each address given must have a match in every pair kept.
-      for (auto& [key, pair] : joined) {
-        if ((o.local_addr && !pair.first) || (o.remote_addr && !pair.second)) continue;
-        candidates.push_back({key.first, key.second, pair.first, pair.second});
-      }
-      if (candidates.empty()) throw std::invalid_argument("can not get address information");
+      std::optional<std::vector<AddrInfo>> local_infos, remote_infos;
+      if (o.local_addr)
+        local_infos = co_await ensure_resolved(lp, *o.local_addr, o.family, o.proto, o.flags);
+      if (o.remote_addr)
+        remote_infos = co_await ensure_resolved(lp, *o.remote_addr, o.family, o.proto, o.flags);
+      candidates = pair_datagram_addresses(local_infos, remote_infos);
     }
     std::exception_ptr first_error;
     for (auto& c : candidates) {

@@ -10,12 +10,18 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 #include "loop/loop.hpp"
 #include "transports/read_buffer.hpp"
 #include "transports/socket_utils.hpp"
 
 namespace loop::detail {
+
+namespace {
+// asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES.
+constexpr int kLogThresholdForConnlostWrites = 5;
+}  // namespace
 
 DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd,
                                                  std::shared_ptr<DatagramProtocol> protocol,
@@ -87,7 +93,8 @@ void DatagramSocketTransport::add_reader() {
 
 void DatagramSocketTransport::remove_reader() {
   reading_ = false;
-  loop_.poller().unwatch(poll_, EPOLLIN);
+  // A closed socket is out of the Poller already (and its loop may be gone).
+  if (open_) loop_.poller().unwatch(poll_, EPOLLIN);
 }
 
 void DatagramSocketTransport::add_writer() {
@@ -97,7 +104,7 @@ void DatagramSocketTransport::add_writer() {
 
 void DatagramSocketTransport::remove_writer() {
   writing_ = false;
-  loop_.poller().unwatch(poll_, EPOLLOUT);
+  if (open_) loop_.poller().unwatch(poll_, EPOLLOUT);
 }
 
 void DatagramSocketTransport::watch(std::uint32_t events) {
@@ -136,6 +143,7 @@ void DatagramSocketTransport::read_ready() {
   SocketAddress addr;
   socklen_t len = SocketAddress::capacity();
   char* buf = thread_read_buffer();
+  static_assert(kMaxSize <= kReadBufferSize);
   ssize_t n = ::recvfrom(fd_, buf, kMaxSize, 0, addr.data(), &len);
   if (n < 0) {
     int err = errno;
@@ -177,11 +185,15 @@ void DatagramSocketTransport::sendto(std::string_view data, std::optional<Socket
   }
   if (!addr && !peername_)
     throw std::invalid_argument("sendto() needs an address: the endpoint has no remote_addr");
-  if (conn_lost_ || !open_) {
-    // asyncio counts (and later logs) sends after the connection was lost; nothing is sent.
+  // asyncio drops only on an endpoint with remote_addr; without one it keeps sending until
+  // connection_lost closes the socket. It counts the drops and warns past a threshold.
+  if (conn_lost_ && address_) {
+    if (conn_lost_ >= kLogThresholdForConnlostWrites)
+      std::fprintf(stderr, "loop: socket.send() raised exception.\n");
     ++conn_lost_;
     return;
   }
+  if (!open_) return;  // connection_lost has closed the socket
   if (buffer_.empty()) {
     // Attempt to send it right away first.
     ssize_t n = send_now(data, addr);
@@ -273,6 +285,7 @@ void DatagramSocketTransport::close() {
   if (buffer_.empty()) {
     ++conn_lost_;
     remove_writer();
+    check_loop();
     auto self = shared_from_this();
     loop_.call_soon(named("DatagramTransport._call_connection_lost",
                           [self] { self->call_connection_lost(nullptr); }));
@@ -291,6 +304,11 @@ void DatagramSocketTransport::force_close(std::exception_ptr exc) {
     remove_reader();
   }
   ++conn_lost_;
+  if (!open_) {
+    // connection_lost has run (nothing left to do), or the loop is gone.
+    check_loop();
+    return;
+  }
   auto self = shared_from_this();
   loop_.call_soon(named("DatagramTransport._call_connection_lost",
                         [self, exc] { self->call_connection_lost(exc); }));
@@ -328,7 +346,13 @@ void DatagramSocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protoco
   protocol_ = std::move(p);
 }
 
+void DatagramSocketTransport::check_loop() const {
+  // asyncio's call_soon on a closed loop raises this; the loop_ reference is dangling.
+  if (loop_gone_) throw std::runtime_error("Event loop is closed");
+}
+
 void DatagramSocketTransport::loop_destroyed() noexcept {
+  loop_gone_ = true;
   close_socket();
   auto protocol = std::move(protocol_);
   auto keep = std::move(self_);  // released last

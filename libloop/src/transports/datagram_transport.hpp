@@ -45,7 +45,9 @@ class DatagramSocketTransport final : public DatagramTransport,
   std::uint64_t id() const { return id_; }
 
  private:
-  static constexpr std::size_t kMaxSize = 64 * 1024;  // read into the thread's read buffer
+  // asyncio's max_size (256 KiB): AF_UNIX datagrams can exceed 64 KiB. The thread's read
+  // buffer (kReadBufferSize) holds that much.
+  static constexpr std::size_t kMaxSize = 256 * 1024;
 
   void connection_made();
   void poll_ready(bool readable, bool writable) override;
@@ -65,8 +67,10 @@ class DatagramSocketTransport final : public DatagramTransport,
   void force_close(std::exception_ptr exc);
   void call_connection_lost(std::exception_ptr exc);
   void error_received(std::exception_ptr exc);
+  void check_loop() const;  // throws once the loop is destroyed
 
-  EventLoop& loop_;
+  EventLoop& loop_;  // not to be used once loop_gone_
+  bool loop_gone_ = false;
   int fd_;  // owned: closed by close_socket
   bool open_ = true;
   PollEntry poll_;

@@ -176,6 +176,14 @@ TEST_CASE("ssl create_connection to ssl create_server: echo and get_extra_info")
   t->close();
   test::run_until(lp, [&] { return p->lost && srv.lost == 1; });
   CHECK(p->lost_error == nullptr);
+  // Once the socket's transport is gone only the TLS extras remain (asyncio's _get_extra_info
+  // with _transport None): the socket's own give the default.
+  CHECK(t->extra<nlohmann::json>("peercert"));
+  CHECK(t->extra<loop::CipherInfo>("cipher"));
+  CHECK_FALSE(t->extra<loop::SocketAddress>("peername"));
+  CHECK_FALSE(t->extra<loop::SocketAddress>("sockname"));
+  CHECK(std::any_cast<std::string>(t->get_extra_info("peername", std::string("DEFAULT"))) ==
+        "DEFAULT");
   srv.server->close();
   lp.run_until_complete(srv.server->wait_closed());
   CHECK(calls.messages.empty());

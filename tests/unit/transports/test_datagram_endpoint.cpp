@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "python_peer.hpp"
+#include "transports/datagram_endpoint.hpp"
 
 namespace {
 
@@ -514,4 +515,90 @@ TEST_CASE("DatagramTransport: trace records connection_made, datagram_received, 
   REQUIRE(received == 1);
   REQUIRE(made == 2);
   REQUIRE(lost == 2);
+}
+
+TEST_CASE("DatagramTransport: a unix datagram of 100,000 bytes arrives whole") {
+  // asyncio reads up to max_size = 256 KiB; AF_UNIX datagrams may be larger than 64 KiB.
+  std::string name = "@libloop-dgram-big-" + std::to_string(::getpid());
+  loop::EventLoop lp;
+  loop::DatagramEndpointOptions so;
+  so.local_addr = loop::SocketAddress::from_unix_path(name);
+  auto [srv, sp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, so));
+  sp->lp = &lp;
+  sp->stop_on_datagram = true;
+  loop::DatagramEndpointOptions co;
+  co.remote_addr = loop::SocketAddress::from_unix_path(name);
+  auto [cli, cp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, co));
+  std::string big(100000, 'x');
+  big.back() = 'y';
+  cli->sendto(big);
+  run_bounded(lp);
+  REQUIRE(sp->datagrams.at(0).first.size() == big.size());
+  REQUIRE(sp->datagrams.at(0).first == big);
+  close_and_drain(lp, *cli);
+  close_and_drain(lp, *srv);
+}
+
+TEST_CASE(
+    "DatagramTransport: sendto between close() and connection_lost still sends without "
+    "remote_addr, is dropped with it") {
+  // asyncio drops only when `self._conn_lost and self._address`.
+  loop::EventLoop lp;
+  auto [srv, sp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("127.0.0.1")));
+  sp->lp = &lp;
+  sp->stop_on_datagram = true;
+  auto addr = *srv->extra<loop::SocketAddress>("sockname");
+  auto [cli, cp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("127.0.0.1")));
+  cli->close();
+  REQUIRE_FALSE(cp->lost);
+  cli->sendto("after-close", addr);
+  run_bounded(lp);
+  REQUIRE(cp->lost);
+  REQUIRE(sp->datagrams.at(0).first == "after-close");
+  sp->stop_on_datagram = false;
+
+  loop::DatagramEndpointOptions o;
+  o.remote_addr = addr;
+  auto [conn, connp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, o));
+  conn->close();
+  conn->sendto("dropped");
+  conn->sendto("dropped too", addr);
+  run_once(lp);
+  REQUIRE(connp->lost);
+  // Let anything sent arrive: a loop iteration with a timer.
+  lp.run_until_complete(loop::sleep(0.05));
+  REQUIRE(sp->datagrams.size() == 1);
+  close_and_drain(lp, *srv);
+}
+
+TEST_CASE("create_datagram_endpoint: of several addresses for one (family, proto), the last") {
+  // asyncio's `addr_infos[key][idx] = address`: a later address of the same key replaces it.
+  using loop::SocketAddress;
+  using Info = loop::detail::DatagramAddrInfo;
+  std::vector<Info> local{{AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.2", 0)},
+                          {AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.3", 0)}};
+  std::vector<Info> remote{{AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.4", 9)},
+                           {AF_INET6, IPPROTO_UDP, SocketAddress::from_ip("::1", 9)},
+                           {AF_INET, IPPROTO_UDP, SocketAddress::from_ip("127.0.0.5", 9)}};
+  auto pairs = loop::detail::pair_datagram_addresses(local, std::nullopt);
+  REQUIRE(pairs.size() == 1);
+  REQUIRE(pairs[0].local->to_string() == "127.0.0.3:0");
+  REQUIRE_FALSE(pairs[0].remote);
+  pairs = loop::detail::pair_datagram_addresses(std::nullopt, remote);
+  REQUIRE(pairs.size() == 2);  // keys in first-seen order
+  REQUIRE(pairs[0].family == AF_INET);
+  REQUIRE(pairs[0].remote->to_string() == "127.0.0.5:9");
+  REQUIRE(pairs[1].family == AF_INET6);
+  // Both given: the AF_INET6 key has no local address and is left out.
+  pairs = loop::detail::pair_datagram_addresses(local, remote);
+  REQUIRE(pairs.size() == 1);
+  REQUIRE(pairs[0].local->to_string() == "127.0.0.3:0");
+  REQUIRE(pairs[0].remote->to_string() == "127.0.0.5:9");
+  REQUIRE_THROWS_AS(loop::detail::pair_datagram_addresses(std::vector<Info>{}, remote),
+                    std::invalid_argument);
 }

@@ -128,3 +128,37 @@ TEST_CASE("a datagram transport still open when the loop is destroyed is release
   CHECK(weak.expired());
   CHECK_FALSE(fd_is_open(fd));
 }
+
+TEST_CASE("a datagram transport held past its loop's destruction does not reach the loop",
+          "[transports][teardown]") {
+  // asyncio: close() and abort() end in loop.call_soon, which raises "Event loop is closed";
+  // sendto() without remote_addr goes to the socket, which loop_destroyed closed here.
+  std::shared_ptr<loop::DatagramTransport> closed, aborted;
+  loop::SocketAddress to;
+  {
+    // On the heap, so that ASan reports any use of it after its destruction.
+    auto owned = std::make_unique<loop::EventLoop>();
+    auto& lp = *owned;
+    auto make =
+        [](loop::EventLoop& l) -> loop::Coroutine<std::shared_ptr<loop::DatagramTransport>> {
+      auto factory = [] { return std::make_shared<loop::DatagramProtocol>(); };
+      loop::DatagramEndpointOptions options;
+      options.local_addr = loop::SocketAddress::from_ip("127.0.0.1", 0);
+      auto [transport, protocol] = co_await l.create_datagram_endpoint(factory, options);
+      co_return transport;
+    };
+    closed = lp.run_until_complete(make(lp));
+    aborted = lp.run_until_complete(make(lp));
+    to = *closed->extra<loop::SocketAddress>("sockname");
+    owned.reset();
+  }
+  CHECK_NOTHROW(closed->sendto("late", to));
+  CHECK_THROWS_WITH(closed->close(), "Event loop is closed");
+  CHECK(closed->is_closing());
+  CHECK_NOTHROW(closed->close());  // already closing
+  CHECK_THROWS_WITH(aborted->abort(), "Event loop is closed");
+  CHECK_NOTHROW(aborted->abort());  // already aborted
+  CHECK_NOTHROW(aborted->close());
+  closed.reset();
+  aborted.reset();
+}
