@@ -680,48 +680,49 @@ TEST_CASE("a TLS stream handler may use its writer after the connection is lost"
   };
   lp.run_until_complete(main());
   CHECK(log == std::vector<std::string>{"read hello", "closing", "closed"});
+}
 
-  TEST_CASE(
-      "server: set_protocol inside data_received over TLS, the old one lives until it returns") {
-    struct Old : loop::Protocol {
-      std::vector<std::string>* log;
-      std::shared_ptr<RecordingProtocol> next;
-      loop::Transport* t = nullptr;
-      explicit Old(std::vector<std::string>* l) : log(l) {}
-      ~Old() override { log->push_back("old destroyed"); }
-      void connection_made(loop::BaseTransport& tr) override {
-        t = dynamic_cast<loop::Transport*>(&tr);
-      }
-      void data_received(std::string_view d) override {
-        log->push_back("old data " + std::string(d));
-        t->set_protocol(std::move(next));
-        log->push_back("old still running, next " + std::string(next ? "kept" : "given"));
-      }
-    };
-    loop::EventLoop lp;
-    std::vector<std::string> log;
-    auto next = std::make_shared<RecordingProtocol>();
-    loop::ServerOptions so;
-    so.ssl = server_ctx();
-    std::string host = "127.0.0.1";
-    auto srv = lp.run_until_complete(lp.create_server(
-        [&] {
-          auto old = std::make_shared<Old>(&log);
-          old->next = next;
-          return old;
-        },
-        host, 0, so));
-    loop::ConnectionOptions co;
-    co.ssl = client_ctx();
-    auto [t, p] = lp.run_until_complete(tls_connect(lp, host, srv->sockets().at(0).port(), co));
-    t->write("one");
-    test::run_until(lp, [&] { return log.size() >= 3; });
-    t->write("two");
-    test::run_until(lp, [&] { return next->received == "two"; });
-    CHECK(log == std::vector<std::string>{"old data one", "old still running, next given",
-                                          "old destroyed"});
-    t->close();
-    test::run_until(lp, [&] { return next->lost; });
-    srv->close();
-    lp.run_until_complete(srv->wait_closed());
-  }
+TEST_CASE(
+    "server: set_protocol inside data_received over TLS, the old one lives until it returns") {
+  struct Old : loop::Protocol {
+    std::vector<std::string>* log;
+    std::shared_ptr<RecordingProtocol> next;
+    loop::Transport* t = nullptr;
+    explicit Old(std::vector<std::string>* l) : log(l) {}
+    ~Old() override { log->push_back("old destroyed"); }
+    void connection_made(loop::BaseTransport& tr) override {
+      t = dynamic_cast<loop::Transport*>(&tr);
+    }
+    void data_received(std::string_view d) override {
+      log->push_back("old data " + std::string(d));
+      t->set_protocol(std::move(next));
+      log->push_back("old still running, next " + std::string(next ? "kept" : "given"));
+    }
+  };
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto next = std::make_shared<RecordingProtocol>();
+  loop::ServerOptions so;
+  so.ssl = server_ctx();
+  std::string host = "127.0.0.1";
+  auto srv = lp.run_until_complete(lp.create_server(
+      [&] {
+        auto old = std::make_shared<Old>(&log);
+        old->next = next;
+        return old;
+      },
+      host, 0, so));
+  loop::ConnectionOptions co;
+  co.ssl = client_ctx();
+  auto [t, p] = lp.run_until_complete(tls_connect(lp, host, srv->sockets().at(0).port(), co));
+  t->write("one");
+  test::run_until(lp, [&] { return log.size() >= 3; });
+  t->write("two");
+  test::run_until(lp, [&] { return next->received == "two"; });
+  CHECK(log ==
+        std::vector<std::string>{"old data one", "old still running, next given", "old destroyed"});
+  t->close();
+  test::run_until(lp, [&] { return next->lost; });
+  srv->close();
+  lp.run_until_complete(srv->wait_closed());
+}
