@@ -46,6 +46,11 @@ class TaskStateBase {
   const std::shared_ptr<FutureStateBase>& waiting_on() const { return fut_waiter_; }
   /// Destroys the coroutine frame of a task that will never run again (its loop is going).
   virtual void abandon() = 0;
+  /// asyncio's _log_destroy_pending: whether a loop destroyed while this task is pending
+  /// reports "Task was destroyed but it is pending!" (run_until_complete's own task does not:
+  /// its caller got an exception already).
+  bool log_destroy_pending() const { return log_destroy_pending_; }
+  void set_log_destroy_pending(bool log) { log_destroy_pending_ = log; }
 
  protected:
   void step();                        // Task.__step
@@ -59,6 +64,7 @@ class TaskStateBase {
   bool started_ = false;
   std::shared_ptr<FutureStateBase> fut_waiter_;
   bool must_cancel_ = false;
+  bool log_destroy_pending_ = true;
   std::string must_cancel_msg_;
   std::exception_ptr pending_exception_;
   ContextRef context_;

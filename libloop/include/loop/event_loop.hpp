@@ -435,6 +435,9 @@ class EventLoop {
   TaskFactory task_factory_;
   std::shared_ptr<Tracer> tracer_;
   std::unique_ptr<Executor> default_executor_;
+  // Replaced default executors, shut down without waiting; joined by ~EventLoop (destroying
+  // one would wait for its work on the loop's thread, which that work may need).
+  std::vector<std::unique_ptr<Executor>> retired_executors_;
   std::unordered_map<detail::TaskStateBase*, std::shared_ptr<detail::TaskStateBase>> tasks_;
   std::vector<detail::AsyncGenStateBase*> asyncgens_;
   bool asyncgens_shutdown_called_ = false;

@@ -1,6 +1,7 @@
 // EventLoop::run_in_executor: work on another thread, its outcome delivered as a Future.
 #pragma once
 
+#include <atomic>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -19,12 +20,22 @@ auto EventLoop::run_in_executor(Executor* executor, F&& fn, Args&&... args)
   if (debug_) check_thread();
   Future<R> fut = create_future<R>();
   Executor& ex = executor ? *executor : default_executor();
+  // Cancelling the future cancels work that has not started, as asyncio's _chain_future
+  // cancels the concurrent.futures.Future (its first done-callback, as here).
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  fut.add_done_callback([cancelled](Future<R> f) {
+    if (f.cancelled()) cancelled->store(true, std::memory_order_release);
+  });
   // The worker reaches the loop through its link: the loop may be closed or gone by then.
-  ex.submit([link = link(), state = fut.state(), fn = std::forward<F>(fn),
+  ex.submit([link = link(), state = fut.state(), cancelled, fn = std::forward<F>(fn),
              ... args = std::forward<Args>(args)]() mutable {
     // `state` moves into what is posted: the worker keeps no reference to the loop's future
     // (nor to the exception in it), so it is always released on the loop's thread.
     std::function<void()> deliver;
+    if (cancelled->load(std::memory_order_acquire)) {
+      link->post(detail::make_handle([state = std::move(state)] {}));
+      return;
+    }
     try {
       if constexpr (std::is_void_v<R>) {
         std::invoke(fn, args...);

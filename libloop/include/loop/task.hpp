@@ -201,7 +201,10 @@ T EventLoop::run_until_complete(Task<T> task) {
 }
 template <class T>
 T EventLoop::run_until_complete(Coroutine<T> coro) {
-  return run_future_until_complete(Future<T>(create_task(std::move(coro))));
+  Task<T> task = create_task(std::move(coro));
+  // If it does not complete, the caller gets an exception: nothing to log at destruction.
+  static_cast<TaskBase>(task).state()->set_log_destroy_pending(false);
+  return run_future_until_complete(Future<T>(std::move(task)));
 }
 
 }  // namespace loop

@@ -68,13 +68,14 @@ EventLoop::~EventLoop() {
     link_->loop = nullptr;
   }
   if (default_executor_) default_executor_->shutdown(true);
+  for (auto& retired : retired_executors_) retired->shutdown(true);
   // asyncio logs a pending task when it is garbage collected; here the loop owns pending tasks,
   // so it reports them when it goes, then destroys their frames while it still exists: a frame
   // is never left for the loop to resume, and what a frame's locals report reaches a live loop.
   auto tasks = std::move(tasks_);
   tasks_.clear();
   for (auto& [ptr, task] : tasks) {
-    if (task->as_future().done()) continue;
+    if (task->as_future().done() || !task->log_destroy_pending()) continue;
     ExceptionContext ctx;
     ctx.message = "Task was destroyed but it is pending!";
     ctx.future = task->as_future().shared_from_this();
@@ -434,7 +435,10 @@ Executor& EventLoop::default_executor() {
 }
 
 void EventLoop::set_default_executor(std::unique_ptr<Executor> executor) {
-  if (default_executor_) default_executor_->shutdown(false);
+  if (default_executor_) {
+    default_executor_->shutdown(false);
+    retired_executors_.push_back(std::move(default_executor_));
+  }
   default_executor_ = std::move(executor);
 }
 

@@ -81,3 +81,22 @@ TEST_CASE("test_destroying_a_loop_reports_pending_tasks") {
   }
   CHECK(messages == std::vector<std::string>{"Task was destroyed but it is pending!"});
 }
+
+TEST_CASE("test_run_until_complete_task_left_pending_is_not_reported") {
+  // asyncio's run_until_complete sets _log_destroy_pending = False on the task it makes: its
+  // caller got "Event loop stopped before Future completed." already.
+  std::vector<std::string> messages;
+  {
+    loop::EventLoop lp;
+    lp.set_exception_handler(
+        [&](loop::EventLoop&, const loop::ExceptionContext& c) { messages.push_back(c.message); });
+    auto forever = [&]() -> loop::Coroutine<void> {
+      lp.stop();
+      co_await lp.create_future<void>();
+    };
+    CHECK_THROWS_WITH(lp.run_until_complete(forever()),
+                      "Event loop stopped before Future completed.");
+    lp.close();
+  }
+  CHECK(messages.empty());
+}

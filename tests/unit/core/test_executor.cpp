@@ -2,6 +2,7 @@
 // test_set_default_executor).
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <loop/loop.hpp>
 #include <string>
 #include <thread>
@@ -114,4 +115,49 @@ TEST_CASE("test_thread_pool_default_max_workers") {
   loop::ThreadPoolExecutor pool(2);
   pool.shutdown(true);
   CHECK_THROWS_AS(pool.submit([] {}), std::runtime_error);
+}
+
+TEST_CASE("test_cancelled_run_in_executor_work_that_has_not_started_never_runs") {
+  // asyncio's wrap_future cancels the concurrent future: a job still queued never runs.
+  loop::EventLoop lp;
+  lp.set_default_executor(std::make_unique<loop::ThreadPoolExecutor>(1));
+  std::atomic<bool> release{false}, second_ran{false};
+  auto first = lp.run_in_executor(nullptr, [&] {
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return 1;
+  });
+  auto second = lp.run_in_executor(nullptr, [&] {
+    second_ran = true;
+    return 2;
+  });
+  CHECK(second.cancel());
+  lp.call_soon([&] { release = true; });  // the cancellation is seen first (a done-callback)
+  CHECK(lp.run_until_complete(first) == 1);
+  auto settle = [&]() -> loop::Coroutine<void> { co_await loop::sleep(0.05); };
+  lp.run_until_complete(settle());
+  CHECK(second.cancelled());
+  CHECK_FALSE(second_ran.load());
+}
+
+TEST_CASE("test_set_default_executor_does_not_wait_for_the_old_one") {
+  // asyncio just replaces it; waiting here would block the loop's thread on the old work.
+  loop::EventLoop lp;
+  std::atomic<bool> release{false}, finished{false};
+  auto slow = lp.run_in_executor(nullptr, [&] {
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    finished = true;
+    return 1;
+  });
+  // A watchdog, so that a set_default_executor that waits returns at all (and fails below).
+  std::thread watchdog([&] {
+    for (int i = 0; i < 300 && !release.load(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    release = true;
+  });
+  lp.set_default_executor(std::make_unique<loop::ThreadPoolExecutor>(1));
+  CHECK_FALSE(finished.load());  // it returned while the old executor's work still ran
+  release = true;
+  watchdog.join();
+  CHECK(lp.run_until_complete(slow) == 1);  // the old executor still delivers its work
+  CHECK(lp.run_until_complete(lp.run_in_executor(nullptr, [] { return 2; })) == 2);
 }
