@@ -129,10 +129,25 @@ void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
   refuse_if_upgraded("set_protocol");
   auto p = std::dynamic_pointer_cast<Protocol>(protocol);
   if (protocol && !p) throw std::invalid_argument("a stream transport needs a loop::Protocol");
+  if (data_received_calls_ > 0 && protocol_) replaced_protocols_.push_back(std::move(protocol_));
   protocol_ = std::move(p);
   buffered_ = dynamic_cast<BufferedProtocol*>(protocol_.get());
   protocol_connected_ = true;
 }
+
+class SocketTransport::DataReceivedCall {
+ public:
+  explicit DataReceivedCall(SocketTransport& t) : t_(t) { ++t_.data_received_calls_; }
+  ~DataReceivedCall() {
+    if (--t_.data_received_calls_ == 0 && !t_.replaced_protocols_.empty()) [[unlikely]]
+      t_.replaced_protocols_.clear();
+  }
+  DataReceivedCall(const DataReceivedCall&) = delete;
+  DataReceivedCall& operator=(const DataReceivedCall&) = delete;
+
+ private:
+  SocketTransport& t_;
+};
 
 // ---- Readiness ---------------------------------------------------------------------------
 
@@ -228,11 +243,11 @@ void SocketTransport::read_ready_data_received() {
   if (n == 0) return read_ready_on_eof();
   if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
   try {
-    // Held for the call: set_protocol() inside data_received would otherwise destroy the
-    // protocol while it runs. No protocol (set_protocol(nullptr)) fails as asyncio's None.
-    auto p = protocol_;
-    if (!p) throw std::runtime_error("the transport has no protocol");
-    p->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
+    // set_protocol() inside data_received keeps this protocol until the call returns (see
+    // DataReceivedCall). No protocol (set_protocol(nullptr)) fails as asyncio's None.
+    DataReceivedCall call(*this);
+    if (!protocol_) throw std::runtime_error("the transport has no protocol");
+    protocol_->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.data_received() call failed.");
