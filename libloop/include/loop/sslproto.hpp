@@ -19,6 +19,7 @@
 #include "loop/event_loop.hpp"
 #include "loop/future.hpp"
 #include "loop/handle.hpp"
+#include "loop/protocol_slot.hpp"
 #include "loop/protocols.hpp"
 #include "loop/ssl.hpp"
 #include "loop/transports.hpp"
@@ -179,7 +180,7 @@ class SSLProtocol : public Protocol, public std::enable_shared_from_this<SSLProt
     return app_transport_ ? app_transport_ : app_transport_after_lost_.lock();
   }
   const std::shared_ptr<SSLContext>& context() const { return context_; }
-  std::shared_ptr<Protocol> app_protocol() const { return app_protocol_; }
+  std::shared_ptr<Protocol> app_protocol() const { return app_protocol_.shared(); }
   void set_app_protocol(std::shared_ptr<Protocol> protocol);
   /// The SSLPipe (null before connection_made and after the layer is finished).
   SSLPipe* sslpipe() const { return sslpipe_.get(); }
@@ -215,7 +216,7 @@ class SSLProtocol : public Protocol, public std::enable_shared_from_this<SSLProt
   void trace_handshake_end(const std::exception_ptr& exc);
 
   EventLoop& loop_;
-  std::shared_ptr<Protocol> app_protocol_;
+  detail::ProtocolSlot<Protocol> app_protocol_;
   BufferedProtocol* app_buffered_ = nullptr;  // app_protocol_ when it is a BufferedProtocol
   std::shared_ptr<SSLContext> context_;
   Future<void> waiter_;

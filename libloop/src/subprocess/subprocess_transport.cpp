@@ -31,11 +31,11 @@ void SubprocessPipeProto::data_received(std::string_view data) {
 }
 
 void SubprocessPipeProto::pause_writing() {
-  if (proc && proc->protocol()) proc->protocol()->pause_writing();
+  if (proc) proc->protocol().call_if_set([](SubprocessProtocol& p) { p.pause_writing(); });
 }
 
 void SubprocessPipeProto::resume_writing() {
-  if (proc && proc->protocol()) proc->protocol()->resume_writing();
+  if (proc) proc->protocol().call_if_set([](SubprocessProtocol& p) { p.resume_writing(); });
 }
 
 // ---- Starting ------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ Coroutine<void> SubprocessTransportImpl::connect_pipes(Future<void> waiter) {
       proto->pipe_owner = std::move(t);
     }
     loop_.call_soon(named("SubprocessProtocol.connection_made", [self] {
-      if (auto p = self->protocol_) p->connection_made(*self);  // held: it may set_protocol()
+      self->protocol_.call_if_set([&](SubprocessProtocol& p) { p.connection_made(*self); });
     }));
     for (auto& [name, cb] : *pending_calls_) loop_.call_soon(named(name, std::move(cb)));
     pending_calls_.reset();
@@ -132,7 +132,7 @@ void SubprocessTransportImpl::call(const char* name, std::function<void()> cb) {
 void SubprocessTransportImpl::pipe_connection_lost(int fd, std::exception_ptr exc) {
   auto self = shared_from_this();
   call("SubprocessProtocol.pipe_connection_lost", [self, fd, exc] {
-    if (auto p = self->protocol_) p->pipe_connection_lost(fd, exc);  // held, as above
+    self->protocol_.call_if_set([&](SubprocessProtocol& p) { p.pipe_connection_lost(fd, exc); });
   });
   try_finish();
 }
@@ -143,7 +143,7 @@ void SubprocessTransportImpl::pipe_data_received(int fd, std::string_view data) 
     if (self->loop_.tracer())
       self->loop_.trace("pipe_data_received",
                         {{"pid", self->pid_}, {"fd", fd}, {"bytes", d.size()}});
-    if (auto p = self->protocol_) p->pipe_data_received(fd, d);  // held, as above
+    self->protocol_.call_if_set([&](SubprocessProtocol& p) { p.pipe_data_received(fd, d); });
   });
 }
 
@@ -152,9 +152,8 @@ void SubprocessTransportImpl::process_exited(int returncode) {
   returncode_ = returncode;
   if (loop_.tracer()) loop_.trace("subprocess_exited", {{"pid", pid_}, {"returncode", returncode}});
   auto self = shared_from_this();
-  call("SubprocessProtocol.process_exited", [self] {
-    if (auto p = self->protocol_) p->process_exited();  // held, as above
-  });
+  call("SubprocessProtocol.process_exited",
+       [self] { self->protocol_.call_if_set([](SubprocessProtocol& p) { p.process_exited(); }); });
   try_finish();
 }
 
@@ -188,7 +187,7 @@ void SubprocessTransportImpl::call_connection_lost(std::exception_ptr exc) {
       t.self_.reset();  // the caller's lambda still holds a reference
     }
   } finally{*this};
-  if (auto p = protocol_) p->connection_lost(exc);  // held: it may set_protocol()
+  protocol_.call_if_set([&](SubprocessProtocol& p) { p.connection_lost(exc); });
 }
 
 Future<int> SubprocessTransportImpl::wait() {
@@ -222,7 +221,7 @@ void SubprocessTransportImpl::close() {
 void SubprocessTransportImpl::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
   auto p = std::dynamic_pointer_cast<SubprocessProtocol>(protocol);
   if (!p) throw std::invalid_argument("a subprocess transport needs a SubprocessProtocol");
-  protocol_ = std::move(p);
+  protocol_.set(std::move(p));
 }
 
 std::any SubprocessTransportImpl::get_extra_info(std::string_view name,
@@ -253,7 +252,7 @@ void SubprocessTransportImpl::kill() {
 }
 
 void SubprocessTransportImpl::loop_destroyed() noexcept {
-  auto protocol = std::move(protocol_);
+  auto protocol = protocol_.take();
   auto keep = std::move(self_);  // released last
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "loop/future.hpp"
+#include "loop/protocol_slot.hpp"
 #include "loop/transports.hpp"
 #include "subprocess/child_watcher.hpp"
 #include "subprocess/spawn.hpp"
@@ -59,7 +60,7 @@ class SubprocessTransportImpl final : public SubprocessTransport,
   bool is_closing() const override { return closed_; }
   void close() override;
   void set_protocol(std::shared_ptr<BaseProtocol> protocol) override;
-  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_.shared(); }
   int get_pid() const override { return pid_; }
   std::optional<int> get_returncode() const override { return returncode_; }
   BaseTransport* get_pipe_transport(int fd) const override;
@@ -73,7 +74,7 @@ class SubprocessTransportImpl final : public SubprocessTransport,
   // From the pipe protocols.
   void pipe_connection_lost(int fd, std::exception_ptr exc);
   void pipe_data_received(int fd, std::string_view data);
-  SubprocessProtocol* protocol() const { return protocol_.get(); }
+  ProtocolSlot<SubprocessProtocol>& protocol() { return protocol_; }
 
  private:
   Coroutine<void> connect_pipes(Future<void> waiter);
@@ -83,7 +84,7 @@ class SubprocessTransportImpl final : public SubprocessTransport,
   void call_connection_lost(std::exception_ptr exc);
 
   EventLoop& loop_;
-  std::shared_ptr<SubprocessProtocol> protocol_;
+  ProtocolSlot<SubprocessProtocol> protocol_;
   pid_t pid_ = -1;
   std::string program_;
   std::optional<int> returncode_;

@@ -104,7 +104,7 @@ SSLProtocol::~SSLProtocol() {
 }
 
 void SSLProtocol::set_app_protocol(std::shared_ptr<Protocol> protocol) {
-  app_protocol_ = std::move(protocol);
+  app_protocol_.set(std::move(protocol));
   app_buffered_ = dynamic_cast<BufferedProtocol*>(app_protocol_.get());
 }
 
@@ -150,7 +150,7 @@ void SSLProtocol::connection_lost(std::exception_ptr exc) {
   if (session_established_) {
     session_established_ = false;
     // The application's transport lives at least until its connection_lost has run.
-    if (auto app = app_protocol_)
+    if (auto app = app_protocol_.shared())
       loop_.call_soon([app, exc, t = app_transport_] { app->connection_lost(exc); });
   }
   app_transport_->closed_ = true;
@@ -166,11 +166,11 @@ void SSLProtocol::connection_lost(std::exception_ptr exc) {
 }
 
 void SSLProtocol::pause_writing() {
-  if (auto app = app_protocol_) app->pause_writing();  // held: it may set_protocol()
+  app_protocol_.call_if_set([](Protocol& app) { app.pause_writing(); });
 }
 
 void SSLProtocol::resume_writing() {
-  if (auto app = app_protocol_) app->resume_writing();  // held: it may set_protocol()
+  app_protocol_.call_if_set([](Protocol& app) { app.resume_writing(); });
 }
 
 void SSLProtocol::data_received(std::string_view data) {
@@ -205,11 +205,11 @@ void SSLProtocol::data_received(std::string_view data) {
 }
 
 void SSLProtocol::feed_app(const std::string& chunk) {
-  // Held for the calls: the protocol may replace itself (set_protocol) while it runs.
-  auto app = app_protocol_;
+  // Whatever the protocol replaced meanwhile (set_protocol), it lives until the chunk is fed.
+  detail::ProtocolSlot<Protocol>::Call scope(app_protocol_);
   auto* buffered = app_buffered_;
   if (!buffered) {
-    app->data_received(chunk);
+    app_protocol_.get()->data_received(chunk);
     return;
   }
   // asyncio's _feed_data_to_buffered_proto(proto, data): the whole chunk goes to the
@@ -238,7 +238,7 @@ bool SSLProtocol::eof_received() {
     }
   } close_below{this};
   if (!in_handshake_ && session_established_)
-    if (auto app = app_protocol_) app->eof_received();  // held: it may set_protocol()
+    app_protocol_.call_if_set([](Protocol& app) { app.eof_received(); });
   return false;
 }
 
@@ -333,7 +333,7 @@ void SSLProtocol::on_handshake_complete(std::exception_ptr exc) {
   cipher_ = ssl_cipher(ssl);
   compression_ = ssl_compression(ssl);
   if (options_.call_connection_made)
-    if (auto app = app_protocol_) app->connection_made(*app_transport_);  // held, as above
+    app_protocol_.call_if_set([this](Protocol& app) { app.connection_made(*app_transport_); });
   wakeup_waiter();
   session_established_ = true;
   // Writes made meanwhile: not now (we may be inside process_write_backlog, which is not

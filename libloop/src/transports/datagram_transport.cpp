@@ -80,7 +80,7 @@ void DatagramSocketTransport::connection_made() {
                  {"peer", peername_ ? nlohmann::json(peername_->to_string()) : nlohmann::json()},
                  {"local", sockname_.to_string()}});
   }
-  if (auto p = protocol_) p->connection_made(*this);  // held: it may set_protocol()
+  protocol_.call_if_set([this](DatagramProtocol& p) { p.connection_made(*this); });
 }
 
 // ---- Reading -------------------------------------------------------------------------------
@@ -157,15 +157,15 @@ void DatagramSocketTransport::read_ready() {
     loop_.trace("datagram_received",
                 {{"transport", id_}, {"bytes", n}, {"peer", addr.to_string()}});
   }
-  auto p = protocol_;  // held for the call: it may set_protocol()
-  p->datagram_received(std::string_view(buf, static_cast<std::size_t>(n)), addr);
+  protocol_.call([&](DatagramProtocol& p) {
+    p.datagram_received(std::string_view(buf, static_cast<std::size_t>(n)), addr);
+  });
 }
 
 void DatagramSocketTransport::error_received(std::exception_ptr exc) {
   if (loop_.tracer())
     loop_.trace("error_received", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  auto p = protocol_;  // held for the call: it may set_protocol()
-  p->error_received(std::move(exc));
+  protocol_.call([&](DatagramProtocol& p) { p.error_received(std::move(exc)); });
 }
 
 // ---- Writing -------------------------------------------------------------------------------
@@ -246,8 +246,7 @@ void DatagramSocketTransport::maybe_pause_protocol() {
   if (loop_.tracer())
     loop_.trace("pause_writing", {{"transport", id_}, {"buffered", buffer_size_}});
   try {
-    auto p = protocol_;  // held for the call: it may set_protocol()
-    p->pause_writing();
+    protocol_.call([](DatagramProtocol& p) { p.pause_writing(); });
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.pause_writing() failed";
@@ -264,8 +263,7 @@ void DatagramSocketTransport::maybe_resume_protocol() {
   if (loop_.tracer())
     loop_.trace("resume_writing", {{"transport", id_}, {"buffered", buffer_size_}});
   try {
-    auto p = protocol_;  // held for the call: it may set_protocol()
-    p->resume_writing();
+    protocol_.call([](DatagramProtocol& p) { p.resume_writing(); });
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.resume_writing() failed";
@@ -327,7 +325,7 @@ void DatagramSocketTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_.tracer())
     loop_.trace("connection_lost", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  if (auto p = protocol_) p->connection_lost(exc);  // held: it may set_protocol()
+  protocol_.call_if_set([&](DatagramProtocol& p) { p.connection_lost(exc); });
 }
 
 // ---- The rest of BaseTransport -------------------------------------------------------------
@@ -343,7 +341,7 @@ std::any DatagramSocketTransport::get_extra_info(std::string_view name,
 void DatagramSocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
   auto p = std::dynamic_pointer_cast<DatagramProtocol>(protocol);
   if (!p) throw std::invalid_argument("a DatagramTransport needs a DatagramProtocol");
-  protocol_ = std::move(p);
+  protocol_.set(std::move(p));
 }
 
 void DatagramSocketTransport::check_loop() const {
@@ -354,7 +352,7 @@ void DatagramSocketTransport::check_loop() const {
 void DatagramSocketTransport::loop_destroyed() noexcept {
   loop_gone_ = true;
   close_socket();
-  auto protocol = std::move(protocol_);
+  auto protocol = protocol_.take();
   auto keep = std::move(self_);  // released last
 }
 

@@ -10,6 +10,7 @@
 
 #include "io/poller.hpp"
 #include "loop/future.hpp"
+#include "loop/protocol_slot.hpp"
 #include "loop/transports.hpp"
 #include "transports/transport_support.hpp"
 
@@ -36,7 +37,7 @@ class DatagramSocketTransport final : public DatagramTransport,
   bool is_closing() const override { return closing_; }
   void close() override;
   void set_protocol(std::shared_ptr<BaseProtocol> protocol) override;
-  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_.shared(); }
   // DatagramTransport
   void sendto(std::string_view data, std::optional<SocketAddress> addr = std::nullopt) override;
   void abort() override { force_close(nullptr); }
@@ -74,7 +75,7 @@ class DatagramSocketTransport final : public DatagramTransport,
   int fd_;  // owned: closed by close_socket
   bool open_ = true;
   PollEntry poll_;
-  std::shared_ptr<DatagramProtocol> protocol_;
+  ProtocolSlot<DatagramProtocol> protocol_;
   std::optional<SocketAddress> address_;
   std::optional<SocketAddress> peername_;
   SocketAddress sockname_;

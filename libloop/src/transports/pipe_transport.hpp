@@ -10,6 +10,7 @@
 #include <string>
 
 #include "loop/future.hpp"
+#include "loop/protocol_slot.hpp"
 #include "loop/transports.hpp"
 #include "transports/transport_support.hpp"
 
@@ -38,7 +39,7 @@ class ReadPipeTransport final : public ReadTransport,
   bool is_closing() const override { return closing_; }
   void close() override;
   void set_protocol(std::shared_ptr<BaseProtocol> protocol) override;
-  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_.shared(); }
   bool is_reading() const override { return !paused_ && !closing_; }
   void pause_reading() override;
   void resume_reading() override;
@@ -56,7 +57,7 @@ class ReadPipeTransport final : public ReadTransport,
   EventLoop& loop_;
   asio::posix::stream_descriptor pipe_;
   int fd_;
-  std::shared_ptr<Protocol> protocol_;
+  ProtocolSlot<Protocol> protocol_;
   std::uint64_t id_;
   bool closing_ = false, paused_ = false;
   bool reading_ = false, read_wait_pending_ = false;
@@ -78,9 +79,9 @@ class WritePipeTransport final : public WriteTransport,
   bool is_closing() const override { return closing_; }
   void close() override;
   void set_protocol(std::shared_ptr<BaseProtocol> protocol) override {
-    protocol_ = std::move(protocol);
+    protocol_.set(std::move(protocol));
   }
-  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_.shared(); }
   void write(std::string_view data) override;
   void write_eof() override;
   bool can_write_eof() const override { return true; }
@@ -108,7 +109,7 @@ class WritePipeTransport final : public WriteTransport,
   int fd_;
   bool is_socket_;
   bool watch_reader_;
-  std::shared_ptr<BaseProtocol> protocol_;
+  ProtocolSlot<BaseProtocol> protocol_;
   std::uint64_t id_;
   std::string buffer_;  // bytes [buffer_pos_, size) are pending
   std::size_t buffer_pos_ = 0;

@@ -37,8 +37,7 @@ void ReadPipeTransport::start(Future<void> waiter) {
     if (self->loop_.tracer())
       self->loop_.trace("connection_made",
                         {{"transport", self->id_}, {"peer", nullptr}, {"local", nullptr}});
-    auto p = self->protocol_;  // held for the call: it may set_protocol()
-    p->connection_made(*self);
+    self->protocol_.call([&](Protocol& p) { p.connection_made(*self); });
   }));
   // Only start reading once connection_made has run.
   loop_.call_soon(named("ReadPipeTransport._add_reader", [self] { self->add_reader(); }));
@@ -85,8 +84,8 @@ void ReadPipeTransport::read_ready() {
   }
   if (n > 0) {
     if (loop_.tracer()) loop_.trace("data_received", {{"transport", id_}, {"bytes", n}});
-    auto p = protocol_;  // held for the call: it may set_protocol()
-    p->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
+    protocol_.call(
+        [&](Protocol& p) { p.data_received(std::string_view(buf, static_cast<std::size_t>(n))); });
     return;
   }
   // EOF: the writer closed its end.
@@ -95,8 +94,8 @@ void ReadPipeTransport::read_ready() {
   auto self = shared_from_this();
   loop_.call_soon(named("ReadPipeTransport.eof_received", [self] {
     if (self->loop_.tracer()) self->loop_.trace("eof_received", {{"transport", self->id_}});
-    // Held for the call (it may set_protocol()); its answer does not matter here.
-    if (auto p = self->protocol_) p->eof_received();
+    // Its answer does not matter here.
+    self->protocol_.call_if_set([](Protocol& p) { p.eof_received(); });
   }));
   loop_.call_soon(named("ReadPipeTransport._call_connection_lost",
                         [self] { self->call_connection_lost(nullptr); }));
@@ -162,8 +161,7 @@ void ReadPipeTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_.tracer())
     loop_.trace("connection_lost", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  auto p = protocol_;  // held for the call: it may set_protocol()
-  p->connection_lost(exc);
+  protocol_.call([&](Protocol& p) { p.connection_lost(exc); });
 }
 
 std::any ReadPipeTransport::get_extra_info(std::string_view name, std::any default_value) const {
@@ -174,13 +172,13 @@ std::any ReadPipeTransport::get_extra_info(std::string_view name, std::any defau
 void ReadPipeTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
   auto p = std::dynamic_pointer_cast<Protocol>(protocol);
   if (!p) throw std::invalid_argument("a read pipe transport needs a Protocol");
-  protocol_ = std::move(p);
+  protocol_.set(std::move(p));
 }
 
 void ReadPipeTransport::loop_destroyed() noexcept {
   asio::error_code ec;
   pipe_.close(ec);
-  auto protocol = std::move(protocol_);
+  auto protocol = protocol_.take();
   auto keep = std::move(self_);  // released last
 }
 

@@ -104,8 +104,7 @@ void SocketTransport::start(std::optional<Future<void>> waiter) {
         "connection_made",
         {{"transport", id_}, {"peer", peername_.to_string()}, {"local", sockname_.to_string()}});
   loop_->call_soon(named("Protocol.connection_made", [self] {
-    // A local reference: the protocol may replace itself (set_protocol) while it runs.
-    if (auto p = self->protocol_) p->connection_made(*self);
+    self->protocol_.call_if_set([&](Protocol& p) { p.connection_made(*self); });
   }));
   loop_->call_soon(named("_SelectorSocketTransport._add_reader", [self] {
     if (self->is_reading()) self->add_reader();
@@ -129,25 +128,10 @@ void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
   refuse_if_upgraded("set_protocol");
   auto p = std::dynamic_pointer_cast<Protocol>(protocol);
   if (protocol && !p) throw std::invalid_argument("a stream transport needs a loop::Protocol");
-  if (data_received_calls_ > 0 && protocol_) replaced_protocols_.push_back(std::move(protocol_));
-  protocol_ = std::move(p);
+  protocol_.set(std::move(p));
   buffered_ = dynamic_cast<BufferedProtocol*>(protocol_.get());
   protocol_connected_ = true;
 }
-
-class SocketTransport::DataReceivedCall {
- public:
-  explicit DataReceivedCall(SocketTransport& t) : t_(t) { ++t_.data_received_calls_; }
-  ~DataReceivedCall() {
-    if (--t_.data_received_calls_ == 0 && !t_.replaced_protocols_.empty()) [[unlikely]]
-      t_.replaced_protocols_.clear();
-  }
-  DataReceivedCall(const DataReceivedCall&) = delete;
-  DataReceivedCall& operator=(const DataReceivedCall&) = delete;
-
- private:
-  SocketTransport& t_;
-};
 
 // ---- Readiness ---------------------------------------------------------------------------
 
@@ -243,11 +227,8 @@ void SocketTransport::read_ready_data_received() {
   if (n == 0) return read_ready_on_eof();
   if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
   try {
-    // set_protocol() inside data_received keeps this protocol until the call returns (see
-    // DataReceivedCall). No protocol (set_protocol(nullptr)) fails as asyncio's None.
-    DataReceivedCall call(*this);
-    if (!protocol_) throw std::runtime_error("the transport has no protocol");
-    protocol_->data_received(std::string_view(buf, static_cast<std::size_t>(n)));
+    protocol_.call(
+        [&](Protocol& p) { p.data_received(std::string_view(buf, static_cast<std::size_t>(n))); });
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.data_received() call failed.");
@@ -257,7 +238,7 @@ void SocketTransport::read_ready_data_received() {
 void SocketTransport::read_ready_get_buffer() {
   // The buffer belongs to this protocol: it must outlive the recv even if get_buffer()
   // replaced it (set_protocol).
-  auto owner = protocol_;
+  ProtocolSlot<Protocol>::Call scope(protocol_);
   std::span<char> buf;
   try {
     buf = buffered_->get_buffer(0);
@@ -278,7 +259,6 @@ void SocketTransport::read_ready_get_buffer() {
   try {
     // asyncio calls the current protocol's buffer_updated: a plain Protocol set meanwhile
     // has none (AttributeError there), a fatal error as here.
-    auto p = protocol_;
     if (!buffered_) throw std::runtime_error("the protocol is not a BufferedProtocol");
     buffered_->buffer_updated(static_cast<std::size_t>(n));
   } catch (...) {
@@ -291,9 +271,7 @@ void SocketTransport::read_ready_on_eof() {
   if (loop_->tracer()) loop_->trace("eof_received", {{"transport", id_}});
   bool keep_open = false;
   try {
-    auto p = protocol_;  // held for the call (set_protocol inside eof_received)
-    if (!p) throw std::runtime_error("the transport has no protocol");
-    keep_open = p->eof_received();
+    keep_open = protocol_.call([](Protocol& p) { return p.eof_received(); });
   } catch (...) {
     fatal_error(std::current_exception(), false,
                 "Fatal error: protocol.eof_received() call failed.");
@@ -434,9 +412,7 @@ void SocketTransport::maybe_pause_protocol() {
   protocol_paused_ = true;
   if (loop_->tracer()) loop_->trace("pause_writing", {{"transport", id_}, {"buffered", size}});
   try {
-    auto p = protocol_;  // held for the call (set_protocol inside pause_writing)
-    if (!p) throw std::runtime_error("the transport has no protocol");
-    p->pause_writing();
+    protocol_.call([](Protocol& p) { p.pause_writing(); });
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.pause_writing() failed";
@@ -453,9 +429,7 @@ void SocketTransport::maybe_resume_protocol() {
   protocol_paused_ = false;
   if (loop_->tracer()) loop_->trace("resume_writing", {{"transport", id_}, {"buffered", size}});
   try {
-    auto p = protocol_;  // held for the call (set_protocol inside resume_writing)
-    if (!p) throw std::runtime_error("the transport has no protocol");
-    p->resume_writing();
+    protocol_.call([](Protocol& p) { p.resume_writing(); });
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.resume_writing() failed";
@@ -542,9 +516,7 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_->tracer())
     loop_->trace("connection_lost", {{"transport", id_}, {"reason", reason_json(exc)}});
-  // Held for the call: set_protocol() inside connection_lost must not destroy it running.
-  auto p = protocol_;
-  if (protocol_connected_ && p) p->connection_lost(exc);
+  if (protocol_connected_) protocol_.call_if_set([&](Protocol& p) { p.connection_lost(exc); });
 }
 
 void SocketTransport::loop_destroyed() noexcept {
@@ -556,7 +528,7 @@ void SocketTransport::loop_destroyed() noexcept {
   wbuf_.clear();
   wpos_ = 0;
   buffered_ = nullptr;
-  auto protocol = std::move(protocol_);
+  auto protocol = protocol_.take();
   auto server = std::move(server_);
   auto keep = std::move(self_);  // released last
 }

@@ -14,6 +14,7 @@
 
 #include "io/poller.hpp"
 #include "loop/future.hpp"
+#include "loop/protocol_slot.hpp"
 #include "loop/server.hpp"
 #include "loop/transports.hpp"
 #include "transports/socket_utils.hpp"
@@ -48,7 +49,7 @@ class SocketTransport final : public Transport,
   bool is_closing() const override { return closing_; }
   void close() override;
   void set_protocol(std::shared_ptr<BaseProtocol> protocol) override;
-  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_.shared(); }
 
   bool is_reading() const override { return !paused_ && !closing_; }
   void pause_reading() override;
@@ -114,14 +115,8 @@ class SocketTransport final : public Transport,
   int fd_;  // owned: closed with the transport (close_socket)
   PollEntry poll_;
   std::uint64_t id_;
-  std::shared_ptr<Protocol> protocol_;
+  ProtocolSlot<Protocol> protocol_;
   BufferedProtocol* buffered_ = nullptr;  // protocol_ as a BufferedProtocol, if it is one
-  // data_received runs inside a DataReceivedCall: a set_protocol() meanwhile parks the
-  // protocol it replaces here until the call returns, rather than destroying it while it
-  // runs. The hot path thus takes no reference (two locked instructions) per read.
-  class DataReceivedCall;
-  int data_received_calls_ = 0;
-  std::vector<std::shared_ptr<Protocol>> replaced_protocols_;
   std::shared_ptr<Server> server_;
   SocketAddress sockname_, peername_;
   std::shared_ptr<SocketTransport> self_;  // the loop's reference until connection_lost

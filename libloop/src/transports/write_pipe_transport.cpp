@@ -52,8 +52,7 @@ void WritePipeTransport::start(Future<void> waiter) {
     if (self->loop_.tracer())
       self->loop_.trace("connection_made",
                         {{"transport", self->id_}, {"peer", nullptr}, {"local", nullptr}});
-    auto p = self->protocol_;  // held for the call: it may set_protocol()
-    p->connection_made(*self);
+    self->protocol_.call([&](BaseProtocol& p) { p.connection_made(*self); });
   }));
   if (watch_reader_) {
     loop_.call_soon(named("WritePipeTransport._add_reader", [self] {
@@ -192,8 +191,7 @@ void WritePipeTransport::maybe_pause_protocol() {
   if (loop_.tracer())
     loop_.trace("pause_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
   try {
-    auto p = protocol_;  // held for the call: it may set_protocol()
-    p->pause_writing();
+    protocol_.call([](BaseProtocol& p) { p.pause_writing(); });
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.pause_writing() failed";
@@ -210,8 +208,7 @@ void WritePipeTransport::maybe_resume_protocol() {
   if (loop_.tracer())
     loop_.trace("resume_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
   try {
-    auto p = protocol_;  // held for the call: it may set_protocol()
-    p->resume_writing();
+    protocol_.call([](BaseProtocol& p) { p.resume_writing(); });
   } catch (...) {
     ExceptionContext ctx;
     ctx.message = "protocol.resume_writing() failed";
@@ -287,8 +284,7 @@ void WritePipeTransport::call_connection_lost(std::exception_ptr exc) {
   } finally{*this};
   if (loop_.tracer())
     loop_.trace("connection_lost", {{"transport", id_}, {"reason", trace_reason(exc)}});
-  auto p = protocol_;  // held for the call: it may set_protocol()
-  p->connection_lost(exc);
+  protocol_.call([&](BaseProtocol& p) { p.connection_lost(exc); });
 }
 
 std::any WritePipeTransport::get_extra_info(std::string_view name, std::any default_value) const {
@@ -299,7 +295,7 @@ std::any WritePipeTransport::get_extra_info(std::string_view name, std::any defa
 void WritePipeTransport::loop_destroyed() noexcept {
   asio::error_code ec;
   pipe_.close(ec);
-  auto protocol = std::move(protocol_);
+  auto protocol = protocol_.take();
   auto keep = std::move(self_);  // released last
 }
 

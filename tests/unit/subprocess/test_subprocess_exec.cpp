@@ -347,6 +347,43 @@ TEST_CASE("writing to the stdin pipe of a child that has exited: no SIGPIPE") {
   CHECK(sigismember(&pending, SIGPIPE) == 0);
 }
 
+TEST_CASE("set_protocol inside pause_writing (from the stdin pipe): the old protocol lives on") {
+  // The stdin pipe's flow control calls the subprocess protocol; replacing it there must not
+  // destroy it while its pause_writing still runs.
+  struct Old : Recorder {
+    std::vector<std::string>* log;
+    std::shared_ptr<Recorder> next;
+    explicit Old(std::vector<std::string>* l) : log(l) {}
+    ~Old() override { log->push_back("old destroyed"); }
+    void pause_writing() override {
+      log->push_back("old pause_writing");
+      transport->set_protocol(std::move(next));
+      log->push_back(std::string("old still running, next ") + (next ? "kept" : "given"));
+    }
+  };
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto next = std::make_shared<Recorder>();
+  next->lp = &lp;
+  auto t = lp.run_until_complete(lp.subprocess_shell(
+                                     [&] {
+                                       auto old = std::make_shared<Old>(&log);
+                                       old->next = next;
+                                       return old;
+                                     },
+                                     "sleep 0.2"))
+               .first;  // only the transport holds the old protocol now
+  auto* in = dynamic_cast<loop::WriteTransport*>(t->get_pipe_transport(0));
+  REQUIRE(in);
+  in->write(std::string(1024 * 1024, 'x'));  // more than the pipe takes: pause_writing
+  REQUIRE(run_bounded(lp));
+  CHECK(log == std::vector<std::string>{"old pause_writing", "old still running, next given",
+                                        "old destroyed"});
+  REQUIRE(!next->events.empty());
+  CHECK(next->events.back() == "connection_lost");
+  CHECK(std::count(next->events.begin(), next->events.end(), "process_exited") == 1);
+}
+
 TEST_CASE("the child watcher: pidfd here, the waitpid thread as fallback") {
   for (bool force_thread : {false, true}) {
     loop::EventLoop lp;
