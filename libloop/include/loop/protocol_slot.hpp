@@ -43,11 +43,8 @@ class ProtocolSlot {
    public:
     explicit Call(ProtocolSlot& slot) noexcept : slot_(slot) { ++slot_.calls_; }
     ~Call() {
-      if (--slot_.calls_ == 0 && !slot_.parked_.empty()) [[unlikely]] {
-        // Released after the slot's last use here: a parked protocol may hold the last
-        // reference to the transport that owns the slot.
-        auto parked = std::move(slot_.parked_);
-      }
+      if (--slot_.calls_ == 0 && !slot_.parked_.empty()) [[unlikely]]
+        slot_.release_parked();
     }
     Call(const Call&) = delete;
     Call& operator=(const Call&) = delete;
@@ -72,6 +69,13 @@ class ProtocolSlot {
   }
 
  private:
+  // Out of line, so that a Call costs a decrement and a compare.
+  [[gnu::noinline]] void release_parked() noexcept {
+    // Released after the slot's last use: a parked protocol may hold the last reference to
+    // the transport that owns the slot.
+    auto parked = std::move(parked_);
+  }
+
   std::shared_ptr<P> current_;
   std::vector<std::shared_ptr<P>> parked_;
   unsigned calls_ = 0;
