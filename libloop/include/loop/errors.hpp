@@ -2,9 +2,13 @@
 // RuntimeError is std::runtime_error; these are the ones asyncio names itself.
 #pragma once
 
+#include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
 
 namespace loop {
 
@@ -44,6 +48,25 @@ class IncompleteReadError : public std::runtime_error {
         expected(expected) {}
   std::string partial;
   std::optional<std::size_t> expected;
+};
+
+/// create_connection could connect to none of the addresses getaddrinfo gave, for different
+/// reasons: asyncio's OSError("Multiple exceptions: ..."). A std::system_error as each single
+/// failure is, so that one catch handles both; code() is the first address's error, and
+/// `errors` holds every address's, in the order they were tried.
+class MultipleConnectErrors : public std::system_error {
+ public:
+  MultipleConnectErrors(std::error_code first, std::string message,
+                        std::vector<std::exception_ptr> errors)
+      : std::system_error(first, message),
+        errors(std::move(errors)),
+        message_(std::move(message)) {}
+  /// asyncio's text alone ("Multiple exceptions: ..."), without code()'s message appended.
+  const char* what() const noexcept override { return message_.c_str(); }
+  std::vector<std::exception_ptr> errors;
+
+ private:
+  std::string message_;
 };
 
 /// A separator was found but the chunk exceeded the limit (asyncio.LimitOverrunError).

@@ -170,14 +170,18 @@ Coroutine<std::shared_ptr<Transport>> create_connection(EventLoop& loop, Protoco
       if (std::all_of(msgs.begin(), msgs.end(), [&](auto& m) { return m == msgs.front(); }))
         std::rethrow_exception(errors.front());
       std::string joined;
+      std::error_code first;
       for (auto& e : errors) {
         try {
           std::rethrow_exception(e);
+        } catch (const std::system_error& ex) {
+          if (&e == &errors.front()) first = ex.code();
+          joined += (joined.empty() ? "" : ", ") + std::string(ex.what());
         } catch (const std::exception& ex) {
           joined += (joined.empty() ? "" : ", ") + std::string(ex.what());
         }
       }
-      throw std::runtime_error("Multiple exceptions: " + joined);
+      throw MultipleConnectErrors(first, "Multiple exceptions: " + joined, std::move(errors));
     }
   } else {
     if (o.sock < 0)
