@@ -51,19 +51,32 @@ Coroutine<void> EventLoop::shutdown_asyncgens() {
   for (auto* gen : asyncgens_) closing.push_back(gen->shared_from_this());
   asyncgens_.clear();
   if (closing.empty()) co_return;
-  // All at once, as asyncio's gather(*[ag.aclose() ...], return_exceptions=True).
+  // All at once, as asyncio's gather(*[ag.aclose() ...], return_exceptions=True): every
+  // closer finishes first, then the errors are reported in order.
   std::vector<Task<void>> closers;
   for (auto& gen : closing) closers.push_back(create_task(gen->aclose()));
+  auto all_closed = create_future<void>();
+  auto remaining = std::make_shared<std::size_t>(closers.size());
+  for (auto& closer : closers) {
+    closer.add_done_callback([all_closed, remaining](Future<void> f) {
+      if (!f.cancelled()) (void)f.exception();  // retrieved, as gather's callback does
+      if (--*remaining == 0 && !all_closed.done()) all_closed.set_result();
+    });
+  }
+  try {
+    co_await all_closed;
+  } catch (const CancelledError&) {
+    for (auto& closer : closers) closer.cancel();  // as cancelling gather's future does
+    throw;
+  }
   for (std::size_t i = 0; i < closers.size(); ++i) {
-    try {
-      co_await closers[i];
-    } catch (const CancelledError&) {
-      // asyncio reports only Exception subclasses; CancelledError is a BaseException.
-    } catch (...) {
+    // asyncio reports only Exception subclasses; CancelledError is a BaseException.
+    if (closers[i].cancelled()) continue;
+    if (auto error = closers[i].exception()) {
       ExceptionContext ctx;
       ctx.message =
           "an error occurred during closing of asynchronous generator " + closing[i]->repr();
-      ctx.exception = std::current_exception();
+      ctx.exception = error;
       ctx.asyncgen = closing[i]->repr();
       call_exception_handler(ctx);
     }

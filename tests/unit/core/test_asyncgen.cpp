@@ -22,6 +22,31 @@ AsyncGenerator<int> counter(int n, std::vector<std::string>* log) {
   }
   log->push_back("exhausted");
 }
+
+// Its cleanup awaits: closing it takes `delay` seconds.
+AsyncGenerator<int> slow_to_close(double delay, std::vector<std::string>* log) {
+  bool exiting = false;
+  try {
+    co_yield 1;
+  } catch (const loop::GeneratorExit&) {
+    exiting = true;
+  }
+  if (exiting) {
+    co_await loop::sleep(delay);
+    log->push_back("slow closed");
+  }
+}
+
+// Its cleanup fails at once.
+AsyncGenerator<int> fails_to_close() {
+  bool exiting = false;
+  try {
+    co_yield 1;
+  } catch (const loop::GeneratorExit&) {
+    exiting = true;
+  }
+  if (exiting) throw std::runtime_error("cleanup failed");
+}
 }  // namespace
 
 TEST_CASE("test_async_gen_iteration") {
@@ -171,6 +196,47 @@ TEST_CASE("test_shutdown_asyncgens_reports_errors") {
   CHECK(msg == "an error occurred during closing of asynchronous generator " + gen.repr());
   CHECK(seen[0]["exception"]["what"] == "cleanup failed");
   CHECK(seen[0]["asyncgen"] == gen.repr());
+}
+
+TEST_CASE("shutdown_asyncgens reports errors once every generator is closed, in order") {
+  // Python 3.11 (gather(..., return_exceptions=True), then the reports):
+  // ['slow closed', 'reported cleanup failed']; cancelled: the closers are cancelled too.
+  loop::EventLoop lp(loop::make_virtual_clock());
+  std::vector<std::string> log;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& c) {
+    try {
+      std::rethrow_exception(c.exception);
+    } catch (const std::exception& e) {
+      log.push_back(std::string("reported ") + e.what());
+    }
+  });
+  auto bad = fails_to_close();
+  auto slow = slow_to_close(0.2, &log);
+  auto start = [&]() -> Coroutine<void> {
+    co_await bad.next();
+    co_await slow.next();
+  };
+  lp.run_until_complete(start());
+  lp.run_until_complete(lp.shutdown_asyncgens());
+  CHECK(log == std::vector<std::string>{"slow closed", "reported cleanup failed"});
+
+  loop::EventLoop lp2(loop::make_virtual_clock());
+  log.clear();
+  auto slow2 = slow_to_close(0.2, &log);
+  auto cancelled = [&]() -> Coroutine<void> {
+    co_await slow2.next();
+    auto shutdown = lp2.create_task(lp2.shutdown_asyncgens());
+    co_await loop::sleep(0.05);
+    shutdown.cancel();
+    try {
+      co_await shutdown;
+    } catch (const loop::CancelledError&) {
+      log.push_back("shutdown cancelled");
+    }
+    co_await loop::sleep(0.3);
+  };
+  lp2.run_until_complete(cancelled());
+  CHECK(log == std::vector<std::string>{"shutdown cancelled"});
 }
 
 TEST_CASE("test_asyncgen_unregistered_when_destroyed") {
