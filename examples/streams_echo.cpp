@@ -9,9 +9,10 @@
 loop::Coroutine<void> handle_echo(std::shared_ptr<loop::StreamReader> reader,
                                   std::shared_ptr<loop::StreamWriter> writer) {
   std::string data = co_await reader->read(100);
+  // None (an empty std::any) if the peer was gone before the connection was set up.
   auto addr = writer->get_extra_info("peername");
-  std::printf("Received \"%s\" from %s\n", data.c_str(),
-              std::any_cast<loop::SocketAddress>(addr).to_string().c_str());
+  auto* peer = std::any_cast<loop::SocketAddress>(&addr);
+  std::printf("Received \"%s\" from %s\n", data.c_str(), peer ? peer->to_string().c_str() : "None");
   std::printf("Send: \"%s\"\n", data.c_str());
   writer->write(data);
   co_await writer->drain();

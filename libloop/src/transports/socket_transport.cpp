@@ -102,7 +102,9 @@ void SocketTransport::start(std::optional<Future<void>> waiter) {
   if (loop_->tracer())
     loop_->trace(
         "connection_made",
-        {{"transport", id_}, {"peer", peername_.to_string()}, {"local", sockname_.to_string()}});
+        {{"transport", id_},
+         {"peer", peername_.size() ? nlohmann::json(peername_.to_string()) : nlohmann::json()},
+         {"local", sockname_.to_string()}});
   loop_->call_soon(named("Protocol.connection_made", [self] {
     self->protocol_.call_if_set([&](Protocol& p) { p.connection_made(*self); });
   }));
@@ -117,7 +119,9 @@ void SocketTransport::start(std::optional<Future<void>> waiter) {
 }
 
 std::any SocketTransport::get_extra_info(std::string_view name, std::any default_value) const {
-  if (name == "peername") return peername_;
+  // getpeername failed (e.g. connect_accepted_socket on an unconnected socket): None in
+  // asyncio, an empty std::any here, whatever default the caller gave.
+  if (name == "peername") return peername_.size() ? std::any(peername_) : std::any();
   if (name == "sockname") return sockname_;
   if (name == "socket") return fd_;
   if (name == "transport_id") return id_;  // a layer on top (TLS) traces under this id

@@ -183,6 +183,27 @@ TEST_CASE("sock, local_addr and connect_accepted_socket") {
   lp.run_until_complete(main());
 }
 
+TEST_CASE("connect_accepted_socket on an unconnected socket: peername is None, not an address") {
+  // Python 3.11: get_extra_info('peername') and get_extra_info('peername', 'dflt') are both
+  // None (getpeername failed: ENOTCONN); sockname is ('0.0.0.0', 0).
+  loop::EventLoop lp;
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(s >= 0);
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto [t, p] = co_await lp.connect_accepted_socket(
+        [] { return std::make_shared<RecordingProtocol>(); }, s);
+    CHECK_FALSE(t->get_extra_info("peername").has_value());
+    CHECK_FALSE(t->get_extra_info("peername", std::string("dflt")).has_value());
+    CHECK_FALSE(t->extra<loop::SocketAddress>("peername"));
+    auto local = t->extra<loop::SocketAddress>("sockname");
+    REQUIRE(local);
+    CHECK(local->to_string() == "0.0.0.0:0");
+    t->close();
+    co_await loop::sleep(0.01);
+  };
+  lp.run_until_complete(main());
+}
+
 TEST_CASE("bad option combinations are refused with std::invalid_argument") {
   loop::EventLoop lp;
   auto f = [] { return std::make_shared<RecordingProtocol>(); };
