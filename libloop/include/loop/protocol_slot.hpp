@@ -4,6 +4,10 @@
 // the calls in progress, and set() parks a protocol replaced meanwhile until the outermost
 // call has returned. So no call takes a reference to the protocol (no atomic increment per
 // read, per TLS record or per datagram), and none is destroyed while it runs.
+//
+// The rule that makes it safe: whoever calls through a slot keeps the slot's owner (the
+// transport) alive until the call returns, as the transports' I/O handles and scheduled
+// callbacks do (self_, or a shared_ptr captured for the call).
 #pragma once
 
 #include <memory>
@@ -28,14 +32,20 @@ class ProtocolSlot {
   /// set_protocol(). The protocol replaced is released now, or when the outermost call in
   /// progress returns.
   void set(std::shared_ptr<P> protocol) {
-    if (calls_ > 0 && current_) [[unlikely]]
-      parked_.push_back(std::move(current_));
-    current_ = std::move(protocol);
+    // The old one is released last, when the slot already holds the new one.
+    std::shared_ptr<P> old = std::exchange(current_, std::move(protocol));
+    if (calls_ > 0 && old) [[unlikely]]
+      parked_.push_back(std::move(old));
   }
   /// Drops the protocol (after connection_lost), with the same care as set().
   void reset() { set(nullptr); }
-  /// Hands the protocol over (loop_destroyed): the caller decides when it is released.
-  std::shared_ptr<P> take() noexcept { return std::exchange(current_, nullptr); }
+  /// Hands the protocol over (loop_destroyed): the caller decides when it is released, but
+  /// not before a call in progress returns.
+  std::shared_ptr<P> take() {
+    if (calls_ > 0 && current_) [[unlikely]]
+      parked_.push_back(current_);
+    return std::exchange(current_, nullptr);
+  }
 
   /// A scope in which whatever protocol the slot held, or will hold, stays alive: for a
   /// sequence of calls into it (get_buffer(), recv, buffer_updated()).

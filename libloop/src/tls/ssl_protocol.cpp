@@ -104,8 +104,8 @@ SSLProtocol::~SSLProtocol() {
 }
 
 void SSLProtocol::set_app_protocol(std::shared_ptr<Protocol> protocol) {
+  app_buffered_ = dynamic_cast<BufferedProtocol*>(protocol.get());  // before the old one may go
   app_protocol_.set(std::move(protocol));
-  app_buffered_ = dynamic_cast<BufferedProtocol*>(app_protocol_.get());
 }
 
 void SSLProtocol::wakeup_waiter(std::exception_ptr exc) {
@@ -161,8 +161,8 @@ void SSLProtocol::connection_lost(std::exception_ptr exc) {
   pipe_done_ = true;
   if (handshake_timeout_handle_) handshake_timeout_handle_->cancel();
   wakeup_waiter(exc ? exc : connection_reset("Connection lost during the SSL handshake"));
-  app_protocol_.reset();
   app_buffered_ = nullptr;
+  app_protocol_.reset();
 }
 
 void SSLProtocol::pause_writing() {

@@ -132,8 +132,8 @@ void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
   refuse_if_upgraded("set_protocol");
   auto p = std::dynamic_pointer_cast<Protocol>(protocol);
   if (protocol && !p) throw std::invalid_argument("a stream transport needs a loop::Protocol");
+  buffered_ = dynamic_cast<BufferedProtocol*>(p.get());  // before the old one may go
   protocol_.set(std::move(p));
-  buffered_ = dynamic_cast<BufferedProtocol*>(protocol_.get());
   protocol_connected_ = true;
 }
 
