@@ -178,16 +178,7 @@ TEST_CASE("test_shutdown_asyncgens_reports_errors") {
   std::vector<nlohmann::json> seen;
   lp.set_exception_handler(
       [&](loop::EventLoop&, const loop::ExceptionContext& c) { seen.push_back(c.to_json()); });
-  auto bad = []() -> AsyncGenerator<int> {
-    bool exiting = false;
-    try {
-      co_yield 1;
-    } catch (const loop::GeneratorExit&) {
-      exiting = true;
-    }
-    if (exiting) throw std::runtime_error("cleanup failed");
-  };
-  auto gen = bad();
+  auto gen = fails_to_close();
   auto main = [&]() -> Coroutine<void> { co_await gen.next(); };
   lp.run_until_complete(main());
   lp.run_until_complete(lp.shutdown_asyncgens());
