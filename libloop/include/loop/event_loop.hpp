@@ -181,6 +181,9 @@ class EventLoop {
   }
   /// Adds "ts" and sends the record to the tracer, if there is one.
   void trace(const char* ev, nlohmann::json fields = nlohmann::json::object());
+  /// The same for a record of scalar fields, which the JSON Lines sink writes without making a
+  /// JSON object: the loop's frequent records (callback, iteration, data_received) use it.
+  void trace_flat(const char* ev, std::initializer_list<TraceField> fields = {});
 
   // ---- Watching file descriptors (libloop/src/io/fd_watch.cpp) -----------------------------
   /// Runs callback(args...) in every iteration in which `fd` is readable (level-triggered, as

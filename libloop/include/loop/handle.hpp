@@ -73,6 +73,9 @@ class HandleImpl {
   }
   virtual void invoke() = 0;
   virtual std::string callback_name() const = 0;
+  /// callback_name() when it is a constant (a named() callback, the loop's own handles), else
+  /// null: a traced callback then needs no string made for its name.
+  virtual const char* constant_name() const noexcept { return nullptr; }
 
   // One per callback: from the loop's slab allocator, not malloc (loop/block_cache.hpp).
   static void* operator new(std::size_t size) { return allocate_block(size); }
@@ -134,6 +137,14 @@ class CallbackImpl final : public Base {
       : fn_(std::forward<G>(fn)), args_(std::forward<A>(args)...) {}
   void invoke() override { std::apply(fn_, args_); }
   std::string callback_name() const override { return callable_name(fn_); }
+  const char* constant_name() const noexcept override {
+    if constexpr (requires {
+                    { fn_.name } -> std::convertible_to<const char*>;
+                  })
+      return fn_.name;
+    else
+      return nullptr;
+  }
 
   // With the exact alignment, a block need not be rounded up to 16 bytes.
   static void* operator new(std::size_t size) {

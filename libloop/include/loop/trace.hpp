@@ -2,12 +2,47 @@
 // documented in docs/trace.md and docs/trace.schema.json.
 #pragma once
 
+#include <concepts>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
+#include <string_view>
 
 namespace loop {
+
+/// One field of a flat record: a name and a scalar, borrowed for the duration of the call (no
+/// copy, no allocation). The loop's frequent records (callback, iteration, data_received, ...)
+/// are made of these, so that a sink can write them without building a JSON object.
+struct TraceField {
+  enum class Type : unsigned char { null, boolean, integer, unsigned_integer, real, string };
+
+  TraceField(const char* k, std::nullptr_t) : key(k), type(Type::null) {}
+  template <class T>
+  requires std::same_as<T, bool> TraceField(const char* k, T v)
+      : key(k), type(Type::boolean), b(v) {}
+  template <std::signed_integral T>
+  TraceField(const char* k, T v) : key(k), type(Type::integer), i(v) {}
+  template <std::unsigned_integral T>
+  requires(!std::same_as<T, bool>) TraceField(const char* k, T v)
+      : key(k), type(Type::unsigned_integer), u(v) {}
+  TraceField(const char* k, double v) : key(k), type(Type::real), d(v) {}
+  TraceField(const char* k, std::string_view v) : key(k), type(Type::string), s(v) {}
+  TraceField(const char* k, const char* v) : key(k), type(Type::string), s(v) {}
+  TraceField(const char* k, const std::string& v) : key(k), type(Type::string), s(v) {}
+
+  const char* key;
+  Type type;
+  union {
+    bool b;
+    std::int64_t i;
+    std::uint64_t u;
+    double d;
+  };
+  std::string_view s;
+};
 
 /// Receives one record per event. Every record has "ts" (seconds, loop.time()) and "ev" (its
 /// kind); see docs/trace.md for the others. Called on the loop's thread only.
@@ -15,10 +50,18 @@ class Tracer {
  public:
   virtual ~Tracer() = default;
   virtual void record(const nlohmann::json& rec) = 0;
+  /// A record of scalar fields (no "ts" or "ev" among them). By default the JSON object
+  /// record() takes; the JSON Lines sink writes it directly, the same bytes without the object.
+  virtual void record_flat(double ts, const char* ev, std::span<const TraceField> fields) {
+    record(to_json(ts, ev, fields));
+  }
   /// Writes out what is buffered; the sink stays usable.
   virtual void flush() {}
   /// Completes the output (a Chrome trace's closing bracket); nothing is recorded after it.
   virtual void finish() { flush(); }
+
+  /// The JSON object of a flat record, as record() receives it.
+  static nlohmann::json to_json(double ts, const char* ev, std::span<const TraceField> fields);
 };
 
 /// JSON Lines: one object per line, written to `out` (not closed by the tracer unless `owned`).

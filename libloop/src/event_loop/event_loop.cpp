@@ -127,12 +127,12 @@ void EventLoop::run_forever() {
       detail::set_running_loop(nullptr);
     }
   } scope(*this);
-  trace("loop_start");
+  trace_flat("loop_start");
   for (;;) {
     run_once();
     if (stopping_) break;
   }
-  trace("loop_stop");
+  trace_flat("loop_stop");
 }
 
 void EventLoop::stop() {
@@ -143,7 +143,7 @@ void EventLoop::close() {
   if (running_) throw std::runtime_error("Cannot close a running event loop");
   if (closed_) return;
   closed_.store(true, std::memory_order_release);
-  trace("loop_close", {{"ready", ready_.size()}, {"timers", timers_.size()}});
+  trace_flat("loop_close", {{"ready", ready_.size()}, {"timers", timers_.size()}});
   close_signal_handlers();  // as asyncio's unix loop: closing removes them
   close_fd_watchers();      // and forgets the selector's registrations
   ready_.clear();
@@ -268,13 +268,12 @@ void EventLoop::run_once() {
   // Run exactly the callbacks that are ready now; what they schedule runs next iteration.
   std::size_t ntodo = ready_.size();
   if (tracer()) [[unlikely]] {
-    nlohmann::json rec = {
-        {"timeout", timeout < 0 ? nlohmann::json(nullptr) : nlohmann::json(timeout)},
-        {"events", static_cast<std::size_t>(events)},
-        {"ready", ntodo},
-        {"timers", timers_.size()},
-        {"poll", end_time - clock_->resolution() - poll_start}};
-    trace("iteration", std::move(rec));
+    trace_flat("iteration",
+               {timeout < 0 ? TraceField("timeout", nullptr) : TraceField("timeout", timeout),
+                {"events", static_cast<std::size_t>(events)},
+                {"ready", ntodo},
+                {"timers", timers_.size()},
+                {"poll", end_time - clock_->resolution() - poll_start}});
   }
   for (std::size_t i = 0; i < ntodo && !ready_.empty(); ++i) {
     detail::HandleRef h = ready_.pop_front();
@@ -305,8 +304,10 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
   }
   const bool timed = debug_ || tracer();
   double t0 = timed ? time() : 0;
-  // Named before it runs: a callback may remove or replace itself (e.g. remove_reader).
-  std::string name = timed ? h.callback_name() : std::string();
+  // Named before it runs: a callback may remove or replace itself (e.g. remove_reader). Most
+  // of the loop's own handles have a constant name, which costs no string.
+  const char* constant_name = timed ? h.constant_name() : nullptr;
+  std::string made_name = timed && !constant_name ? h.callback_name() : std::string();
   // Also before it runs: it may queue this same handle again (a task's next step).
   double scheduled = 0;
   if (tracer() || !trace_scheduled_.empty()) [[unlikely]]
@@ -320,20 +321,22 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
   if (!timed) [[likely]]
     return;
   double dt = time() - t0;
+  std::string_view name = constant_name ? std::string_view(constant_name) : made_name;
   if (tracer()) {
-    trace("callback", {{"id", h.id},
-                       {"name", name},
-                       {"kind", detail::kind_name(h.kind)},
-                       {"scheduled", scheduled},
-                       {"started", t0},
-                       {"duration", dt}});
+    trace_flat("callback", {{"id", h.id},
+                            {"name", name},
+                            {"kind", detail::kind_name(h.kind)},
+                            {"scheduled", scheduled},
+                            {"started", t0},
+                            {"duration", dt}});
   }
   if (debug_ && dt >= slow_callback_duration) {
+    if (constant_name) made_name = constant_name;
     const detail::Origin* created = h.origin();
     std::string origin = created ? " created at " + created->describe() : "";
-    std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n", name.c_str(),
+    std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n", made_name.c_str(),
                  origin.c_str(), dt);
-    trace("slow_callback", {{"id", h.id}, {"name", name}, {"duration", dt}});
+    trace_flat("slow_callback", {{"id", h.id}, {"name", made_name}, {"duration", dt}});
   }
 }
 
@@ -398,14 +401,14 @@ TimerHandle EventLoop::schedule_timer(detail::HandleRef h, double when) {
   if (debug_) h->set_origin(detail::capture_origin());
   timers_.push(when, h);
   if (tracer()) [[unlikely]]
-    trace("timer_scheduled", {{"id", h->id}, {"name", h->callback_name()}, {"when", when}});
+    trace_flat("timer_scheduled", {{"id", h->id}, {"name", h->callback_name()}, {"when", when}});
   return TimerHandle(std::move(h));
 }
 
 void EventLoop::timer_handle_cancelled(detail::TimerHandleImpl& h) {
   ++timer_cancelled_count_;
   if (tracer()) [[unlikely]]
-    trace("timer_cancelled", {{"id", h.id}, {"name", h.callback_name()}, {"when", h.when}});
+    trace_flat("timer_cancelled", {{"id", h.id}, {"name", h.callback_name()}, {"when", h.when}});
 }
 
 double EventLoop::take_trace_scheduled(const detail::HandleImpl& h) {
@@ -449,6 +452,11 @@ void EventLoop::trace(const char* ev, nlohmann::json fields) {
   fields["ts"] = time();
   fields["ev"] = ev;
   tracer_->record(fields);
+}
+
+void EventLoop::trace_flat(const char* ev, std::initializer_list<TraceField> fields) {
+  if (!tracer()) return;
+  tracer_->record_flat(time(), ev, std::span<const TraceField>(fields.begin(), fields.size()));
 }
 
 }  // namespace loop

@@ -14,7 +14,8 @@ class DoneCallbackHandle final : public HandleImpl {
     kind = HandleKind::future;
   }
   void invoke() override { fn_(); }
-  std::string callback_name() const override {
+  std::string callback_name() const override { return constant_name(); }
+  const char* constant_name() const noexcept override {
     return fut_->is_task() ? "Task.__wakeup" : "Future.done_callback";
   }
 
@@ -39,7 +40,8 @@ class TaskWakeupHandle final : public HandleImpl {
     queued = false;
     if (auto alive = task_future_.lock()) task_->wakeup();
   }
-  std::string callback_name() const override { return "Task.__wakeup"; }
+  std::string callback_name() const override { return constant_name(); }
+  const char* constant_name() const noexcept override { return "Task.__wakeup"; }
   HandleRef copy() const {
     return HandleRef(new TaskWakeupHandle(task_future_, task_), HandleRef::Adopt{});
   }

@@ -103,7 +103,7 @@ class SignalHandlers : public std::enable_shared_from_this<SignalHandlers> {
       loop_.remove_signal_handler(sig);
       return;
     }
-    if (loop_.tracer()) loop_.trace("signal", {{"signal", sig}, {"name", signal_name(sig)}});
+    if (loop_.tracer()) loop_.trace_flat("signal", {{"signal", sig}, {"name", signal_name(sig)}});
     loop_.schedule(std::move(h), "signal");
   }
 

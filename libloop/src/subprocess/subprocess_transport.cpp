@@ -55,7 +55,8 @@ SubprocessTransportImpl::SubprocessTransportImpl(EventLoop& loop,
     proto->raw_fd = fds[i];
     pipes_[i] = std::move(proto);
   }
-  if (loop_.tracer()) loop_.trace("subprocess_started", {{"pid", pid_}, {"program", program_}});
+  if (loop_.tracer())
+    loop_.trace_flat("subprocess_started", {{"pid", pid_}, {"program", program_}});
 }
 
 SubprocessTransportImpl::~SubprocessTransportImpl() {
@@ -141,8 +142,8 @@ void SubprocessTransportImpl::pipe_data_received(int fd, std::string_view data) 
   auto self = shared_from_this();
   call("SubprocessProtocol.pipe_data_received", [self, fd, d = std::string(data)] {
     if (self->loop_.tracer())
-      self->loop_.trace("pipe_data_received",
-                        {{"pid", self->pid_}, {"fd", fd}, {"bytes", d.size()}});
+      self->loop_.trace_flat("pipe_data_received",
+                             {{"pid", self->pid_}, {"fd", fd}, {"bytes", d.size()}});
     self->protocol_.call_if_set([&](SubprocessProtocol& p) { p.pipe_data_received(fd, d); });
   });
 }
@@ -150,7 +151,8 @@ void SubprocessTransportImpl::pipe_data_received(int fd, std::string_view data) 
 void SubprocessTransportImpl::process_exited(int returncode) {
   if (returncode_) return;
   returncode_ = returncode;
-  if (loop_.tracer()) loop_.trace("subprocess_exited", {{"pid", pid_}, {"returncode", returncode}});
+  if (loop_.tracer())
+    loop_.trace_flat("subprocess_exited", {{"pid", pid_}, {"returncode", returncode}});
   auto self = shared_from_this();
   call("SubprocessProtocol.process_exited",
        [self] { self->protocol_.call_if_set([](SubprocessProtocol& p) { p.process_exited(); }); });

@@ -288,7 +288,7 @@ void SSLProtocol::write_appdata(std::string_view data) {
 
 void SSLProtocol::start_handshake() {
   in_handshake_ = true;
-  if (loop_.tracer()) loop_.trace("tls_handshake_start", {{"transport", trace_id_}});
+  if (loop_.tracer()) loop_.trace_flat("tls_handshake_start", {{"transport", trace_id_}});
   // ("", 1) is the handshake's place in the backlog, as in asyncio; first, ahead of what the
   // application wrote before connection_made, which must not pass through unencrypted.
   write_backlog_.emplace_front(std::string(), 1);

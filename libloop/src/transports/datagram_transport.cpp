@@ -154,8 +154,8 @@ void DatagramSocketTransport::read_ready() {
   }
   addr.set_size(len);
   if (loop_.tracer()) {
-    loop_.trace("datagram_received",
-                {{"transport", id_}, {"bytes", n}, {"peer", addr.to_string()}});
+    loop_.trace_flat("datagram_received",
+                     {{"transport", id_}, {"bytes", n}, {"peer", addr.to_string()}});
   }
   protocol_.call([&](DatagramProtocol& p) {
     p.datagram_received(std::string_view(buf, static_cast<std::size_t>(n)), addr);
@@ -244,7 +244,7 @@ void DatagramSocketTransport::maybe_pause_protocol() {
   if (buffer_size_ <= high_water_ || protocol_paused_) return;
   protocol_paused_ = true;
   if (loop_.tracer())
-    loop_.trace("pause_writing", {{"transport", id_}, {"buffered", buffer_size_}});
+    loop_.trace_flat("pause_writing", {{"transport", id_}, {"buffered", buffer_size_}});
   try {
     protocol_.call([](DatagramProtocol& p) { p.pause_writing(); });
   } catch (...) {
@@ -261,7 +261,7 @@ void DatagramSocketTransport::maybe_resume_protocol() {
   if (!protocol_paused_ || buffer_size_ > low_water_) return;
   protocol_paused_ = false;
   if (loop_.tracer())
-    loop_.trace("resume_writing", {{"transport", id_}, {"buffered", buffer_size_}});
+    loop_.trace_flat("resume_writing", {{"transport", id_}, {"buffered", buffer_size_}});
   try {
     protocol_.call([](DatagramProtocol& p) { p.resume_writing(); });
   } catch (...) {

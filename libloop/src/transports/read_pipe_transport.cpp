@@ -83,7 +83,7 @@ void ReadPipeTransport::read_ready() {
     return;
   }
   if (n > 0) {
-    if (loop_.tracer()) loop_.trace("data_received", {{"transport", id_}, {"bytes", n}});
+    if (loop_.tracer()) loop_.trace_flat("data_received", {{"transport", id_}, {"bytes", n}});
     protocol_.call(
         [&](Protocol& p) { p.data_received(std::string_view(buf, static_cast<std::size_t>(n))); });
     return;
@@ -93,7 +93,7 @@ void ReadPipeTransport::read_ready() {
   reading_ = false;
   auto self = shared_from_this();
   loop_.call_soon(named("ReadPipeTransport.eof_received", [self] {
-    if (self->loop_.tracer()) self->loop_.trace("eof_received", {{"transport", self->id_}});
+    if (self->loop_.tracer()) self->loop_.trace_flat("eof_received", {{"transport", self->id_}});
     // Its answer does not matter here.
     self->protocol_.call_if_set([](Protocol& p) { p.eof_received(); });
   }));
@@ -105,13 +105,13 @@ void ReadPipeTransport::pause_reading() {
   if (!is_reading()) return;
   paused_ = true;
   reading_ = false;
-  if (loop_.tracer()) loop_.trace("pause_reading", {{"transport", id_}});
+  if (loop_.tracer()) loop_.trace_flat("pause_reading", {{"transport", id_}});
 }
 
 void ReadPipeTransport::resume_reading() {
   if (closing_ || !paused_) return;
   paused_ = false;
-  if (loop_.tracer()) loop_.trace("resume_reading", {{"transport", id_}});
+  if (loop_.tracer()) loop_.trace_flat("resume_reading", {{"transport", id_}});
   reading_ = true;
   arm_read();
 }

@@ -82,7 +82,7 @@ void Server::start_listening() {
       throw detail::os_error(errno, "listen on " + l->addr.to_string() + " failed");
     l->addr = detail::sockname(l->fd);
     if (loop_->tracer())
-      loop_->trace("server_listening", {{"server", id_}, {"address", l->addr.to_string()}});
+      loop_->trace_flat("server_listening", {{"server", id_}, {"address", l->addr.to_string()}});
     l->active = true;
     listen_on(*l);
   }
@@ -130,7 +130,7 @@ void Server::accept_ready(Listener& l) {
     }
     peer.set_size(len);
     if (loop_->tracer())
-      loop_->trace("connection_accepted", {{"server", id_}, {"peer", peer.to_string()}});
+      loop_->trace_flat("connection_accepted", {{"server", id_}, {"peer", peer.to_string()}});
     // asyncio makes the transport in a task (_accept_connection2): one iteration later.
     loop_->call_soon(
         named("BaseSelectorEventLoop._accept_connection2",
@@ -173,7 +173,7 @@ void Server::close() {
     l->sock.close(ec);
   }
   serving_ = false;
-  if (loop_->tracer()) loop_->trace("server_closed", {{"server", id_}});
+  if (loop_->tracer()) loop_->trace_flat("server_closed", {{"server", id_}});
   if (serving_forever_fut_ && !serving_forever_fut_->done()) serving_forever_fut_->cancel();
   serving_forever_fut_.reset();
   if (active_count_ == 0) wakeup();

@@ -99,12 +99,13 @@ void SocketTransport::start(std::optional<Future<void>> waiter) {
   self_ = shared_from_this();
   loop_->register_resource(this);
   auto self = self_;
-  if (loop_->tracer())
-    loop_->trace(
-        "connection_made",
-        {{"transport", id_},
-         {"peer", peername_.size() ? nlohmann::json(peername_.to_string()) : nlohmann::json()},
-         {"local", sockname_.to_string()}});
+  if (loop_->tracer()) {
+    std::string peer = peername_.size() ? peername_.to_string() : std::string();
+    loop_->trace_flat("connection_made",
+                      {{"transport", id_},
+                       peer.empty() ? TraceField("peer", nullptr) : TraceField("peer", peer),
+                       {"local", sockname_.to_string()}});
+  }
   loop_->call_soon(named("Protocol.connection_made", [self] {
     self->protocol_.call_if_set([&](Protocol& p) { p.connection_made(*self); });
   }));
@@ -200,7 +201,7 @@ void SocketTransport::pause_reading() {
   if (closing_ || paused_) return;
   paused_ = true;
   remove_reader();
-  if (loop_->tracer()) loop_->trace("pause_reading", {{"transport", id_}});
+  if (loop_->tracer()) loop_->trace_flat("pause_reading", {{"transport", id_}});
 }
 
 void SocketTransport::resume_reading() {
@@ -208,7 +209,7 @@ void SocketTransport::resume_reading() {
   if (closing_ || !paused_) return;
   paused_ = false;
   add_reader();
-  if (loop_->tracer()) loop_->trace("resume_reading", {{"transport", id_}});
+  if (loop_->tracer()) loop_->trace_flat("resume_reading", {{"transport", id_}});
 }
 
 void SocketTransport::read_ready() {
@@ -229,7 +230,7 @@ void SocketTransport::read_ready_data_received() {
     return;
   }
   if (n == 0) return read_ready_on_eof();
-  if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
+  if (loop_->tracer()) loop_->trace_flat("data_received", {{"transport", id_}, {"bytes", n}});
   try {
     protocol_.call(
         [&](Protocol& p) { p.data_received(std::string_view(buf, static_cast<std::size_t>(n))); });
@@ -259,7 +260,7 @@ void SocketTransport::read_ready_get_buffer() {
     return;
   }
   if (n == 0) return read_ready_on_eof();
-  if (loop_->tracer()) loop_->trace("data_received", {{"transport", id_}, {"bytes", n}});
+  if (loop_->tracer()) loop_->trace_flat("data_received", {{"transport", id_}, {"bytes", n}});
   try {
     // asyncio calls the current protocol's buffer_updated: a plain Protocol set meanwhile
     // has none (AttributeError there), a fatal error as here.
@@ -272,7 +273,7 @@ void SocketTransport::read_ready_get_buffer() {
 }
 
 void SocketTransport::read_ready_on_eof() {
-  if (loop_->tracer()) loop_->trace("eof_received", {{"transport", id_}});
+  if (loop_->tracer()) loop_->trace_flat("eof_received", {{"transport", id_}});
   bool keep_open = false;
   try {
     keep_open = protocol_.call([](Protocol& p) { return p.eof_received(); });
@@ -371,7 +372,7 @@ void SocketTransport::write_eof() {
   refuse_if_upgraded("write_eof");
   if (closing_ || eof_) return;
   eof_ = true;
-  if (loop_->tracer()) loop_->trace("write_eof", {{"transport", id_}});
+  if (loop_->tracer()) loop_->trace_flat("write_eof", {{"transport", id_}});
   if (get_write_buffer_size() == 0) ::shutdown(fd_, SHUT_WR);
 }
 
@@ -414,7 +415,7 @@ void SocketTransport::maybe_pause_protocol() {
   std::size_t size = get_write_buffer_size();
   if (size <= high_water_ || protocol_paused_) return;
   protocol_paused_ = true;
-  if (loop_->tracer()) loop_->trace("pause_writing", {{"transport", id_}, {"buffered", size}});
+  if (loop_->tracer()) loop_->trace_flat("pause_writing", {{"transport", id_}, {"buffered", size}});
   try {
     protocol_.call([](Protocol& p) { p.pause_writing(); });
   } catch (...) {
@@ -431,7 +432,8 @@ void SocketTransport::maybe_resume_protocol() {
   std::size_t size = get_write_buffer_size();
   if (!protocol_paused_ || size > low_water_) return;
   protocol_paused_ = false;
-  if (loop_->tracer()) loop_->trace("resume_writing", {{"transport", id_}, {"buffered", size}});
+  if (loop_->tracer())
+    loop_->trace_flat("resume_writing", {{"transport", id_}, {"buffered", size}});
   try {
     protocol_.call([](Protocol& p) { p.resume_writing(); });
   } catch (...) {

@@ -52,6 +52,7 @@ class IoHandle final : public HandleImpl {
     if (owner_) (owner_->*fn_)();
   }
   std::string callback_name() const override { return name_; }
+  const char* constant_name() const noexcept override { return name_; }
   void detach() { owner_ = nullptr; }
   bool queued = false;
 

@@ -189,7 +189,7 @@ void WritePipeTransport::maybe_pause_protocol() {
   if (get_write_buffer_size() <= high_water_ || protocol_paused_) return;
   protocol_paused_ = true;
   if (loop_.tracer())
-    loop_.trace("pause_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
+    loop_.trace_flat("pause_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
   try {
     protocol_.call([](BaseProtocol& p) { p.pause_writing(); });
   } catch (...) {
@@ -206,7 +206,7 @@ void WritePipeTransport::maybe_resume_protocol() {
   if (!protocol_paused_ || get_write_buffer_size() > low_water_) return;
   protocol_paused_ = false;
   if (loop_.tracer())
-    loop_.trace("resume_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
+    loop_.trace_flat("resume_writing", {{"transport", id_}, {"buffered", get_write_buffer_size()}});
   try {
     protocol_.call([](BaseProtocol& p) { p.resume_writing(); });
   } catch (...) {
@@ -224,7 +224,7 @@ void WritePipeTransport::maybe_resume_protocol() {
 void WritePipeTransport::write_eof() {
   if (closing_) return;
   closing_ = true;
-  if (loop_.tracer()) loop_.trace("write_eof", {{"transport", id_}});
+  if (loop_.tracer()) loop_.trace_flat("write_eof", {{"transport", id_}});
   if (get_write_buffer_size() == 0) {
     reading_ = false;
     lost_scheduled_ = true;
