@@ -14,7 +14,7 @@ namespace loop::detail {
 namespace {
 
 constexpr std::uint32_t kDirections = EPOLLIN | EPOLLOUT;
-constexpr std::size_t kMaxEvents = 1024;  // per wait; the rest stay ready for the next one
+constexpr std::size_t kMaxEvents = 256;  // per wait; the rest stay ready for the next one
 
 // An event's data: the fd, and the tag of the registration (0: the wake-up eventfd).
 std::uint64_t event_key(int fd, std::uint32_t tag) {
