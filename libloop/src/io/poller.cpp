@@ -14,7 +14,10 @@ namespace loop::detail {
 namespace {
 
 constexpr std::uint32_t kDirections = EPOLLIN | EPOLLOUT;
-constexpr std::size_t kMaxEvents = 256;  // per wait; the rest stay ready for the next one
+// Per wait; the rest stay ready for the next one (epoll then reports them before those it just
+// reported). 256 as the epoll server of bench/: at 1,000 busy connections it cost about 3 % less
+// CPU per request than libuv's 1,024, in interleaved runs (smaller batches, hotter caches).
+constexpr std::size_t kMaxEvents = 256;
 
 // An event's data: the fd, and the tag of the registration (0: the wake-up eventfd).
 std::uint64_t event_key(int fd, std::uint32_t tag) {
