@@ -33,6 +33,27 @@ struct TraceField {
   TraceField(const char* k, const char* v) : key(k), type(Type::string), s(v) {}
   TraceField(const char* k, const std::string& v) : key(k), type(Type::string), s(v) {}
 
+  /// Calls f with the value as its own type: nullptr, bool, std::int64_t, std::uint64_t, double
+  /// or std::string_view.
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    switch (type) {
+      case Type::boolean:
+        return f(b);
+      case Type::integer:
+        return f(i);
+      case Type::unsigned_integer:
+        return f(u);
+      case Type::real:
+        return f(d);
+      case Type::string:
+        return f(s);
+      case Type::null:
+        break;
+    }
+    return f(nullptr);
+  }
+
   const char* key;
   Type type;
   union {

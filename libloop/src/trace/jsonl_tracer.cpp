@@ -77,26 +77,7 @@ class JsonlTracer final : public Tracer {
       line_ += ',';
       append_string(f.key);
       line_ += ':';
-      switch (f.type) {
-        case TraceField::Type::null:
-          line_ += "null";
-          break;
-        case TraceField::Type::boolean:
-          line_ += f.b ? "true" : "false";
-          break;
-        case TraceField::Type::integer:
-          append_integer(f.i);
-          break;
-        case TraceField::Type::unsigned_integer:
-          append_integer(f.u);
-          break;
-        case TraceField::Type::real:
-          append_double(f.d);
-          break;
-        case TraceField::Type::string:
-          append_string(f.s);
-          break;
-      }
+      f.visit([this](auto v) { append_value(v); });
     }
     line_ += "}\n";
     std::fwrite(line_.data(), 1, line_.size(), out_);
@@ -125,8 +106,12 @@ class JsonlTracer final : public Tracer {
     serializer_.dump(value, false, false, 0);  // appends to line_
   }
 
-  template <class T>
-  void append_integer(T v) {
+  void append_value(std::nullptr_t) { line_ += "null"; }
+  void append_value(bool v) { line_ += v ? "true" : "false"; }
+  void append_value(std::string_view v) { append_string(v); }
+  void append_value(double v) { append_double(v); }
+  template <std::integral T>
+  void append_value(T v) {
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);
     line_.append(buf, r.ptr);
