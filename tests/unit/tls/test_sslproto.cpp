@@ -351,6 +351,7 @@ TEST_CASE("an explicitly empty server_hostname skips hostname matching, not veri
     Pair p(lp, trusting_both(), server_ctx(certs.other_cert, certs.other_key), "localhost");
     REQUIRE(p.handshake());
     CHECK_THAT(message_of(p.cw), Catch::Contains("Hostname mismatch"));
+    CHECK_THAT(message_of(p.sw), Catch::Contains("bad certificate"));  // the client's alert
   }
   {
     loop::EventLoop lp;
@@ -366,6 +367,7 @@ TEST_CASE("an explicitly empty server_hostname skips hostname matching, not veri
     Pair p(lp, client_ctx(), server_ctx(certs.other_cert, certs.other_key), "");
     REQUIRE(p.handshake());
     CHECK_THAT(message_of(p.cw), Catch::Contains("certificate verify failed"));
+    CHECK_THAT(message_of(p.sw), Catch::Contains("unknown ca"));  // the client's alert
   }
   // No server_hostname at all is refused up front (asyncio: server_hostname is required).
   loop::EventLoop lp;
@@ -446,6 +448,7 @@ TEST_CASE("a TLS 1.1-only peer is refused by default, accepted when allowed") {
     REQUIRE(p.handshake());
     CHECK_THROWS_AS(p.cw.result(), loop::SSLError);
     CHECK_THAT(message_of(p.cw), Catch::Contains("SSL handshake failed"));
+    CHECK_THAT(message_of(p.sw), Catch::Contains("unsupported protocol"));  // the server's side
     CHECK_FALSE(p.capp->made);
   }
   {
