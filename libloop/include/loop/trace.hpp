@@ -71,7 +71,8 @@ class Tracer {
  public:
   virtual ~Tracer() = default;
   virtual void record(const nlohmann::json& rec) = 0;
-  /// A record of scalar fields (no "ts" or "ev" among them). By default the JSON object
+  /// A record of scalar fields with distinct keys, none of them "ts" or "ev" (the loop's own
+  /// records are: the sinks do not check). By default the JSON object
   /// record() takes; the JSON Lines sink writes it directly, the same bytes without the object.
   virtual void record_flat(double ts, const char* ev, std::span<const TraceField> fields) {
     record(to_json(ts, ev, fields));
