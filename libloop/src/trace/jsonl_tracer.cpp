@@ -1,6 +1,5 @@
 // The JSON Lines sink: one record per line, flushed whenever the loop is about to wait.
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -95,13 +94,7 @@ class JsonlTracer final : public Tracer {
  private:
   void append_field(const std::string& key, const nlohmann::json& value) {
     if (line_.size() > 1) line_ += ',';
-    if (plain_name(key)) {
-      line_ += '"';
-      line_ += key;
-      line_ += '"';
-    } else {
-      serializer_.dump(nlohmann::json(key), false, false, 0);
-    }
+    append_string(key);
     line_ += ':';
     serializer_.dump(value, false, false, 0);  // appends to line_
   }
@@ -126,8 +119,9 @@ class JsonlTracer final : public Tracer {
     char* end = nlohmann::detail::to_chars(buf, buf + sizeof buf, v);
     line_.append(buf, end);
   }
-  // Printable ASCII is copied as it is; anything to escape or outside ASCII goes through
-  // nlohmann's serializer (escapes, invalid UTF-8 replaced), as record() would write it.
+  // A key or a string value. Printable ASCII is copied as it is; anything to escape or outside
+  // ASCII goes through nlohmann's serializer (escapes, invalid UTF-8 replaced): the bytes
+  // json::dump writes either way.
   void append_string(std::string_view s) {
     bool plain = std::all_of(s.begin(), s.end(),
                              [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; });
@@ -138,13 +132,6 @@ class JsonlTracer final : public Tracer {
     line_ += '"';
     line_ += s;
     line_ += '"';
-  }
-
-  // A field name that needs no escaping (all of the loop's own are).
-  static bool plain_name(const std::string& key) {
-    for (char c : key)
-      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
-    return true;
   }
 
   std::FILE* out_;

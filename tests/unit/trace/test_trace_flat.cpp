@@ -98,6 +98,22 @@ TEST_CASE("trace flat: the JSON Lines sink writes a flat record as record() writ
   }
 }
 
+TEST_CASE("trace flat: keys that need escaping are escaped, on both paths") {
+  const std::string key = "we\"ird\\key\n";
+  std::string line = jsonl_output([&](loop::Tracer& t) {
+    t.record({{"ts", 1.0}, {"ev", "custom"}, {key, 7}, {"caf\xc3\xa9", true}});
+  });
+  auto rec = nlohmann::json::parse(line);
+  CHECK(rec[key] == 7);
+  CHECK(rec["caf\xc3\xa9"] == true);
+  CHECK(line.find("\"we\\\"ird\\\\key\\n\":7") != std::string::npos);
+  std::string flat = jsonl_output([&](loop::Tracer& t) {
+    loop::TraceField fields[] = {{key.c_str(), 7}};
+    t.record_flat(1.0, "custom", fields);
+  });
+  CHECK(nlohmann::json::parse(flat)[key] == 7);
+}
+
 TEST_CASE("trace flat: a tracer that only implements record() gets the whole object") {
   auto tracer = std::make_shared<Collecting>();
   loop::EventLoop lp;
