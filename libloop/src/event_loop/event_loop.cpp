@@ -331,12 +331,11 @@ void EventLoop::run_handle(detail::HandleImpl& h) {
                             {"duration", dt}});
   }
   if (debug_ && dt >= slow_callback_duration) {
-    if (constant_name) made_name = constant_name;
     const detail::Origin* created = h.origin();
     std::string origin = created ? " created at " + created->describe() : "";
-    std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n", made_name.c_str(),
-                 origin.c_str(), dt);
-    trace_flat("slow_callback", {{"id", h.id}, {"name", made_name}, {"duration", dt}});
+    std::fprintf(stderr, "loop: Executing <Handle %s()%s> took %.3f seconds\n",
+                 std::string(name).c_str(), origin.c_str(), dt);
+    trace_flat("slow_callback", {{"id", h.id}, {"name", name}, {"duration", dt}});
   }
 }
 
