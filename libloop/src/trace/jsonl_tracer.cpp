@@ -38,11 +38,7 @@ class JsonlTracer final : public Tracer {
       if (it.key() == "ts" || it.key() == "ev") continue;
       append_field(it.key(), it.value());
     }
-    line_ += "}\n";
-    // Written whole; stdio flushes when its buffer fills and the loop flushes whenever it is
-    // about to wait (EventLoop::run_once), so a reader following the trace live (tail -f, a
-    // pipe into jq) has every record by the time the loop goes idle.
-    std::fwrite(line_.data(), 1, line_.size(), out_);
+    end_line();
   }
   // The same bytes as record(to_json(...)) gives, written straight from the fields: the loop
   // sends its frequent records this way, and building a JSON object for each (a std::map node
@@ -78,8 +74,7 @@ class JsonlTracer final : public Tracer {
       line_ += ':';
       f.visit([this](auto v) { append_value(v); });
     }
-    line_ += "}\n";
-    std::fwrite(line_.data(), 1, line_.size(), out_);
+    end_line();
   }
   void flush() override {
     if (out_) std::fflush(out_);
@@ -92,6 +87,13 @@ class JsonlTracer final : public Tracer {
   }
 
  private:
+  // Closes the record and writes it whole; stdio flushes when its buffer fills and the loop
+  // flushes whenever it is about to wait (EventLoop::run_once), so a reader following the
+  // trace live (tail -f, a pipe into jq) has every record by the time the loop goes idle.
+  void end_line() {
+    line_ += "}\n";
+    std::fwrite(line_.data(), 1, line_.size(), out_);
+  }
   void append_field(const std::string& key, const nlohmann::json& value) {
     if (line_.size() > 1) line_ += ',';
     append_string(key);
