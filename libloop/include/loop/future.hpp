@@ -110,11 +110,18 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
     ContextRef ctx;
   };
   void add_callback(DoneCallback c);
-  bool no_callbacks() const { return !first_callback_.id && more_callbacks_.empty(); }
+  bool no_callbacks() const {
+    return !first_callback_.id && !second_callback_.id && more_callbacks_.empty();
+  }
+  /// Whether a callback added now can take the second inline slot (none follows it).
+  bool second_slot_free() const { return !second_callback_.id && more_callbacks_.empty(); }
   void schedule_done_callback(DoneCallback& c, const char* why);
-  // The callbacks in the order they were added: most futures have one (the awaiting task's
-  // wakeup), held inline; the rest follow it.
+  void schedule_and_clear(DoneCallback& c);
+  // The callbacks in the order they were added (an empty slot, one removed, is skipped). Most
+  // futures have one or two, held inline: the awaiting task's wakeup, after a done-callback of
+  // the code that made the future (sock_recv's removal of its reader, wait_for's timeout).
   DoneCallback first_callback_;
+  DoneCallback second_callback_;
   std::vector<DoneCallback, BlockAllocator<DoneCallback>> more_callbacks_;
   std::uint64_t next_callback_id_ = 1;
 };

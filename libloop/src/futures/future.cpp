@@ -144,6 +144,12 @@ void FutureStateBase::add_task_wakeup(HandleRef wakeup, ContextRef ctx) {
     first_callback_.ctx = std::move(ctx);
     return;
   }
+  if (status_ == FutureStatus::pending && second_slot_free()) {
+    second_callback_.id = next_callback_id_++;
+    second_callback_.task_wakeup = std::move(wakeup);
+    second_callback_.ctx = std::move(ctx);
+    return;
+  }
   add_callback({next_callback_id_++, {}, std::move(wakeup), std::move(ctx)});
 }
 
@@ -153,6 +159,8 @@ void FutureStateBase::add_callback(DoneCallback c) {
     schedule_done_callback(c, "add_done_callback");
   } else if (no_callbacks()) {
     first_callback_ = std::move(c);
+  } else if (second_slot_free()) {
+    second_callback_ = std::move(c);
   } else {
     more_callbacks_.push_back(std::move(c));
   }
@@ -174,9 +182,20 @@ void FutureStateBase::schedule_done_callback(DoneCallback& c, const char* why) {
   loop_->schedule(std::move(h), why);
 }
 
+void FutureStateBase::schedule_and_clear(DoneCallback& c) {
+  schedule_done_callback(c, "schedule_callbacks");
+  c.id = 0;
+  c.fn = nullptr;  // moved from already; said for any standard library
+  c.task_wakeup = HandleRef();
+}
+
 std::size_t FutureStateBase::remove_done_callback(std::uint64_t id) {
   if (id && first_callback_.id == id) {
     first_callback_ = {};
+    return 1;
+  }
+  if (id && second_callback_.id == id) {
+    second_callback_ = {};
     return 1;
   }
   return std::erase_if(more_callbacks_, [id](const DoneCallback& c) { return c.id == id; });
@@ -191,6 +210,7 @@ bool FutureStateBase::reset_to_pending() {
 
 void FutureStateBase::drop_callbacks() noexcept {
   first_callback_ = {};
+  second_callback_ = {};
   more_callbacks_.clear();
 }
 
@@ -198,14 +218,10 @@ void FutureStateBase::schedule_callbacks() {
   if (no_callbacks()) return;
   // asyncio's call_soon raises on a closed loop; the state has changed already, as there.
   check_loop_open();
-  if (first_callback_.id) {
-    // Scheduling runs no callback, so nothing can add to this future meanwhile: the entry is
-    // scheduled where it is (its parts are moved into the handle) and marked empty.
-    schedule_done_callback(first_callback_, "schedule_callbacks");
-    first_callback_.id = 0;
-    first_callback_.fn = nullptr;  // moved from already; said for any standard library
-    first_callback_.task_wakeup = HandleRef();
-  }
+  // Scheduling runs no callback, so nothing can add to this future meanwhile: the inline
+  // entries are scheduled where they are (their parts are moved into the handles).
+  if (first_callback_.id) schedule_and_clear(first_callback_);
+  if (second_callback_.id) schedule_and_clear(second_callback_);
   if (more_callbacks_.empty()) return;
   auto more = std::move(more_callbacks_);
   more_callbacks_.clear();
