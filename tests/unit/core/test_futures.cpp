@@ -149,6 +149,46 @@ TEST_CASE("test_remove_first_done_callback_keeps_the_order") {
   CHECK(ran == std::vector<int>{2, 3, 4, 6});
 }
 
+// The second callback has an inline slot too: a task awaiting a future that has a callback
+// already (sock_recv's removal of its reader) takes it; the order stays the order of adding.
+TEST_CASE("test_second_done_callback_slot_keeps_the_order") {
+  loop::EventLoop lp;
+  auto f = lp.create_future<void>();
+  std::vector<int> ran;
+  f.add_done_callback([&](loop::Future<void>) { ran.push_back(1); });
+  auto waiter =
+      lp.create_task([](loop::Future<void> fut, std::vector<int>& out) -> loop::Coroutine<void> {
+        co_await fut;
+        out.push_back(2);
+      }(f, ran));
+  lp.call_soon([&] {
+    // The task awaits f by now (its wakeup is the second callback); this one follows it.
+    f.add_done_callback([&](loop::Future<void>) { ran.push_back(3); });
+    f.set_result();
+  });
+  lp.run_until_complete(waiter);
+  lp.stop();
+  lp.run_forever();
+  CHECK(ran == std::vector<int>{1, 2, 3});
+
+  // Removed from the second slot, the next one added takes it; removed from the first, the
+  // next one added goes after the second.
+  ran.clear();
+  auto g = lp.create_future<void>();
+  auto id1 = g.add_done_callback([&](loop::Future<void>) { ran.push_back(1); });
+  auto id2 = g.add_done_callback([&](loop::Future<void>) { ran.push_back(2); });
+  CHECK(g.remove_done_callback(id2) == 1);
+  CHECK(g.remove_done_callback(id2) == 0);
+  g.add_done_callback([&](loop::Future<void>) { ran.push_back(3); });
+  CHECK(g.remove_done_callback(id1) == 1);
+  g.add_done_callback([&](loop::Future<void>) { ran.push_back(4); });
+  g.add_done_callback([&](loop::Future<void>) { ran.push_back(5); });
+  g.set_result();
+  lp.stop();
+  lp.run_forever();
+  CHECK(ran == std::vector<int>{3, 4, 5});
+}
+
 TEST_CASE("test_callbacks_on_cancel_and_exception") {
   loop::EventLoop lp;
   auto a = lp.create_future<int>();
