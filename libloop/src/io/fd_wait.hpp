@@ -40,12 +40,7 @@ inline void check_nonblocking_in_debug(const EventLoop& loop, int sock) {
 /// with no frame of its own to allocate and resume for every wait.
 inline Future<void> wait_fd(EventLoop& loop, int fd, int direction) {
   Future<void> fut = loop.create_future<void>();
-  auto on_ready = [fut] {
-    if (!fut.done()) fut.set_result();
-  };
   FutureStateBase* owner = fut.state().get();
-  loop.watch_fd(fd, direction, owner,
-                named(direction == 0 ? "sock_wait_readable" : "sock_wait_writable", on_ready));
   // asyncio's _sock_read_done / _sock_write_done remove the watch unless its handle was
   // cancelled: remove_reader took it away, or another add_reader (another task's sock_recv on
   // the same socket) replaced it, and that one stays. The watch is tagged with this future
@@ -53,9 +48,21 @@ inline Future<void> wait_fd(EventLoop& loop, int fd, int direction) {
   // the tag is the fd's), so the callback captures 16 trivially copyable bytes: no allocation.
   // Added on the state as a plain callback: Future::add_done_callback would wrap it in a
   // second std::function, on the heap.
-  owner->add_done_callback(
+  std::uint64_t remove_id = owner->add_done_callback(
       [owner, fd, direction] { owner->loop().remove_fd_watch(fd, direction, owner); },
       capture_context());
+  // Ready: the watch is removed in the fd's own callback, before the result is set, as
+  // asyncio 3.7's _sock_recv does ("remove the callback early"); the done-callback then has
+  // nothing to do, and is taken off rather than queued for every wait. It stays for a future
+  // cancelled first (asyncio 3.8's fix: a cancelled sock_recv leaves no reader behind).
+  auto on_ready = [fut, owner, fd, direction, remove_id] {
+    if (fut.done()) return;
+    owner->loop().remove_fd_watch(fd, direction, owner);
+    owner->remove_done_callback(remove_id);
+    fut.set_result();
+  };
+  loop.watch_fd(fd, direction, owner,
+                named(direction == 0 ? "sock_wait_readable" : "sock_wait_writable", on_ready));
   return fut;
 }
 

@@ -6,8 +6,11 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <loop/loop.hpp>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "io_test_support.hpp"
 
@@ -186,6 +189,41 @@ TEST_CASE("cancelling a task waiting in sock_recv unregisters the reader") {
   lp.close();
 }
 
+namespace {
+struct CollectingTracer : loop::Tracer {
+  std::vector<nlohmann::json> records;
+  void record(const nlohmann::json& rec) override { records.push_back(rec); }
+};
+}  // namespace
+
+// asyncio 3.7's _sock_recv removes its reader first thing in the reader's own callback; the
+// done-callback (3.8's fix for a cancelled wait) then has nothing left to do and does not run.
+TEST_CASE("a sock_recv that waited removes its reader in the reader's callback") {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+  Fd a(fds[0]), b(fds[1]);
+  loop::EventLoop lp;
+  auto tracer = std::make_shared<CollectingTracer>();
+  lp.set_tracer(tracer);
+  auto main = [&]() -> loop::Coroutine<std::string> {
+    lp.call_soon([&] { REQUIRE(::send(b, "hi", 2, 0) == 2); });
+    std::string got = co_await lp.sock_recv(a, 10);
+    CHECK_FALSE(lp.remove_reader(a));  // gone before the task resumed
+    co_return got;
+  };
+  CHECK(lp.run_until_complete(main()) == "hi");
+  lp.close();
+  std::vector<std::string> seen;
+  for (auto& r : tracer->records) {
+    if (r["ev"] == "reader_added" || r["ev"] == "reader_removed") seen.push_back(r["ev"]);
+    if (r["ev"] == "callback" &&
+        (r["name"] == "sock_wait_readable" || r["name"] == "Future.done_callback"))
+      seen.push_back(r["name"]);
+  }
+  // The removal is recorded as it happens, the reader's callback when it has returned.
+  CHECK(seen == std::vector<std::string>{"reader_added", "reader_removed", "sock_wait_readable"});
+}
+
 // asyncio's _sock_read_done/_sock_write_done remove the watch only if its handle is not
 // cancelled: a second sock_recv on the same socket replaces the first one's reader (and so
 // cancels its handle), and cancelling the first task must leave the second one's reader
@@ -213,7 +251,7 @@ TEST_CASE("a cancelled sock_recv whose reader another sock_recv replaced leaves 
   };
   lp.run_until_complete(main());
   CHECK(got == "hi");
-  CHECK_FALSE(lp.remove_reader(a));  // t2's done-callback removed its own reader
+  CHECK_FALSE(lp.remove_reader(a));  // t2's reader callback removed its own reader
   lp.close();
 }
 
