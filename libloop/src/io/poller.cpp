@@ -8,6 +8,7 @@
 #include <climits>
 #include <cmath>
 #include <system_error>
+#include <utility>
 
 namespace loop::detail {
 
@@ -54,6 +55,7 @@ Poller::~Poller() {
 void Poller::watch(PollEntry& e, int fd, std::uint32_t events) {
   if (e.added && e.fd != fd) remove(e);  // the owner moved to another fd
   e.fd = fd;
+  e.reported_unwatched = false;
   std::uint32_t before = e.wanted;
   e.wanted |= events;
   if (e.added && (e.registered & events) == events) return;
@@ -193,11 +195,17 @@ int Poller::wait(double timeout) {
     // selectors.EpollSelector's mapping: an error or hang-up counts for both directions.
     const bool readable = (ev & ~static_cast<std::uint32_t>(EPOLLOUT)) && (e->wanted & EPOLLIN);
     const bool writable = (ev & ~static_cast<std::uint32_t>(EPOLLIN)) && (e->wanted & EPOLLOUT);
-    if (e->registered != e->wanted && ((ev & kDirections & ~e->wanted) || e->wanted == 0)) {
-      // Reported for a direction nobody watches any more: shrink the registration now
+    const bool unwatched =
+        e->registered != e->wanted && ((ev & kDirections & ~e->wanted) || e->wanted == 0);
+    // Reported for a direction nobody watches any more. The first time, it is left as it is:
+    // a sock_* wait removes its reader in the reader's callback, and its task reads at the
+    // next iteration, after one more poll, then watches the fd again for its next wait.
+    if (unwatched && std::exchange(e->reported_unwatched, true)) {
+      // Reported again, not watched again since: shrink the registration now
       // (level-triggered, it would be reported at every poll).
       // A failure means the fd was closed under the registration (lazy unwatching kept it):
       // then the entry is forgotten and the registration orphaned.
+      e->reported_unwatched = false;
       epoll_event shrink{};
       shrink.events = e->wanted;
       shrink.data.u64 = event_key(fd, e->tag);

@@ -43,10 +43,11 @@ struct PollEntry {
   PollWatcher* watcher;
   Poller* poller = nullptr;  // while the fd is in its epoll set
   int fd = -1;
-  std::uint32_t wanted = 0;      // EPOLLIN | EPOLLOUT: what the owner watches now
-  std::uint32_t registered = 0;  // what epoll holds: a superset (unwatching is lazy)
-  std::uint32_t tag = 0;         // this registration's number, in each event's data with fd
-  bool added = false;            // the fd is in the epoll set
+  std::uint32_t wanted = 0;         // EPOLLIN | EPOLLOUT: what the owner watches now
+  std::uint32_t registered = 0;     // what epoll holds: a superset (unwatching is lazy)
+  std::uint32_t tag = 0;            // this registration's number, in each event's data with fd
+  bool added = false;               // the fd is in the epoll set
+  bool reported_unwatched = false;  // for a direction nobody watches, since the last watch()
 };
 
 class Poller {
@@ -60,9 +61,9 @@ class Poller {
   /// does not hold them yet. Throws std::system_error (EPERM for a regular file, EEXIST when
   /// another entry holds the fd, EBADF...).
   void watch(PollEntry& e, int fd, std::uint32_t events);
-  /// Stops watching `events`. No system call: epoll keeps them until it next reports one of
-  /// them (then the registration shrinks), so that a reader stopped and started again around
-  /// each read (the sock_* coroutines) costs nothing.
+  /// Stops watching `events`. No system call: epoll keeps them until it has reported one of
+  /// them twice with no watch() in between (then the registration shrinks), so that a reader
+  /// stopped and started again around each read (the sock_* coroutines) costs nothing.
   void unwatch(PollEntry& e, std::uint32_t events);
   /// Takes the fd out of epoll now: before it is closed or handed to another watcher.
   void remove(PollEntry& e) noexcept;
