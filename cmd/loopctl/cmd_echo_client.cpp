@@ -35,7 +35,7 @@ class EchoClient final : public Command {
   void setup(CLI::App& app) override {
     app.add_option("endpoint", endpoint_, "HOST:PORT, [V6ADDR]:PORT or unix:PATH")->required();
     app.add_option("--message", message_, "The message to send");
-    app.add_option("--count", count_, "How many times to send it")->check(CLI::NonNegativeNumber);
+    app.add_option("--count", count_, "How many times to send it")->check(non_negative_number());
     app.add_option("--timeout", timeout_, "Seconds to wait for each echo")
         ->check(positive_number());
     tls_.add_to(app);

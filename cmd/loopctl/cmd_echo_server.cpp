@@ -54,13 +54,14 @@ class EchoServer final : public Command {
     app.add_option("--host", host_, "The address to listen on ('' = every interface)");
     app.add_option("--port", port_, "The TCP port (0 = any free one, printed)")
         ->check(CLI::Range(0, 65535).description("0-65535"));
-    app.add_option("--unix", unix_, "Listen on this unix socket path instead (@NAME: abstract)");
+    app.add_option("--unix", unix_, "Listen on this unix socket path instead (@NAME: abstract)")
+        ->check(non_empty("unix socket path"));
     app.add_option("--unix-mode", unix_mode_,
                    "The unix socket file's permissions, exactly (e.g. 600: only this user may "
                    "connect); default: 777 minus the umask")
         ->check(octal_mode());
     tls_.add_to(app);
-    app.add_option("--backlog", backlog_, "The listen backlog")->check(CLI::PositiveNumber);
+    app.add_option("--backlog", backlog_, "The listen backlog")->check(positive_number());
     app.add_flag("--reuse-port", reuse_port_, "Set SO_REUSEPORT (several servers on one port)");
     app.add_option("--workers", workers_,
                    "Run N loops on N threads sharing the port with SO_REUSEPORT")

@@ -78,6 +78,21 @@ void print_results(const std::vector<loop::AddrInfo>& results) {
   }
 }
 
+// A number must be a port (getaddrinfo would take 99999 modulo 65536); a name is a service.
+CLI::Validator port_or_service() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        if (value.empty()) return {};
+        const bool negative = value[0] == '-';
+        const std::string digits = value.substr(negative ? 1 : 0);
+        if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
+          return {};  // a service name
+        if (!negative && digits.size() <= 5 && std::stoul(digits) <= 65535) return {};
+        return value + " is outside 0-65535";
+      },
+      "PORT");
+}
+
 class Resolve final : public Command {
  public:
   const char* name() const override { return "resolve"; }
@@ -87,7 +102,8 @@ class Resolve final : public Command {
   }
   void setup(CLI::App& app) override {
     app.add_option("host", host_, "The host name or numeric address")->required();
-    app.add_option("port", port_, "The port number or service name ('' = none: port 0)");
+    app.add_option("port", port_, "The port number or service name ('' = none: port 0)")
+        ->check(port_or_service());
     app.add_option("--family", family_, "The address family")
         ->check(CLI::IsMember({"inet", "inet6", "any"}));
     app.add_option("--type", type_, "The socket type")

@@ -167,8 +167,8 @@ class Sendfile final : public Command {
     serve_->add_option("--host", host_, "The address to listen on ('' = every interface)");
     serve_->add_option("--port", port_, "The TCP port (0 = any free one, printed)")
         ->check(CLI::Range(0, 65535).description("0-65535"));
-    serve_->add_option("--unix", unix_,
-                       "Listen on this unix socket path instead (@NAME: abstract)");
+    serve_->add_option("--unix", unix_, "Listen on this unix socket path instead (@NAME: abstract)")
+        ->check(non_empty("unix socket path"));
     tls_.add_to(*serve_);
     serve_
         ->add_option("--workers", workers_,
@@ -182,9 +182,9 @@ class Sendfile final : public Command {
     send_->add_option("file", send_file_, "The file to send")->required();
     send_->add_option("endpoint", endpoint_, "HOST:PORT, [V6ADDR]:PORT or unix:PATH")->required();
     send_->add_option("--offset", offset_, "Start at this byte of FILE")
-        ->check(CLI::NonNegativeNumber);
+        ->check(non_negative_number());
     send_->add_option("--count", count_, "Send at most this many bytes (0 = up to the end)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(non_negative_number());
   }
 
   int run(loop::EventLoop& lp) override {

@@ -98,7 +98,7 @@ class UdpEchoClient final : public Command {
   void setup(CLI::App& app) override {
     app.add_option("endpoint", endpoint_, "HOST:PORT or [V6ADDR]:PORT")->required();
     app.add_option("--message", message_, "The message to send (one datagram)");
-    app.add_option("--count", count_, "How many datagrams to send")->check(CLI::NonNegativeNumber);
+    app.add_option("--count", count_, "How many datagrams to send")->check(non_negative_number());
     app.add_option("--timeout", timeout_, "Seconds to wait for each echo")
         ->check(positive_number());
   }

@@ -40,7 +40,7 @@ class UdpEchoProtocol final : public loop::DatagramProtocol {
 void print_bound(const loop::DatagramTransport& t) {
   if (auto addr = t.extra<loop::SocketAddress>("sockname"))
     std::printf("listening on %s\n", addr->to_string().c_str());
-  std::fflush(stdout);
+  flush_stdout();
 }
 
 loop::DatagramEndpointOptions bind_options(const std::string& host, int port) {

@@ -60,7 +60,8 @@ class WatchFd final : public Command {
            "with --fd or --path, on a real descriptor (pipe, FIFO, tty, socket) until EOF";
   }
   void setup(CLI::App& app) override {
-    auto* fd = app.add_option("--fd", fd_, "Watch this inherited file descriptor");
+    auto* fd = app.add_option("--fd", fd_, "Watch this inherited file descriptor")
+                   ->check(non_negative_number());
     auto* path = app.add_option("--path", path_, "Open and watch this path (a FIFO, a tty...)");
     fd->excludes(path);
     app.add_flag("--raw", raw_, "Write the data as it is, without 'Received: '");

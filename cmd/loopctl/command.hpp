@@ -46,6 +46,8 @@ class Command {
 /// CLI11 validators with messages people can read ("must be a number > 0").
 CLI::Validator positive_number();
 CLI::Validator non_negative_number();
+/// Refuses an empty value: "an empty <what>" (an empty --unix path would be ignored).
+CLI::Validator non_empty(const char* what);
 /// An octal permission mask such as 600 or 0660 (for --unix-mode).
 CLI::Validator octal_mode();
 /// The value of an option octal_mode() accepted.
@@ -65,6 +67,11 @@ void stop_on_interrupt(loop::EventLoop& lp, int& caught);
 /// stop the loop so that traces end complete); 0 if none. Subcommands that handle these
 /// signals themselves install their own handlers, which replace the defaults.
 int interrupted_by();
+
+/// Flushes stdout; throws RuntimeFailure("cannot write to standard output: ...") if anything
+/// written to it was lost (a full disk, a closed descriptor): a script waiting for a line that
+/// never comes would wait forever.
+void flush_stdout();
 
 /// Prints `loopctl: error: <what>` on stderr.
 void print_error(const std::string& what);

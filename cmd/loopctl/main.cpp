@@ -1,4 +1,8 @@
 // loopctl: main() wires CLI11 to the subcommands; each lives in its own cmd_*.cpp.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -18,9 +22,35 @@ std::vector<std::string> normalize_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--trace") a = "--trace=-";
+    if (a == "--trace=")
+      throw loopctl::UsageError("--trace=: an empty destination (a file, or '-')");
     args.push_back(a);
   }
   return args;
+}
+
+// CLI11 reports an unknown subcommand or option given before any subcommand as "A subcommand
+// is required": said as what it is, from the arguments CLI11 could not place.
+std::string usage_error_text(const CLI::App& app, const CLI::ParseError& e) {
+  if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && app.get_subcommands().empty()) {
+    auto rest = app.remaining();
+    if (!rest.empty()) {
+      const std::string& first = rest.front();
+      return (first.rfind('-', 0) == 0 ? "unknown option '" : "unknown subcommand '") + first + "'";
+    }
+  }
+  return e.what();
+}
+
+// A closed standard descriptor would be taken by the loop's epoll fd or a socket, and output
+// meant for the terminal would go there. Each is held by /dev/null, opened read-only, so that
+// writing to it still fails (EBADF) as it would have, and is reported.
+void hold_closed_standard_fds() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    int held = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (held > fd) ::close(held);  // cannot happen: the lower ones are open by now
+  }
 }
 
 // asyncio.run's _cancel_all_tasks: cancel every pending task and let each see its
@@ -39,6 +69,7 @@ void cancel_pending_tasks(loop::EventLoop& lp) {
 
 int main(int argc, char** argv) {
   using namespace loopctl;
+  hold_closed_standard_fds();
   CLI::App app{
       "loopctl: quick servers and clients, and the asyncio event loop's documented "
       "examples, on libloop. Every subcommand can print a JSON trace of each loop "
@@ -83,7 +114,13 @@ int main(int argc, char** argv) {
     sub->final_callback([&chosen, c = cmd.get()] { chosen = c; });
   }
 
-  auto args = normalize_args(argc, argv);
+  std::vector<std::string> args;
+  try {
+    args = normalize_args(argc, argv);
+  } catch (const UsageError& e) {
+    print_error(std::string(e.what()) + " (see loopctl --help)");
+    return 2;
+  }
   std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
   try {
     app.parse(args);
@@ -94,8 +131,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    print_error(e.what());
-    std::fprintf(stderr, "Run 'loopctl --help' for usage.\n");
+    print_error(usage_error_text(app, e) + " (see loopctl --help)");
     return 2;
   }
   if (*trace_opt) global.trace = trace_dest.empty() ? std::string("-") : trace_dest;
@@ -105,7 +141,7 @@ int main(int argc, char** argv) {
     loop = make_loop(global);
     int code = chosen->run(*loop);
     if (!loop->is_closed()) loop->close();
-    std::fflush(stdout);
+    flush_stdout();
     if (interrupted_by()) return 128 + interrupted_by();
     return code;
   } catch (const UsageError& e) {

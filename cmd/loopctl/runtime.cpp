@@ -1,7 +1,9 @@
 // The loop a subcommand runs on, and how loopctl reports errors.
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "command.hpp"
 
@@ -11,6 +13,14 @@ void print_error(const std::string& what) {
   std::fflush(stdout);
   std::fprintf(stderr, "loopctl: error: %s\n", what.c_str());
   std::fflush(stderr);
+}
+
+void flush_stdout() {
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return;
+  int err = errno;
+  std::clearerr(stdout);
+  throw RuntimeFailure(std::string("cannot write to standard output: ") +
+                       std::strerror(err != 0 ? err : EIO));
 }
 
 namespace {
@@ -36,6 +46,14 @@ CLI::Validator positive_number() {
 CLI::Validator non_negative_number() {
   return number_check(
       "NONNEGATIVE", [](double v) { return v >= 0; }, "a number >= 0");
+}
+
+CLI::Validator non_empty(const char* what) {
+  return CLI::Validator(
+      [what](std::string& value) -> std::string {
+        return value.empty() ? std::string("an empty ") + what : std::string();
+      },
+      "NONEMPTY");
 }
 
 CLI::Validator octal_mode() {

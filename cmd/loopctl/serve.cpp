@@ -27,7 +27,7 @@ void ConnectionSet::abort_all() {
 void print_listening(const loop::Server& server) {
   for (const auto& addr : server.sockets())
     std::printf("listening on %s\n", addr.to_string().c_str());
-  std::fflush(stdout);
+  flush_stdout();
 }
 
 void ServerTlsOptions::add_to(CLI::App& app) {

@@ -4,9 +4,10 @@ import json
 import os
 import re
 import tempfile
+import subprocess
 import unittest
 
-from loopctl_testlib import SOURCE_DIR, main, parse_jsonl, run
+from loopctl_testlib import LOOPCTL, SOURCE_DIR, main, parse_jsonl, run
 
 DATE_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")
 
@@ -45,6 +46,48 @@ class Conventions(unittest.TestCase):
             r = run(*args)
             self.assertEqual(r.returncode, 2, args)
             self.assertRegex(r.stderr, r"^loopctl: error: ", args)
+
+    def test_usage_errors_are_one_line_that_says_what(self):
+        cases = {
+            ("bogus",): "unknown subcommand 'bogus'",
+            ("-x",): "unknown option '-x'",
+            ("--trace=", "hello"): "--trace=: an empty destination",
+            ("echo-client", "127.0.0.1:9", "--count", "-1"): "--count: '-1' is not a number >= 0",
+            ("echo-client", "127.0.0.1:9", "--count", "x"): "--count: 'x' is not a number >= 0",
+            ("echo-server", "--port", "0", "--backlog", "0"):
+                "--backlog: '0' is not a number greater than 0",
+            ("sendfile", "send", "f", "127.0.0.1:9", "--offset", "-5"): "--offset: '-5' is not",
+            ("watch-fd", "--fd", "-3"): "--fd: '-3' is not a number >= 0",
+            ("echo-server", "--port", "0", "--unix", ""): "--unix: an empty unix socket path",
+            ("sendfile", "serve", "f", "--port", "0", "--unix", ""): "--unix: an empty unix",
+            ("hello", "--bogus"): "--bogus",
+        }
+        for args, said in cases.items():
+            r = run(*args, timeout=10)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertTrue(r.stderr.startswith("loopctl: error: " + said) or
+                            r.stderr.startswith("loopctl: error: ") and said in r.stderr,
+                            (args, r.stderr))
+            self.assertEqual(r.stderr.count("\n"), 1, (args, r.stderr))  # one line
+            self.assertLess(len(r.stderr), 200, (args, r.stderr))
+            self.assertEqual(r.stdout, "", args)
+
+    def test_lost_output_is_a_runtime_failure(self):
+        # A full disk, or a closed stdout: exit 1 and say so, never a silent success. A server
+        # whose `listening on` line is lost stops (a script waiting for it would wait forever).
+        for args in (("hello",), ("resolve", "localhost"), ("echo-server", "--port", "0"),
+                     ("udp-echo-server", "--port", "0")):
+            with open("/dev/full", "w") as full:
+                r = subprocess.run([LOOPCTL, *args], stdout=full, stderr=subprocess.PIPE,
+                                   text=True, timeout=10)
+            self.assertEqual(r.returncode, 1, args)
+            self.assertEqual(r.stderr, "loopctl: error: cannot write to standard output: "
+                             "No space left on device\n", args)
+        r = subprocess.run([LOOPCTL, "hello"], stderr=subprocess.PIPE, text=True, timeout=10,
+                           preexec_fn=lambda: os.close(1))
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr,
+                         "loopctl: error: cannot write to standard output: Bad file descriptor\n")
 
     def test_unwritable_trace_file_is_runtime_error(self):
         r = run("--trace=/nonexistent-dir/trace.jsonl", "hello")

@@ -75,10 +75,20 @@ class Resolve(unittest.TestCase):
     def test_usage_errors(self):
         for args in (["resolve"], ["resolve", "localhost", "--family", "ipx"],
                      ["resolve", "localhost", "--type", "raw"], ["resolve", "x", "1", "2"],
-                     ["resolve", "localhost", "--bogus"]):
+                     ["resolve", "localhost", "--bogus"], ["resolve", "localhost", "99999"],
+                     ["resolve", "localhost", "65536"], ["resolve", "localhost", "-1"]):
             r = run(*args)
             self.assertEqual(r.returncode, 2, args)
             self.assertTrue(r.stderr.startswith("loopctl: error: "), (args, r.stderr))
+
+    def test_port_range(self):
+        # A number is a port: getaddrinfo itself would wrap 99999 to 34463.
+        r = run("resolve", "localhost", "99999")
+        self.assertEqual(r.stderr,
+                         "loopctl: error: port: 99999 is outside 0-65535 (see loopctl --help)\n")
+        self.assertEqual(r.stdout, "")
+        got = loopctl_says("127.0.0.1", "65535", "--type", "stream")
+        self.assertEqual([r["port"] for r in got], [65535])
 
     def test_trace_is_valid(self):
         r = run("--trace", "resolve", "127.0.0.1", "80")
