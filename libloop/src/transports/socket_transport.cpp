@@ -57,6 +57,7 @@ void SocketTransport::init(std::shared_ptr<Protocol> protocol, std::optional<Soc
   // Registered for reading at once (throws EEXIST if add_reader watches this fd), but not
   // watched: reading starts one iteration later (start()), usually with no system call then.
   loop.release_idle_fd_watch(fd);
+  poll_.edge = true;  // edge-triggered, with what level-triggering gave kept (poller.hpp)
   loop.poller().watch(poll_, fd, EPOLLIN);
   loop.poller().unwatch(poll_, EPOLLIN);
   sockname_ = sockname(fd);
@@ -230,6 +231,7 @@ void SocketTransport::read_ready_data_received() {
     return;
   }
   if (n == 0) return read_ready_on_eof();
+  if (static_cast<std::size_t>(n) == kMaxRead) loop_->poller().recheck(poll_, EPOLLIN);
   if (loop_->tracer()) loop_->trace_flat("data_received", {{"transport", id_}, {"bytes", n}});
   try {
     protocol_.call(
@@ -260,6 +262,7 @@ void SocketTransport::read_ready_get_buffer() {
     return;
   }
   if (n == 0) return read_ready_on_eof();
+  if (static_cast<std::size_t>(n) == buf.size()) loop_->poller().recheck(poll_, EPOLLIN);
   if (loop_->tracer()) loop_->trace_flat("data_received", {{"transport", id_}, {"bytes", n}});
   try {
     // asyncio calls the current protocol's buffer_updated: a plain Protocol set meanwhile

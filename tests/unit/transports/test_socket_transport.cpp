@@ -244,6 +244,55 @@ TEST_CASE("set_write_buffer_limits validates and applies asyncio's defaults") {
   REQUIRE(proto->lost_error == nullptr);
 }
 
+// The transport's fd is edge-triggered (io/poller.hpp): everything queued before the first
+// poll (more than one read's buffer, and maybe the EOF) arrives in one edge: all of it is read.
+TEST_CASE("data queued beyond one read's buffer is all received, then the EOF") {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+  struct Buffered : loop::BufferedProtocol {
+    std::vector<char> mem = std::vector<char>(1000);
+    std::string got;
+    int reads = 0;
+    bool eof = false, lost = false;
+    std::span<char> get_buffer(std::size_t) override { return {mem.data(), mem.size()}; }
+    void buffer_updated(std::size_t n) override {
+      got.append(mem.data(), n);
+      ++reads;
+    }
+    bool eof_received() override {
+      eof = true;
+      return false;
+    }
+    void connection_lost(std::exception_ptr) override { lost = true; }
+  };
+  std::string sent;
+  for (int i = 0; sent.size() < 100000; ++i) sent += std::to_string(i) + ",";
+  auto proto = std::make_shared<Buffered>();
+  loop::EventLoop lp;
+  auto main = [&]() -> loop::Coroutine<void> {
+    co_await lp.connect_accepted_socket([&] { return proto; }, fds[0]);
+  };
+  SECTION("the peer stays: every buffer is read, with no new data to report the fd again") {
+    REQUIRE(::write(fds[1], sent.data(), sent.size()) == static_cast<ssize_t>(sent.size()));
+    lp.run_until_complete(main());
+    test::run_until(
+        lp, [&] { return proto->got.size() >= sent.size(); }, 10);
+    CHECK(proto->got == sent);
+    CHECK_FALSE(proto->eof);
+    ::close(fds[1]);
+  }
+  SECTION("the peer closed after writing: the data, then the EOF") {
+    REQUIRE(::write(fds[1], sent.data(), sent.size()) == static_cast<ssize_t>(sent.size()));
+    ::close(fds[1]);
+    lp.run_until_complete(main());
+  }
+  test::run_until(
+      lp, [&] { return proto->lost; }, 10);
+  CHECK(proto->got == sent);
+  CHECK(proto->reads >= 100);  // one buffer per read, as asyncio's one recv_into per event
+  CHECK(proto->eof);
+}
+
 TEST_CASE("pause_reading stops data_received until resume_reading") {
   PythonPeer peer(kPyEchoServer);
   int port = peer.port();
