@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "collecting_tracer.hpp"
 #include "io_test_support.hpp"
 
 namespace {
@@ -430,17 +431,10 @@ TEST_CASE("reader callbacks join the ready queue after the callbacks already the
   lp.close();
 }
 
-namespace {
-struct Recorder : loop::Tracer {
-  std::vector<nlohmann::json> records;
-  void record(const nlohmann::json& r) override { records.push_back(r); }
-};
-}  // namespace
-
 TEST_CASE("reader/writer added and removed are traced, in debug mode too") {
   loop::EventLoop lp;
   lp.set_debug(true);
-  auto rec = std::make_shared<Recorder>();
+  auto rec = std::make_shared<test::CollectingTracer>();
   lp.set_tracer(rec);
   SocketPair sp;
   int calls = 0;

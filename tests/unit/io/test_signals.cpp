@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "collecting_tracer.hpp"
+
 namespace {
 
 void (*disposition(int sig))(int) {
@@ -28,11 +30,6 @@ void run_bounded(loop::EventLoop& lp, double seconds = 5) {
   guard.cancel();
   REQUIRE_FALSE(timed_out);
 }
-
-struct Recorder : loop::Tracer {
-  std::vector<nlohmann::json> records;
-  void record(const nlohmann::json& r) override { records.push_back(r); }
-};
 
 }  // namespace
 
@@ -61,7 +58,7 @@ TEST_CASE("raise(SIGUSR1) runs the handler later, as a loop callback with its ar
 
 TEST_CASE("a signal sent by another thread wakes a sleeping loop, and is traced") {
   loop::EventLoop lp;
-  auto rec = std::make_shared<Recorder>();
+  auto rec = std::make_shared<test::CollectingTracer>();
   lp.set_tracer(rec);
   std::thread::id handler_thread;
   lp.add_signal_handler(SIGUSR2, [&] {

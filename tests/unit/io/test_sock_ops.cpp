@@ -12,6 +12,7 @@
 #include <system_error>
 #include <vector>
 
+#include "collecting_tracer.hpp"
 #include "io_test_support.hpp"
 
 using iotest::Fd;
@@ -189,13 +190,6 @@ TEST_CASE("cancelling a task waiting in sock_recv unregisters the reader") {
   lp.close();
 }
 
-namespace {
-struct CollectingTracer : loop::Tracer {
-  std::vector<nlohmann::json> records;
-  void record(const nlohmann::json& rec) override { records.push_back(rec); }
-};
-}  // namespace
-
 // asyncio 3.7's _sock_recv removes its reader first thing in the reader's own callback; the
 // done-callback (3.8's fix for a cancelled wait) then has nothing left to do and does not run.
 TEST_CASE("a sock_recv that waited removes its reader in the reader's callback") {
@@ -203,7 +197,7 @@ TEST_CASE("a sock_recv that waited removes its reader in the reader's callback")
   REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
   Fd a(fds[0]), b(fds[1]);
   loop::EventLoop lp;
-  auto tracer = std::make_shared<CollectingTracer>();
+  auto tracer = std::make_shared<test::CollectingTracer>();
   lp.set_tracer(tracer);
   auto main = [&]() -> loop::Coroutine<std::string> {
     lp.call_soon([&] { REQUIRE(::send(b, "hi", 2, 0) == 2); });

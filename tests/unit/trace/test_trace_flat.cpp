@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "collecting_tracer.hpp"
+
 namespace {
 
 // What a JSON Lines tracer writes for the calls `write` makes on it.
@@ -32,11 +34,6 @@ std::string jsonl_output(Write write) {
   std::fclose(f);
   return out;
 }
-
-struct Collecting : loop::Tracer {
-  std::vector<nlohmann::json> records;
-  void record(const nlohmann::json& rec) override { records.push_back(rec); }
-};
 
 }  // namespace
 
@@ -115,7 +112,7 @@ TEST_CASE("trace flat: keys that need escaping are escaped, on both paths") {
 }
 
 TEST_CASE("trace flat: a tracer that only implements record() gets the whole object") {
-  auto tracer = std::make_shared<Collecting>();
+  auto tracer = std::make_shared<test::CollectingTracer>();
   loop::EventLoop lp;
   lp.set_tracer(tracer);
   lp.call_soon(loop::named("first", [] {}));
