@@ -9,13 +9,17 @@
 // reports a ready fd at every poll until it is drained, so nothing needs re-arming, and a
 // short read may stop reading (more data or an EOF is reported again).
 //
-// A stream transport's entry is registered edge-triggered instead (PollEntry::edge): a
+// A TCP transport's entry is registered edge-triggered instead (PollEntry::edge): a
 // level-triggered fd that was reported is polled again by the next epoll_wait, which finds it
 // drained (tcp_poll and sock_poll were 9 % of the echo server's CPU, half of them for that).
 // The level-triggered behaviour it relies on is kept by hand: its owner asks for a recheck
 // (Poller::recheck) after a read that filled its buffer, the Poller rechecks an fd watched
 // again without a system call (its edge may have gone by unwatched), and an fd reported with a
-// hang-up or error goes back to level-triggered (the EOF behind the data is read next).
+// hang-up, an error or urgent data goes back to level-triggered (the EOF behind the data, the
+// data behind the urgent mark, where a TCP read stops short, are read next). A short read
+// means a drained socket only for TCP: a unix stream read also stops after a chunk that
+// carried file descriptors, at a MSG_OOB byte, and between writers with SO_PASSCRED, so unix
+// sockets stay level-triggered.
 //
 // asio still runs everything else (accept, pipes, datagrams, signals, child exits): its epoll
 // fd is itself watched here, and the loop runs asio's handlers when that fd is readable (see

@@ -57,11 +57,12 @@ void SocketTransport::init(std::shared_ptr<Protocol> protocol, std::optional<Soc
   // Registered for reading at once (throws EEXIST if add_reader watches this fd), but not
   // watched: reading starts one iteration later (start()), usually with no system call then.
   loop.release_idle_fd_watch(fd);
-  poll_.edge = true;  // edge-triggered, with what level-triggering gave kept (poller.hpp)
-  loop.poller().watch(poll_, fd, EPOLLIN);
-  loop.poller().unwatch(poll_, EPOLLIN);
   sockname_ = sockname(fd);
   family_ = sockname_.family();
+  // TCP: edge-triggered, with what level-triggering gave kept by hand (io/poller.hpp).
+  poll_.edge = family_ == AF_INET || family_ == AF_INET6;
+  loop.poller().watch(poll_, fd, EPOLLIN);
+  loop.poller().unwatch(poll_, EPOLLIN);
   peername_ = peer ? *peer : peername(fd);
   if (family_ == AF_INET || family_ == AF_INET6) {
     // As asyncio's _set_nodelay: small writes go out at once (request/response latency).

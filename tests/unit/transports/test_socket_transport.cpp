@@ -1,10 +1,13 @@
 // The stream transport against a real peer (Python's asyncio / socket in a subprocess).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <loop/loop.hpp>
 
 #include "python_script_peer.hpp"
@@ -32,6 +35,24 @@ async def main():
     await asyncio.sleep(60)
 asyncio.run(main())
 )";
+
+// A connected pair of TCP sockets on 127.0.0.1 (fds[0] non-blocking, for the transport).
+void tcp_pair(int fds[2]) {
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listener, 1) == 0);
+  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  fds[1] = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(::connect(fds[1], reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  fds[0] = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  REQUIRE(fds[0] >= 0);
+  ::close(listener);
+}
 
 }  // namespace
 
@@ -244,11 +265,11 @@ TEST_CASE("set_write_buffer_limits validates and applies asyncio's defaults") {
   REQUIRE(proto->lost_error == nullptr);
 }
 
-// The transport's fd is edge-triggered (io/poller.hpp): everything queued before the first
+// A TCP transport's fd is edge-triggered (io/poller.hpp): everything queued before the first
 // poll (more than one read's buffer, and maybe the EOF) arrives in one edge: all of it is read.
 TEST_CASE("data queued beyond one read's buffer is all received, then the EOF") {
   int fds[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+  tcp_pair(fds);
   struct Buffered : loop::BufferedProtocol {
     std::vector<char> mem = std::vector<char>(1000);
     std::string got;
@@ -291,6 +312,57 @@ TEST_CASE("data queued beyond one read's buffer is all received, then the EOF") 
   CHECK(proto->got == sent);
   CHECK(proto->reads >= 100);  // one buffer per read, as asyncio's one recv_into per event
   CHECK(proto->eof);
+}
+
+// Reads that stop short with data still queued, found by a review of the edge-triggered
+// Poller: a TCP read stops at the urgent mark (the fd goes level-triggered on EPOLLPRI); a unix
+// stream read stops after a chunk that carried file descriptors (unix sockets stay
+// level-triggered). asyncio reads the rest at the next poll; so must the transport, with
+// nothing more from the peer.
+TEST_CASE("a read that stops short with data queued behind it: the rest is read at once") {
+  int fds[2];
+  std::string expected;
+  SECTION("TCP urgent data") {
+    tcp_pair(fds);
+    REQUIRE(::send(fds[1], "AAAA", 4, 0) == 4);
+    REQUIRE(::send(fds[1], "X", 1, MSG_OOB) == 1);  // out of band: not in the stream
+    REQUIRE(::send(fds[1], "BBBB", 4, 0) == 4);
+    expected = "AAAABBBB";
+  }
+  SECTION("a unix stream chunk that carried a file descriptor") {
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+    int passed = ::dup(fds[1]);
+    char control[CMSG_SPACE(sizeof(int))] = {};
+    char first[] = "AAAA";
+    iovec iov{first, 4};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cm), &passed, sizeof(int));
+    REQUIRE(::sendmsg(fds[1], &msg, 0) == 4);
+    ::close(passed);
+    REQUIRE(::send(fds[1], "BBBB", 4, 0) == 4);
+    expected = "AAAABBBB";
+  }
+  usleep(20000);  // everything is queued before the transport's first poll
+  auto proto = std::make_shared<RecordingProtocol>();
+  loop::EventLoop lp;
+  auto main = [&]() -> loop::Coroutine<void> {
+    co_await lp.connect_accepted_socket([&] { return proto; }, fds[0]);
+  };
+  lp.run_until_complete(main());
+  test::run_until(
+      lp, [&] { return proto->received.size() >= expected.size(); }, 5);
+  CHECK(proto->received == expected);
+  ::close(fds[1]);
+  test::run_until(
+      lp, [&] { return proto->lost; }, 5);
 }
 
 TEST_CASE("pause_reading stops data_received until resume_reading") {
