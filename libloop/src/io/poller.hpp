@@ -1,5 +1,5 @@
 // Poller: epoll for the connections and the fds of add_reader/add_writer, level-triggered in
-// effect (a stream transport's fd is registered edge-triggered; see below).
+// effect (a TCP transport's fd is registered edge-triggered; see below).
 //
 // asio's reactor registers every descriptor edge-triggered, and a readiness wait (async_wait)
 // is not speculative: each one re-arms the descriptor with EPOLL_CTL_MOD. A stream transport
@@ -61,7 +61,7 @@ struct PollEntry {
   std::uint32_t tag = 0;            // this registration's number, in each event's data with fd
   bool added = false;               // the fd is in the epoll set
   bool reported_unwatched = false;  // for a direction nobody watches, since the last watch()
-  bool edge = false;                // edge-triggered (a stream transport; see the top)
+  bool edge = false;                // edge-triggered (a TCP transport; see the top)
   std::uint32_t recheck = 0;        // directions to report at the next wait without epoll
 };
 
