@@ -3,8 +3,8 @@ import datetime
 import json
 import os
 import re
-import tempfile
 import subprocess
+import tempfile
 import unittest
 
 from loopctl_testlib import LOOPCTL, SOURCE_DIR, main, parse_jsonl, run
