@@ -113,8 +113,13 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   bool no_callbacks() const {
     return !first_callback_.id && !second_callback_.id && more_callbacks_.empty();
   }
-  /// Whether a callback added now can take the second inline slot (none follows it).
-  bool second_slot_free() const { return !second_callback_.id && more_callbacks_.empty(); }
+  /// The inline slot a callback added now takes (the first if there is none, the second if
+  /// none follows it), or null: it goes after them.
+  DoneCallback* free_inline_slot() {
+    if (no_callbacks()) return &first_callback_;
+    if (!second_callback_.id && more_callbacks_.empty()) return &second_callback_;
+    return nullptr;
+  }
   void schedule_done_callback(DoneCallback& c, const char* why);
   void schedule_and_clear(DoneCallback& c);
   // The callbacks in the order they were added (an empty slot, one removed, is skipped). Most

@@ -137,17 +137,12 @@ std::uint64_t FutureStateBase::add_done_callback(Callback cb, ContextRef ctx) {
 }
 
 void FutureStateBase::add_task_wakeup(HandleRef wakeup, ContextRef ctx) {
-  if (status_ == FutureStatus::pending && no_callbacks()) {
+  DoneCallback* slot = status_ == FutureStatus::pending ? free_inline_slot() : nullptr;
+  if (slot) {
     // The usual case, a task awaiting a pending future: filled in place, not moved in.
-    first_callback_.id = next_callback_id_++;
-    first_callback_.task_wakeup = std::move(wakeup);
-    first_callback_.ctx = std::move(ctx);
-    return;
-  }
-  if (status_ == FutureStatus::pending && second_slot_free()) {
-    second_callback_.id = next_callback_id_++;
-    second_callback_.task_wakeup = std::move(wakeup);
-    second_callback_.ctx = std::move(ctx);
+    slot->id = next_callback_id_++;
+    slot->task_wakeup = std::move(wakeup);
+    slot->ctx = std::move(ctx);
     return;
   }
   add_callback({next_callback_id_++, {}, std::move(wakeup), std::move(ctx)});
@@ -157,10 +152,8 @@ void FutureStateBase::add_callback(DoneCallback c) {
   if (status_ != FutureStatus::pending) {
     check_loop_open();  // asyncio's call_soon raises on a closed loop
     schedule_done_callback(c, "add_done_callback");
-  } else if (no_callbacks()) {
-    first_callback_ = std::move(c);
-  } else if (second_slot_free()) {
-    second_callback_ = std::move(c);
+  } else if (DoneCallback* slot = free_inline_slot()) {
+    *slot = std::move(c);
   } else {
     more_callbacks_.push_back(std::move(c));
   }
