@@ -59,12 +59,13 @@ void SocketTransport::init(std::shared_ptr<Protocol> protocol, std::optional<Soc
   loop.release_idle_fd_watch(fd);
   sockname_ = sockname(fd);
   family_ = sockname_.family();
+  const bool tcp = family_ == AF_INET || family_ == AF_INET6;
   // TCP: edge-triggered, with what level-triggering gave kept by hand (io/poller.hpp).
-  poll_.edge = family_ == AF_INET || family_ == AF_INET6;
+  poll_.edge = tcp;
   loop.poller().watch(poll_, fd, EPOLLIN);
   loop.poller().unwatch(poll_, EPOLLIN);
   peername_ = peer ? *peer : peername(fd);
-  if (family_ == AF_INET || family_ == AF_INET6) {
+  if (tcp) {
     // As asyncio's _set_nodelay: small writes go out at once (request/response latency).
     int one = 1;
     ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
