@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -76,6 +77,9 @@ class HandleImpl {
   /// callback_name() when it is a constant (a named() callback, the loop's own handles), else
   /// null: a traced callback then needs no string made for its name.
   virtual const char* constant_name() const noexcept { return nullptr; }
+  /// Destroys the callable and its arguments of a cancelled handle that will not run (asyncio's
+  /// Handle.cancel() sets _callback and _args to None). Only timers have something to do.
+  virtual void release_callback() noexcept {}
 
   // One per callback: from the loop's slab allocator, not malloc (loop/block_cache.hpp).
   static void* operator new(std::size_t size) { return allocate_block(size); }
@@ -161,6 +165,54 @@ class CallbackImpl final : public Base {
   [[no_unique_address]] std::tuple<Args...> args_;
 };
 
+// A timer whose callable or arguments hold something to let go of (a capture or an argument
+// with a destructor). A cancelled timer may stay in the heap until its deadline, so they are
+// destroyed when it is cancelled, as asyncio's TimerHandle.cancel() drops them: a connection a
+// cancelled timeout captured is not kept for the rest of the timeout. Its name survives
+// when it is a constant (loop::named) or the callable's type; a function pointer's is its type.
+template <class F, class... Args>
+class ReleasableTimerImpl final : public TimerHandleImpl {
+ public:
+  template <class G, class... A>
+  explicit ReleasableTimerImpl(G&& fn, A&&... args)
+      : callback_(std::in_place, std::forward<G>(fn), std::forward<A>(args)...) {}
+  void invoke() override { std::apply(callback_->fn, callback_->args); }
+  std::string callback_name() const override {
+    if (callback_) return callable_name(callback_->fn);
+    return released_name_ ? std::string(released_name_) : demangle(typeid(F).name());
+  }
+  const char* constant_name() const noexcept override {
+    if constexpr (requires(const F& f) {
+                    { f.name } -> std::convertible_to<const char*>;
+                  })
+      return callback_ ? callback_->fn.name : released_name_;
+    else
+      return nullptr;
+  }
+  void release_callback() noexcept override {
+    if (!callback_) return;
+    released_name_ = constant_name();
+    callback_.reset();  // may run any destructor: the caller keeps this handle alive
+  }
+
+  static void* operator new(std::size_t size) {
+    return allocate_block(size, alignof(ReleasableTimerImpl));
+  }
+  static void operator delete(void* p, std::size_t size) noexcept {
+    deallocate_block(p, size, alignof(ReleasableTimerImpl));
+  }
+
+ private:
+  struct Callback {
+    template <class G, class... A>
+    explicit Callback(G&& g, A&&... a) : fn(std::forward<G>(g)), args(std::forward<A>(a)...) {}
+    [[no_unique_address]] F fn;
+    [[no_unique_address]] std::tuple<Args...> args;
+  };
+  std::optional<Callback> callback_;
+  const char* released_name_ = nullptr;
+};
+
 // An intrusive pointer to a HandleImpl.
 class HandleRef {
  public:
@@ -204,8 +256,13 @@ HandleRef make_handle(F&& fn, Args&&... args) {
 /// A handle whose impl is a TimerHandleImpl (call_later, call_at).
 template <class F, class... Args>
 HandleRef make_timer_handle(F&& fn, Args&&... args) {
-  auto* impl = new CallbackImpl<TimerHandleImpl, std::decay_t<F>, std::decay_t<Args>...>(
-      std::forward<F>(fn), std::forward<Args>(args)...);
+  constexpr bool nothing_to_release = std::is_trivially_destructible_v<std::decay_t<F>> &&
+                                      (std::is_trivially_destructible_v<std::decay_t<Args>> && ...);
+  using Impl =
+      std::conditional_t<nothing_to_release,
+                         CallbackImpl<TimerHandleImpl, std::decay_t<F>, std::decay_t<Args>...>,
+                         ReleasableTimerImpl<std::decay_t<F>, std::decay_t<Args>...>>;
+  auto* impl = new Impl(std::forward<F>(fn), std::forward<Args>(args)...);
   impl->kind = HandleKind::timer;
   return HandleRef(impl, HandleRef::Adopt{});
 }
@@ -218,7 +275,8 @@ class Handle {
   Handle() = default;
   explicit Handle(detail::HandleRef ref) : ref_(std::move(ref)) {}
 
-  /// Cancels the callback; no effect if it already ran or was cancelled.
+  /// Cancels the callback; no effect if it already ran or was cancelled. A timer still
+  /// scheduled destroys its callable and arguments at once, as asyncio's cancel() drops them.
   void cancel();
   bool cancelled() const { return ref_ && ref_->cancelled; }
   /// The callback's readable name: its function, lambda or loop::named() name.

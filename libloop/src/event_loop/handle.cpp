@@ -21,13 +21,22 @@ static_assert(sizeof(void*) != 8 || sizeof(detail::TimerHandleImpl) == 48);
 
 void Handle::cancel() {
   if (!ref_ || ref_->cancelled) return;
+  bool in_heap = false;
   if (ref_->kind == detail::HandleKind::timer) {
     auto& timer = static_cast<detail::TimerHandleImpl&>(*ref_);
     // Only a scheduled timer has a loop to tell (as asyncio's _timer_handle_cancelled counts
     // only those): one that ran, or whose loop closed or was destroyed, may outlive the loop.
-    if (timer.scheduled && timer.loop) timer.loop->timer_handle_cancelled(timer);
+    in_heap = timer.scheduled && timer.loop;
+    if (in_heap) timer.loop->timer_handle_cancelled(timer);
   }
   ref_->cancelled = true;
+  // A timer still in the heap is not running, so its callable can go now; any other handle
+  // may be the one running (a callback cancelling itself) and lets go of it when dropped.
+  // The destructors run may destroy this Handle (one a capture held): only `keep` is used.
+  if (in_heap) {
+    detail::HandleRef keep = ref_;
+    keep->release_callback();
+  }
 }
 
 std::string Handle::repr() const {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
@@ -85,6 +86,87 @@ TEST_CASE("test_timer_cancel") {
   CHECK(h.cancelled());
   lp.run_forever();
   CHECK(n == 0);
+  CHECK(lp.scheduled_timer_count() == 0);
+}
+
+// asyncio's TimerHandle.cancel() drops the callback and its arguments at once (a weakref to a
+// captured object is dead right after cancel(), checked with CPython 3.11); a cancelled timer
+// stays in the heap until its deadline, and must not keep what it captured alive until then.
+TEST_CASE("test_timer_cancel_releases_its_callback_and_arguments") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  auto captured = std::make_shared<int>(1);
+  auto argument = std::make_shared<int>(2);
+  std::weak_ptr<int> captured_alive = captured, argument_alive = argument;
+  loop::TimerHandle by_capture = lp.call_later(3600, [captured] { (void)captured; });
+  loop::TimerHandle by_argument = lp.call_later(
+      3600, [](const std::shared_ptr<int>&) {}, std::move(argument));
+  loop::TimerHandle named = lp.call_later(3600, loop::named("idle_timeout", [captured] {}));
+  captured.reset();
+  std::string lambda_name = by_capture.name();
+  CHECK_FALSE(captured_alive.expired());
+
+  by_capture.cancel();
+  CHECK_FALSE(captured_alive.expired());  // the named timer still holds it
+  named.cancel();
+  CHECK(captured_alive.expired());
+  CHECK_FALSE(argument_alive.expired());
+  by_argument.cancel();
+  CHECK(argument_alive.expired());
+
+  // Still readable, and still in the heap until the loop drops them.
+  CHECK(by_capture.name() == lambda_name);
+  CHECK(named.name() == "idle_timeout");
+  CHECK(named.repr().find("cancelled") != std::string::npos);
+  CHECK(lp.scheduled_timer_count() == 3);
+  lp.call_soon([&] { lp.stop(); });
+  lp.run_forever();
+  CHECK(lp.scheduled_timer_count() == 0);
+}
+
+// A timer that cancels itself while it runs is out of the heap: what it captured stays until
+// it returns (ASan would report the captured string read after a release).
+TEST_CASE("test_timer_cancelling_itself_keeps_its_captures_while_it_runs") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  loop::TimerHandle self;
+  std::string seen;
+  std::string text(64, 'x');
+  self = lp.call_later(1.0, [&self, &seen, text] {
+    self.cancel();
+    seen = text;
+  });
+  lp.call_later(2.0, [&] { lp.stop(); });
+  lp.run_forever();
+  CHECK(seen == text);
+  CHECK(self.cancelled());
+}
+
+// Releasing runs destructors from inside cancel(): they may cancel other timers, or destroy
+// the very TimerHandle cancel() was called on (here the only one is inside the capture).
+TEST_CASE("test_timer_release_may_cancel_others_and_destroy_its_own_handle") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  int fired = 0;
+  loop::TimerHandle other = lp.call_later(10, [&] { ++fired; });
+  struct CancelsOnDestruction {
+    loop::TimerHandle* target;
+    ~CancelsOnDestruction() { target->cancel(); }
+  };
+  struct Box {
+    loop::TimerHandle handle;
+  };
+  std::shared_ptr<CancelsOnDestruction> guard(new CancelsOnDestruction{&other});
+  CHECK_FALSE(other.cancelled());
+  auto box = std::make_shared<Box>();
+  std::weak_ptr<Box> box_alive = box;
+  box->handle = lp.call_later(10, [box, guard] { (void)box; });
+  Box* raw = box.get();
+  box.reset();
+  guard.reset();
+  raw->handle.cancel();  // destroys *raw (the Box and its handle) and cancels `other`
+  CHECK(box_alive.expired());
+  CHECK(other.cancelled());
+  lp.call_later(20, [&] { lp.stop(); });
+  lp.run_forever();
+  CHECK(fired == 0);
   CHECK(lp.scheduled_timer_count() == 0);
 }
 
