@@ -91,15 +91,9 @@ bool FutureStateBase::cancel(std::string msg) {
 void FutureStateBase::set_exception(std::exception_ptr e) {
   assert_pending("set_exception");
   if (!e) throw std::invalid_argument("set_exception needs an exception");
-  try {
-    std::rethrow_exception(e);
-  } catch (const CancelledError& c) {
-    // asyncio refuses StopIteration here; a CancelledError would make a cancelled future
-    // look finished, so it cancels instead (this future itself, not what a Task waits on).
-    FutureStateBase::cancel(c.what());
-    return;
-  } catch (...) {
-  }
+  // A CancelledError is stored like any exception, as asyncio's Future does: the future is
+  // finished, not cancelled (gather's outer future when a child was cancelled); a task that
+  // awaits it gets the CancelledError and ends cancelled.
   exception_ = std::move(e);
   mark_finished();
 }

@@ -57,11 +57,28 @@ TEST_CASE("test_exception") {
   CHECK_FALSE(f.cancel());
 }
 
-TEST_CASE("test_set_exception_cancelled_error_cancels") {
+// asyncio stores a CancelledError given to set_exception: the future is finished, not
+// cancelled, exception() returns it and result() raises it (CPython 3.7 and 3.11 alike).
+TEST_CASE("test_set_exception_cancelled_error_finishes_the_future") {
   loop::EventLoop lp;
   auto f = lp.create_future<void>();
   f.set_exception(loop::CancelledError("stop"));
-  CHECK(f.cancelled());
+  CHECK(f.done());
+  CHECK_FALSE(f.cancelled());
+  std::exception_ptr e = f.exception();
+  REQUIRE(e);
+  CHECK_THROWS_AS(std::rethrow_exception(e), loop::CancelledError);
+  CHECK_THROWS_WITH(f.result(), "stop");
+  CHECK(f.repr().rfind("<Future finished exception=", 0) == 0);
+
+  // A task awaiting it gets the CancelledError and ends cancelled.
+  auto g = lp.create_future<int>();
+  auto waiter = [](loop::Future<int> fut) -> loop::Coroutine<int> { co_return co_await fut; };
+  auto t = lp.create_task(waiter(g));
+  lp.call_soon([g] { g.set_exception(loop::CancelledError("from the future")); });
+  CHECK_THROWS_AS(lp.run_until_complete(t), loop::CancelledError);
+  CHECK(t.cancelled());
+  CHECK_FALSE(g.cancelled());
 }
 
 TEST_CASE("test_future_repr") {
