@@ -32,7 +32,8 @@ class Server : public std::enable_shared_from_this<Server> {
   EventLoop& get_loop() const { return *loop_; }
   /// Starts accepting (idempotent).
   Coroutine<void> start_serving();
-  /// Accepts until cancelled; its cancellation closes the server. Only one per server
+  /// Accepts until cancelled (close() cancels it too); its cancellation closes the server and
+  /// does not wait for the connections (await wait_closed() for that). Only one per server
   /// (std::runtime_error otherwise, and on a closed server).
   Coroutine<void> serve_forever();
   bool is_serving() const { return serving_; }

@@ -223,9 +223,11 @@ Coroutine<void> Server::serve_forever() {
   }
   if (serving_forever_fut_ && *serving_forever_fut_ == fut) serving_forever_fut_.reset();
   if (cancelled) {
-    // Cancelling serve_forever closes the server (asyncio).
+    // Cancelling serve_forever closes the server (asyncio), and returns without waiting for
+    // the connections: asyncio 3.7 awaited a wait_closed() that returned at once; with 3.12's
+    // wait_closed() an idle client holds the cancellation forever (CPython issue 123720, a
+    // regression there). Whoever wants the connections gone awaits wait_closed() after it.
     close();
-    co_await wait_closed();
     std::rethrow_exception(cancelled);
   }
 }

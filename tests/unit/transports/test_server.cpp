@@ -134,6 +134,41 @@ TEST_CASE("serve_forever: one per server, its cancellation closes the server") {
   lp.run_until_complete(main());
 }
 
+// An idle client must not hold a shutdown: serve_forever ends as soon as close() (a signal
+// handler's, as in examples/tcp_echo_server.cpp) or cancel() ends it, as in asyncio 3.7 (and
+// not as in 3.12, CPython issue 123720); wait_closed() still waits for the connection.
+TEST_CASE("serve_forever ends at close() or cancel() while a client stays connected") {
+  loop::EventLoop lp;
+  auto main = [&]() -> loop::Coroutine<void> {
+    for (bool by_close : {true, false}) {
+      auto srv = co_await lp.create_server(echo_factory, "127.0.0.1", 0);
+      int port = srv->sockets().at(0).port();
+      auto forever = lp.create_task(srv->serve_forever());
+      auto [t, p] = co_await lp.create_connection(client_factory, "127.0.0.1", port);
+      t->write("x");
+      co_await wait_received(p, 1);  // accepted, and idle from now on
+      REQUIRE(srv->active_count() == 1);
+      if (by_close)
+        srv->close();
+      else
+        forever.cancel();
+      for (int i = 0; i < 500 && !forever.done(); ++i) co_await loop::sleep(0.01);
+      REQUIRE(forever.done());
+      CHECK(forever.cancelled());
+      CHECK_FALSE(srv->is_serving());
+      CHECK(srv->active_count() == 1);  // the client is still connected
+
+      auto closed = lp.create_task(srv->wait_closed());
+      co_await loop::sleep(0.05);
+      CHECK_FALSE(closed.done());
+      t->close();
+      co_await loop::wait_for(closed, 5);
+      CHECK(srv->active_count() == 0);
+    }
+  };
+  lp.run_until_complete(main());
+}
+
 TEST_CASE("start_serving is idempotent, ServerGuard closes at scope end") {
   loop::EventLoop lp;
   auto main = [&]() -> loop::Coroutine<void> {
