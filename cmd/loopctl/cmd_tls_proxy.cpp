@@ -28,20 +28,29 @@ class Leg : public loop::Protocol {
   loop::Transport* transport = nullptr;
   std::shared_ptr<Leg> peer;  // the other side, once both exist
   std::string pending;        // what arrived before the other side was connected
+  bool eof_in = false;        // this side's peer said EOF
+  bool eof_out = false;       // EOF was passed on to this side's peer
 
   void connection_made(loop::BaseTransport& t) override {
     transport = dynamic_cast<loop::Transport*>(&t);
   }
   void data_received(std::string_view data) override { forward(data); }
   bool eof_received() override {
-    // Half-close crosses over where the other side can say EOF (TLS cannot: close it).
-    if (peer && peer->transport) {
-      if (peer->transport->can_write_eof())
-        peer->transport->write_eof();
-      else
-        peer->transport->close();
-    }
+    eof_in = true;
+    pass_eof_on();  // or link() does, once the other side is connected
+    close_when_both_ways_done();
     return true;
+  }
+  // Half-close crosses over (on a TLS leg as close_notify): what the other side still
+  // sends back comes through. A side closes once EOF went both ways through it.
+  void pass_eof_on() {
+    if (!eof_in || !peer || !peer->transport || peer->eof_out) return;
+    peer->transport->write_eof();
+    peer->eof_out = true;
+    peer->close_when_both_ways_done();
+  }
+  void close_when_both_ways_done() {
+    if (eof_in && eof_out && transport && !transport->is_closing()) transport->close();
   }
   void pause_writing() override {
     if (peer && peer->transport) peer->transport->pause_reading();
@@ -68,6 +77,7 @@ class Leg : public loop::Protocol {
     peer = other;
     if (!pending.empty() && peer->transport) peer->transport->write(pending);
     pending.clear();
+    pass_eof_on();  // the EOF that came before the other side was connected
     if (transport) transport->resume_reading();
   }
 };

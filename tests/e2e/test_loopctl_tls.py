@@ -42,6 +42,52 @@ def client_ctx():
     return ssl.create_default_context(cafile=CERTS["ca.pem"])
 
 
+def tls_half_close_exchange(port, data, timeout=20):
+    """Sends `data` over TLS, then close_notify without closing the socket (ssl's unwrap
+    on a blocking socket would wait for the peer's close_notify and refuse data before it,
+    hence memory BIOs); returns what the peer sent until its close_notify or EOF."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_ctx().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        def flush():
+            sock.sendall(outgoing.read())
+
+        def feed():
+            chunk = sock.recv(1 << 16)
+            if chunk:
+                incoming.write(chunk)
+            else:
+                incoming.write_eof()
+            return chunk
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                flush()
+                feed()
+        flush()
+        tls.write(data)
+        flush()
+        try:
+            tls.unwrap()  # sends close_notify; the peer's is not here yet
+        except ssl.SSLWantReadError:
+            pass
+        flush()
+        got = bytearray()
+        while feed():
+            try:
+                while chunk := tls.read(1 << 16):
+                    got += chunk
+                break  # b"": the peer's close_notify
+            except ssl.SSLWantReadError:
+                continue
+            except ssl.SSLZeroReturnError:
+                break
+    return bytes(got)
+
+
 class EchoServerTls(unittest.TestCase):
     def test_python_ssl_client(self):
         with Server("echo-server", "--port", "0", *TLS_SERVER) as srv:
@@ -133,6 +179,41 @@ class TlsProxy(unittest.TestCase):
                 r = run("echo-client", proxy.endpoints[0], "--message", "plain to tls")
                 self.assertEqual((r.returncode, r.stdout), (0, "plain to tls\n"), r.stderr)
                 proxy.stop()
+            up.stop()
+
+    def test_half_close_crosses_to_a_tls_upstream_and_the_reply_comes_back(self):
+        # A plain client sends, half-closes and reads to EOF; upstream the EOF becomes a
+        # close_notify, after which the TLS echo server's reply must still arrive in full.
+        # The EOF may come before the upstream handshake ends (sent at once) or after it.
+        data = os.urandom(1 << 20)
+        with Server("echo-server", "--port", "0", *TLS_SERVER) as up:
+            with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", up.endpoints[0],
+                        "--upstream-tls", "--cafile", CERTS["ca.pem"], "--server-hostname",
+                        "localhost") as proxy:
+                for attempt in range(4):
+                    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as c:
+                        c.sendall(data)
+                        c.shutdown(socket.SHUT_WR)
+                        got = bytearray()
+                        while chunk := c.recv(1 << 16):
+                            got += chunk
+                    self.assertEqual(len(got), len(data), "attempt %d" % attempt)
+                    self.assertEqual(bytes(got), data)
+                self.assertEqual(proxy.stop()[0], 0)
+            up.stop()
+
+    def test_close_notify_crosses_to_a_plain_upstream_and_the_reply_comes_back(self):
+        # A TLS client sends, then close_notify (a TLS half-close), and reads on: the proxy
+        # passes the EOF to the plain echo server and the whole echo back, then closes.
+        data = os.urandom(1 << 20)
+        with Server("echo-server", "--port", "0") as up:
+            with Server("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", up.endpoints[0],
+                        *TLS_SERVER) as proxy:
+                for attempt in range(2):
+                    got = tls_half_close_exchange(proxy.port, data)
+                    self.assertEqual(len(got), len(data), "attempt %d" % attempt)
+                    self.assertEqual(got, data)
+                self.assertEqual(proxy.stop()[0], 0)
             up.stop()
 
     def test_starttls_upgrades_in_place(self):

@@ -67,6 +67,10 @@ class SSLPipe {
   /// runs once the peer's close_notify arrived. std::runtime_error when unwrapped or already
   /// shutting down.
   std::vector<std::string> shutdown(std::function<void()> callback = {});
+  /// Half-closes: sends close_notify and goes on decrypting what the peer sends until its own
+  /// (OpenSSL's SSL_shutdown closes the write direction only). Returns the records to send;
+  /// nothing once the layer is not wrapped.
+  std::vector<std::string> write_eof();
   /// The transport reached EOF.
   void feed_eof();
 
@@ -125,9 +129,11 @@ class SSLProtocolTransport : public Transport,
   void resume_reading() override;
 
   void write(std::string_view data) override;
-  /// TLS has no half-close: std::runtime_error (asyncio raises NotImplementedError).
+  /// Sends close_notify after the pending data and goes on reading: a TLS half-close, which
+  /// asyncio does not offer (NotImplementedError) but TLS 1.3 defines and OpenSSL supports
+  /// in 1.2 as well. A peer that answers with its own close_notify ends the connection.
   void write_eof() override;
-  bool can_write_eof() const override { return false; }
+  bool can_write_eof() const override { return true; }
   void abort() override;
   /// The transport below's buffer plus the data not yet encrypted.
   std::size_t get_write_buffer_size() const override;
@@ -204,6 +210,8 @@ class SSLProtocol : public Protocol, public std::enable_shared_from_this<SSLProt
   void wakeup_waiter(std::exception_ptr exc = nullptr);
   std::any get_extra_info(std::string_view name, std::any default_value) const;
   void start_shutdown();
+  void start_write_eof();
+  void close_notify_received();
   void write_appdata(std::string_view data);
   void start_handshake();
   void check_handshake_timeout();
@@ -231,13 +239,16 @@ class SSLProtocol : public Protocol, public std::enable_shared_from_this<SSLProt
   // asked for extra info after connection_lost: asyncio gives the default then.
   std::shared_ptr<BaseTransport> below_;
   // Data waiting to be encrypted: (data, offset). ("", 1) is the handshake, ("", 0) the
-  // shutdown, as in asyncio.
+  // shutdown, as in asyncio; ("", 2) our half-close (write_eof).
   std::deque<std::pair<std::string, std::size_t>> write_backlog_;
   std::size_t write_buffer_size_ = 0;
   std::string pending_incoming_;  // fed before connection_made
   bool session_established_ = false;
   bool in_handshake_ = false;
   bool in_shutdown_ = false;
+  bool eof_written_ = false;    // write_eof: our close_notify is queued or sent
+  bool eof_heard_ = false;      // the peer's close_notify came and the application kept writing
+  bool app_heard_eof_ = false;  // its eof_received ran (once, for close_notify or TCP EOF)
   bool lost_ = false;
   bool pipe_done_ = false;        // shut down or failed: the pipe takes no more data
   bool handshake_ok_ = false;     // the TLS extra info is available

@@ -112,6 +112,7 @@ class StreamReaderProtocol : public Protocol,
   std::shared_ptr<StreamWriter> writer_;  // server side: the one given to the callback
   bool paused_ = false;
   bool connection_lost_ = false;
+  bool over_ssl_ = false;  // asyncio's _over_ssl: the transport has an "sslcontext"
   std::deque<Future<void>> drain_waiters_;
   Future<void> closed_;
 };

@@ -120,6 +120,17 @@ std::vector<std::string> SSLPipe::shutdown(std::function<void()> callback) {
   return feed_ssldata({}).ssldata;
 }
 
+std::vector<std::string> SSLPipe::write_eof() {
+  std::vector<std::string> out;
+  if (state_ != State::wrapped) return out;
+  if (!(SSL_get_shutdown(ssl_) & SSL_SENT_SHUTDOWN)) {
+    ERR_clear_error();
+    SSL_shutdown(ssl_);  // 0: sent, the peer's not yet here; the wrapped state goes on reading
+  }
+  drain_outgoing(out);
+  return out;
+}
+
 void SSLPipe::feed_eof() {
   if (incoming_) BIO_set_mem_eof_return(incoming_, 0);
   feed_ssldata({});

@@ -191,7 +191,7 @@ void SSLProtocol::data_received(std::string_view data) {
     if (transport_) transport_->write(chunk);
   for (auto& chunk : out.appdata) {
     if (chunk.empty()) {  // the peer's close_notify
-      start_shutdown();
+      close_notify_received();
       break;
     }
     if (!app_protocol_) break;
@@ -225,7 +225,27 @@ void SSLProtocol::feed_app(const std::string& chunk) {
   }
 }
 
+void SSLProtocol::close_notify_received() {
+  // The application hears of it (asyncio 3.11 calls eof_received here; 3.7 did not). Its
+  // true keeps the connection half-open for its writes, a TLS half-close; asyncio ignores
+  // it. Otherwise, or when our own close_notify went out already, the connection closes
+  // after what is still to be written.
+  bool keep_open = false;
+  if (session_established_ && !in_shutdown_ && !app_heard_eof_) {
+    app_heard_eof_ = true;
+    app_protocol_.call_if_set([&keep_open](Protocol& app) { keep_open = app.eof_received(); });
+  }
+  if (keep_open && !in_shutdown_ && !eof_written_) {
+    eof_heard_ = true;
+    return;
+  }
+  start_shutdown();
+}
+
 bool SSLProtocol::eof_received() {
+  // The TCP EOF that follows a close_notify the application chose to outlive: our writes
+  // go on (the peer may still be reading); the application heard of the EOF already.
+  if (eof_heard_ && !in_shutdown_) return true;
   // EOF without close_notify: during the handshake it is a reset; afterwards the
   // application hears of it (its return value cannot keep a TLS connection half-open).
   if (in_handshake_ && !fatal_exc_)
@@ -237,8 +257,10 @@ bool SSLProtocol::eof_received() {
       if (self->transport_) self->transport_->close();
     }
   } close_below{this};
-  if (!in_handshake_ && session_established_)
+  if (!in_handshake_ && session_established_ && !app_heard_eof_) {
+    app_heard_eof_ = true;
     app_protocol_.call_if_set([](Protocol& app) { app.eof_received(); });
+  }
   return false;
 }
 
@@ -278,6 +300,17 @@ void SSLProtocol::start_shutdown() {
     in_shutdown_ = true;
     write_appdata({});
   }
+}
+
+void SSLProtocol::start_write_eof() {
+  if (eof_written_ || in_shutdown_) return;
+  eof_written_ = true;
+  if (eof_heard_) {
+    start_shutdown();  // both sides said EOF: the closing handshake is complete with ours
+    return;
+  }
+  write_backlog_.emplace_back(std::string(), 2);  // after what was written before it
+  process_write_backlog();
 }
 
 void SSLProtocol::write_appdata(std::string_view data) {
@@ -353,6 +386,8 @@ void SSLProtocol::process_write_backlog() {
       std::size_t new_offset = 1;
       if (!data.empty()) {
         std::tie(ssldata, new_offset) = sslpipe_->feed_appdata(data, offset);
+      } else if (offset == 2) {
+        ssldata = sslpipe_->write_eof();
       } else if (offset) {
         ssldata = sslpipe_->do_handshake(
             [this](std::exception_ptr e) { on_handshake_complete(std::move(e)); });

@@ -55,11 +55,14 @@ void SSLProtocolTransport::write(std::string_view data) {
   // After close() our close_notify is (or will be) out: nothing may follow it. asyncio
   // drops such writes too.
   if (closed_) return;
-  protocol_or_throw()->write_appdata(data);
+  auto p = protocol_or_throw();
+  if (p->eof_written_) throw std::runtime_error("Cannot call write() after write_eof()");
+  p->write_appdata(data);
 }
 
 void SSLProtocolTransport::write_eof() {
-  throw std::runtime_error("SSL transports do not support write_eof() (TLS has no half-close)");
+  if (closed_) return;
+  protocol_or_throw()->start_write_eof();
 }
 
 void SSLProtocolTransport::abort() {

@@ -238,6 +238,7 @@ Coroutine<void> run_client_connected(std::shared_ptr<StreamReaderProtocol::Clien
 void StreamReaderProtocol::connection_made(BaseTransport& transport) {
   // Any read transport pauses when the buffer is full: a socket's, a TLS one's, a read pipe's.
   reader_->set_transport(dynamic_cast<ReadTransport*>(&transport));
+  over_ssl_ = transport.get_extra_info("sslcontext").has_value();
   if (client_connected_cb_) {
     auto* t = dynamic_cast<Transport*>(&transport);
     if (!t) throw std::invalid_argument("a stream's writer needs a read-write transport");
@@ -287,7 +288,9 @@ void StreamReaderProtocol::data_received(std::string_view data) {
 
 bool StreamReaderProtocol::eof_received() {
   if (reader_) reader_->feed_eof();
-  return true;  // keep the transport half-open: the writer may still write
+  // Keep the transport half-open: the writer may still write. Not over TLS, as asyncio:
+  // the peer's close_notify closes the connection there.
+  return !over_ssl_;
 }
 
 void StreamReaderProtocol::resume_writing() {
