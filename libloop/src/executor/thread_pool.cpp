@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "event_loop/slab_heap.hpp"
+#include "executor/signal_free_thread.hpp"
 #include "loop/executor.hpp"
 
 namespace loop {
@@ -26,7 +27,7 @@ void ThreadPoolExecutor::submit(std::function<void()> work) {
   queue_.push_back(std::move(work));
   // A new thread only when none is idle (Python's _adjust_thread_count).
   if (idle_ == 0 && threads_.size() < max_workers_)
-    threads_.emplace_back([this] { worker(); });
+    threads_.push_back(detail::start_signal_free_thread([this] { worker(); }));
   else
     cv_.notify_one();
 }

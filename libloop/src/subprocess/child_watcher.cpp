@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <thread>
 
+#include "executor/signal_free_thread.hpp"
 #include "loop/loop.hpp"
 #include "transports/transport_support.hpp"
 
@@ -113,7 +114,7 @@ void ChildWatcher::do_wait() {
 void ChildWatcher::start_thread() {
   thread_started_ = true;
   std::weak_ptr<ChildWatcher> weak = weak_from_this();
-  std::thread([link = loop_.link(), pid = pid_, weak] {
+  start_signal_free_thread([link = loop_.link(), pid = pid_, weak] {
     int rc = blocking_wait(pid);
     if (auto w = weak.lock()) w->reaped_ = true;
     // asyncio's ThreadedChildWatcher: call_soon_threadsafe(callback, pid, returncode).
@@ -137,7 +138,7 @@ void ChildWatcher::stop() {
   if (reaped_ || thread_started_ || !had_pidfd) return;
   // Nobody waits for the child any more: a thread does, so it does not stay a zombie.
   thread_started_ = true;
-  std::thread([pid = pid_] { blocking_wait(pid); }).detach();
+  start_signal_free_thread([pid = pid_] { blocking_wait(pid); }).detach();
 }
 
 }  // namespace loop::detail

@@ -1,8 +1,11 @@
 // run_in_executor and executors (CPython test_base_events.py: test_run_in_executor*,
 // test_set_default_executor).
+#include <pthread.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <loop/loop.hpp>
 #include <string>
 #include <thread>
@@ -39,6 +42,24 @@ TEST_CASE("test_run_in_executor_default_result") {
   auto [value, worker] = lp.run_until_complete(f);
   CHECK(value == 42);
   CHECK(worker != loop_thread);
+}
+
+// The executor's threads take no asynchronous signals (they go to the loop's thread, as
+// CPython's go to its main thread): a SIGTERM after the loop gave the signal its default
+// action back must not end the process from a worker. Faults stay deliverable.
+TEST_CASE("executor threads block SIGINT and SIGTERM, not faults; the loop's thread unchanged") {
+  loop::EventLoop lp;
+  auto mask_of_worker = lp.run_in_executor(nullptr, [] {
+    sigset_t mask;
+    pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+    return std::vector<int>{sigismember(&mask, SIGINT), sigismember(&mask, SIGTERM),
+                            sigismember(&mask, SIGSEGV)};
+  });
+  CHECK(lp.run_until_complete(mask_of_worker) == std::vector<int>{1, 1, 0});
+  sigset_t mine;
+  pthread_sigmask(SIG_BLOCK, nullptr, &mine);
+  CHECK_FALSE(sigismember(&mine, SIGTERM));  // restored after starting the worker
+  lp.close();
 }
 
 TEST_CASE("test_run_in_executor_exception") {
