@@ -174,6 +174,8 @@ class EventLoop {
     if (!kTraceHooks && tracer) throw std::logic_error("libloop was built without tracing hooks");
     tracer_ = std::move(tracer);
   }
+  /// The tracer set, to share it (null if none).
+  std::shared_ptr<Tracer> shared_tracer() const { return tracer_; }
   /// Every tracing hook tests this first: with no tracer, a load and a branch.
   Tracer* tracer() const {
     if constexpr (kTraceHooks) return tracer_.get();

@@ -90,6 +90,16 @@ class Tracer {
 std::shared_ptr<Tracer> make_jsonl_tracer(std::FILE* out, bool owned = false);
 /// Chrome Trace Event Format (a JSON array of events) that Perfetto and chrome://tracing open.
 std::shared_ptr<Tracer> make_chrome_tracer(std::FILE* out, bool owned = false);
+/// A sink several loops write to, one per thread (see make_loop_tracer).
+struct SharedTraceSink;
+std::shared_ptr<SharedTraceSink> share_trace_sink(std::shared_ptr<Tracer> sink);
+/// The tracer of loop number `loop_number` among those sharing `shared`: its records get a
+/// "loop" field and reach the sink under a lock they share. Its finish() (at the loop's
+/// close) finishes the sink if `finishes_sink` (give that to the loop that closes last),
+/// else flushes it.
+std::shared_ptr<Tracer> make_loop_tracer(std::shared_ptr<SharedTraceSink> shared, int loop_number,
+                                         bool finishes_sink = false);
+
 /// Opens `dest` ("-" = stderr) with the format "jsonl" or "chrome"; throws std::runtime_error
 /// naming the file and the reason if it cannot be opened, std::invalid_argument for a bad format.
 std::shared_ptr<Tracer> open_tracer(const std::string& dest, const std::string& format);

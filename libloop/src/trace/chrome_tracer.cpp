@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "loop/trace.hpp"
 
@@ -34,6 +36,14 @@ class ChromeTracer final : public Tracer {
   void record(const nlohmann::json& rec) override {
     if (!out_) return;
     const std::string ev = rec.value("ev", "");
+    // Loops sharing the sink (make_loop_tracer) tag their records: one track each.
+    const int tid = rec.value("loop", 0) + 1;
+    if (tid != 1 && named_tids_.insert(tid).second)
+      write({{"name", "thread_name"},
+             {"ph", "M"},
+             {"pid", pid_},
+             {"tid", tid},
+             {"args", {{"name", "event loop " + std::to_string(tid - 1)}}}});
     nlohmann::json args = rec;
     args.erase("ts");
     args.erase("ev");
@@ -45,7 +55,7 @@ class ChromeTracer final : public Tracer {
              {"cat", kind},
              {"ph", "X"},
              {"pid", pid_},
-             {"tid", 1},
+             {"tid", tid},
              {"ts", us(started)},
              {"dur", us(rec.value("duration", 0.0))},
              {"args", args}});
@@ -59,7 +69,7 @@ class ChromeTracer final : public Tracer {
                {"ph", "s"},
                {"id", id},
                {"pid", pid_},
-               {"tid", 1},
+               {"tid", tid},
                {"ts", us(scheduled)}});
         write({{"name", "scheduled"},
                {"cat", "flow"},
@@ -67,7 +77,7 @@ class ChromeTracer final : public Tracer {
                {"bp", "e"},
                {"id", id},
                {"pid", pid_},
-               {"tid", 1},
+               {"tid", tid},
                {"ts", us(started)}});
       }
     } else if (ev == "iteration") {
@@ -77,7 +87,7 @@ class ChromeTracer final : public Tracer {
              {"cat", "iteration"},
              {"ph", "X"},
              {"pid", pid_},
-             {"tid", 1},
+             {"tid", tid},
              {"ts", us(end - poll)},
              {"dur", us(poll)},
              {"args", args}});
@@ -87,7 +97,7 @@ class ChromeTracer final : public Tracer {
              {"ph", "i"},
              {"s", "t"},
              {"pid", pid_},
-             {"tid", 1},
+             {"tid", tid},
              {"ts", us(rec.value("ts", 0.0))},
              {"args", args}});
     }
@@ -121,6 +131,7 @@ class ChromeTracer final : public Tracer {
   bool owned_;
   bool first_ = true;
   int pid_ = static_cast<int>(::getpid());
+  std::set<int> named_tids_;  // tracks of loops other than the first, named once
 };
 
 }  // namespace
