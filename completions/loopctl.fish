@@ -6,7 +6,7 @@ complete -c loopctl -n '__fish_use_subcommand' -l trace -d 'Write a trace of eve
 complete -c loopctl -n '__fish_use_subcommand' -l trace-format -r -f -a 'jsonl chrome' -d 'jsonl: one JSON object per line (docs/trace.md); chrome: a Chrome Trace Event do'
 complete -c loopctl -n '__fish_use_subcommand' -l slow-callback-ms -r -f -d 'Debug mode reports callbacks slower than this many milliseconds'
 complete -c loopctl -n '__fish_use_subcommand' -l debug -d 'The loop\'s debug mode: slow callbacks and never-retrieved exceptions are reporte'
-complete -c loopctl -n '__fish_use_subcommand' -l virtual-clock -d 'Run timers in simulated time: no real waiting, same output order'
+complete -c loopctl -n '__fish_use_subcommand' -l virtual-clock -d 'Run timers in simulated time: no real waiting, same output order. Time jumps to '
 complete -c loopctl -f -n '__fish_use_subcommand' -a hello -d 'Schedule a callback with call_soon(); it prints \'Hello World\' and stops the loop'
 complete -c loopctl -f -n '__fish_use_subcommand' -a date -d 'Print the local date every --interval seconds with call_later() for --duration s'
 complete -c loopctl -f -n '__fish_use_subcommand' -a watch-fd -d 'add_reader() on a socketpair, as the documented example (prints \'Received: abc\')'

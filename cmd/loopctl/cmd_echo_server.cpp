@@ -51,7 +51,8 @@ class EchoServer final : public Command {
            "SIGINT or SIGTERM";
   }
   void setup(CLI::App& app) override {
-    app.add_option("--host", host_, "The address to listen on ('' = every interface)");
+    app.add_option("--host", host_, "The address to listen on ('' = every interface)")
+        ->transform(host_address());
     app.add_option("--port", port_, "The TCP port (0 = any free one, printed)")
         ->check(CLI::Range(0, 65535).description("0-65535"));
     app.add_option("--unix", unix_, "Listen on this unix socket path instead (@NAME: abstract)")
@@ -86,6 +87,9 @@ class EchoServer final : public Command {
                        [this, ssl, where](int index, loop::EventLoop& wl, loop::Future<int> stop) {
                          return serve(wl, ssl, where, index, stop);
                        });
+  }
+  std::string virtual_clock_conflict() const override {
+    return tls_.cert.empty() ? std::string() : tls_virtual_clock_conflict(name());
   }
 
  private:

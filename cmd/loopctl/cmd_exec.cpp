@@ -77,6 +77,9 @@ class Exec final : public Command {
     auto ssl = tls_.context();
     return lp.run_until_complete(talk(lp, ep, ssl));
   }
+  std::string virtual_clock_conflict() const override {
+    return tls_.enabled() ? tls_virtual_clock_conflict(name()) : std::string();
+  }
 
  private:
   loop::Coroutine<int> talk(loop::EventLoop& lp, Endpoint ep,

@@ -64,14 +64,20 @@ void print_results(const std::vector<loop::AddrInfo>& results) {
   std::fflush(stdout);
 }
 
-// "cannot resolve HOST: <gai_strerror text>" (GaiError's what() also names the call).
-[[noreturn]] void throw_resolve_error(const std::string& host, std::exception_ptr failed) {
+// "cannot resolve HOST: <gai_strerror text>" (GaiError's what() also names the call). When the
+// service is what failed, the message names it: gai_strerror's "Servname not supported for
+// ai_socktype" does not say which of the two arguments was wrong.
+[[noreturn]] void throw_resolve_error(const std::string& host, const std::string& port,
+                                      const std::string& type, std::exception_ptr failed) {
   try {
     std::rethrow_exception(failed);
   } catch (const loop::GaiError& e) {
     std::string what = e.what();
     auto at = what.rfind("failed: ");
     std::string why = at == std::string::npos ? gai_strerror(e.code()) : what.substr(at + 8);
+    if (e.code() == EAI_SERVICE)
+      why = "unknown service '" + port + "'" + (type == "any" ? "" : " for --type " + type) + " (" +
+            why + ")";
     throw RuntimeFailure("cannot resolve " + host + ": " + why);
   } catch (const std::exception& e) {
     throw RuntimeFailure("cannot resolve " + host + ": " + e.what());
@@ -121,7 +127,7 @@ class Resolve final : public Command {
     } catch (const std::exception&) {
       failed = std::current_exception();
     }
-    if (failed) throw_resolve_error(host_, failed);
+    if (failed) throw_resolve_error(host_, port_, type_, failed);
     print_results(results);
     co_return 0;
   }

@@ -164,7 +164,8 @@ class Sendfile final : public Command {
         "(zero-copy sendfile(2) on plain sockets, read-and-write over TLS); runs until SIGINT "
         "or SIGTERM");
     serve_->add_option("file", serve_file_, "The file to send")->required();
-    serve_->add_option("--host", host_, "The address to listen on ('' = every interface)");
+    serve_->add_option("--host", host_, "The address to listen on ('' = every interface)")
+        ->transform(host_address());
     serve_->add_option("--port", port_, "The TCP port (0 = any free one, printed)")
         ->check(CLI::Range(0, 65535).description("0-65535"));
     serve_->add_option("--unix", unix_, "Listen on this unix socket path instead (@NAME: abstract)")
@@ -190,6 +191,12 @@ class Sendfile final : public Command {
   int run(loop::EventLoop& lp) override {
     if (serve_->parsed()) return run_serve(lp);
     return run_send(lp);
+  }
+  // Only TLS is refused: `send` has no timer, and `serve`'s linger after a file, like every
+  // server's shutdown grace, only ends early.
+  std::string virtual_clock_conflict() const override {
+    bool tls = serve_->parsed() && !tls_.cert.empty();
+    return tls ? tls_virtual_clock_conflict("sendfile serve") : std::string();
   }
 
  private:

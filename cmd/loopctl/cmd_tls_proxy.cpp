@@ -235,6 +235,12 @@ class TlsProxy final : public Command {
                  "STARTTLS (answered 'OK STARTTLS'); needs --cert/--key");
   }
 
+  std::string virtual_clock_conflict() const override {
+    // TLS on either leg: the handshake timeout runs on the simulated clock.
+    if (server_tls_.cert.empty() && !upstream_tls_.enabled()) return {};
+    return tls_virtual_clock_conflict(name());
+  }
+
   int run(loop::EventLoop& lp) override {
     Endpoint listen = parse_endpoint(listen_);
     cfg_.upstream = parse_endpoint(upstream_);

@@ -47,11 +47,6 @@ class UdpClientProtocol final : public loop::DatagramProtocol {
 };
 
 // Outside the coroutine: GCC 12 miscompiles string literals in coroutine bodies.
-std::string format_seconds(double s) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%g", s);
-  return buf;
-}
 [[noreturn]] void throw_no_echo(const Endpoint& ep, double timeout) {
   throw RuntimeFailure("no echo from " + ep.to_string() + " within " + format_seconds(timeout) +
                        " s");
@@ -73,10 +68,6 @@ std::string format_seconds(double s) {
   } catch (const std::exception& e) {
     throw RuntimeFailure("cannot send to " + ep.to_string() + ": " + e.what());
   }
-}
-[[noreturn]] void throw_mismatches(int mismatches, int count) {
-  throw RuntimeFailure(std::to_string(mismatches) + " of " + std::to_string(count) +
-                       " echoes did not match");
 }
 void print_line(const std::string& s) {
   std::printf("%s\n", s.c_str());
@@ -109,6 +100,9 @@ class UdpEchoClient final : public Command {
     if (message_.empty()) throw UsageError("--message must not be empty");
     return lp.run_until_complete(talk(lp, ep));
   }
+  std::string virtual_clock_conflict() const override {
+    return timeouts_virtual_clock_conflict(name());
+  }
 
  private:
   loop::Coroutine<int> talk(loop::EventLoop& lp, Endpoint ep) {
@@ -126,6 +120,7 @@ class UdpEchoClient final : public Command {
     }
     if (failed) throw_setup_error(ep, failed);
     int mismatches = 0;
+    std::string first_mismatch;
     std::exception_ptr peer_error;
     bool timed_out = false;
     for (int i = 0; i < count_ && !peer_error && !timed_out; ++i) {
@@ -143,13 +138,15 @@ class UdpEchoClient final : public Command {
       std::string echo = std::move(protocol->received().front());
       protocol->received().pop_front();
       print_line(echo);
-      if (echo != message_) ++mismatches;
+      // Whole datagrams are compared: one longer than the message sent is a mismatch too.
+      if (echo != message_ && mismatches++ == 0)
+        first_mismatch = describe_bad_echo(i + 1, message_, echo);
     }
     transport->close();
     co_await loop::sleep(0);  // let connection_lost run before the loop closes
     if (timed_out) throw_no_echo(ep, timeout_);
     if (peer_error) throw_peer_error(ep, peer_error);
-    if (mismatches) throw_mismatches(mismatches, count_);
+    if (mismatches) throw_echo_mismatches(mismatches, count_, first_mismatch);
     co_return 0;
   }
 

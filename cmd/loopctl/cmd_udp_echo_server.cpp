@@ -57,7 +57,7 @@ class UdpEchoServer final : public Command {
            "SIGINT or SIGTERM";
   }
   void setup(CLI::App& app) override {
-    app.add_option("--host", host_, "The address to bind to");
+    app.add_option("--host", host_, "The address to bind to")->transform(host_address());
     app.add_option("--port", port_, "The UDP port (0 = any free one, printed)")
         ->check(CLI::Range(0, 65535).description("0-65535"));
     app.add_option("--workers", workers_,

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <system_error>
 
 #include "command.hpp"
 
@@ -52,6 +53,15 @@ void reader(Watched* w) {
 
 namespace {
 
+// Why add_reader failed, in words. epoll refuses (EPERM) files that are always ready, such as
+// /dev/null or /dev/zero, as the regular files refused before it is called.
+std::string watch_error(const std::system_error& e) {
+  if (e.code() == std::errc::operation_not_permitted)
+    return "this file does not support waiting for readiness (epoll refuses it); watch a pipe, "
+           "FIFO, tty or socket";
+  return e.code().message();
+}
+
 class WatchFd final : public Command {
  public:
   const char* name() const override { return "watch-fd"; }
@@ -94,6 +104,8 @@ class WatchFd final : public Command {
     stop_on_interrupt(lp, caught);
     try {
       lp.add_reader(fd, reader, &w);
+    } catch (const std::system_error& e) {
+      throw RuntimeFailure("cannot watch " + what + ": " + watch_error(e));
     } catch (const std::exception& e) {
       throw RuntimeFailure("cannot watch " + what + ": " + e.what());
     }

@@ -41,6 +41,10 @@ class Command {
   virtual void setup(CLI::App& app) = 0;
   /// Runs on `loop`; returns the exit code.
   virtual int run(loop::EventLoop& loop) = 0;
+  /// Why this invocation cannot run on --virtual-clock, as "WHAT: WHY" (e.g. "echo-client: its
+  /// timeouts would expire before..."); empty when it can. Simulated time jumps to the next
+  /// timer whenever no I/O is ready at once, so a timeout that bounds real I/O fires first.
+  virtual std::string virtual_clock_conflict() const { return {}; }
 };
 
 /// CLI11 validators with messages people can read ("must be a number > 0").
@@ -52,6 +56,12 @@ CLI::Validator non_empty(const char* what);
 CLI::Validator octal_mode();
 /// The value of an option octal_mode() accepted.
 unsigned parse_octal_mode(const std::string& text);
+/// A --host value: a name or address as it is, a bracketed IPv6 literal without its brackets
+/// ("[::1]" -> "::1", as in endpoints). A transform: use with ->transform().
+CLI::Validator host_address();
+
+/// Seconds as the user would write them: "10", "0.5" (shortest form that reads back the same).
+std::string format_seconds(double seconds);
 
 /// Every subcommand, in the order `loopctl --help` lists them.
 std::vector<std::unique_ptr<Command>> all_commands();

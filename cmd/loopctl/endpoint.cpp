@@ -10,7 +10,12 @@ namespace loopctl {
 
 namespace {
 const char* const kForms = "expected HOST:PORT, [V6ADDR]:PORT or unix:PATH";
+
+bool is_ipv6_address(const std::string& host) {
+  in6_addr a6{};
+  return inet_pton(AF_INET6, host.c_str(), &a6) == 1;
 }
+}  // namespace
 
 int parse_port(const std::string& text) {
   if (text.empty() || text.size() > 6)
@@ -21,6 +26,15 @@ int parse_port(const std::string& text) {
   int port = std::stoi(text);
   if (port > 65535) throw UsageError("port " + text + " out of range 0-65535");
   return port;
+}
+
+std::string parse_host(const std::string& text) {
+  if (text.empty() || text.front() != '[') return text;
+  bool closed = text.size() >= 2 && text.back() == ']';
+  std::string inner = closed ? text.substr(1, text.size() - 2) : std::string();
+  if (!closed || !is_ipv6_address(inner))
+    throw UsageError("'" + text + "' is not an IPv6 address in brackets such as [::1]");
+  return inner;
 }
 
 Endpoint parse_endpoint(const std::string& text) {
@@ -43,8 +57,7 @@ Endpoint parse_endpoint(const std::string& text) {
     if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
       throw UsageError("malformed endpoint '" + text + "': " + kForms);
     ep.host = text.substr(1, close - 1);
-    in6_addr a6{};
-    if (inet_pton(AF_INET6, ep.host.c_str(), &a6) != 1)
+    if (!is_ipv6_address(ep.host))
       throw UsageError("malformed endpoint '" + text + "': '" + ep.host +
                        "' is not an IPv6 address");
     port = text.substr(close + 2);

@@ -20,6 +20,11 @@ struct Endpoint {
 /// Parses an endpoint; throws UsageError with a message saying what is wrong.
 Endpoint parse_endpoint(const std::string& text);
 
+/// Parses a host to listen on (--host): a name or an address as it is; an IPv6 literal may be
+/// written in brackets as in endpoints ("[::1]"), returned without them. Throws UsageError for
+/// brackets around anything but an IPv6 address.
+std::string parse_host(const std::string& text);
+
 /// Parses a port number 0-65535; throws UsageError otherwise.
 int parse_port(const std::string& text);
 

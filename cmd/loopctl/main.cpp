@@ -1,8 +1,10 @@
 // loopctl: main() wires CLI11 to the subcommands; each lives in its own cmd_*.cpp.
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -65,6 +67,14 @@ void cancel_pending_tasks(loop::EventLoop& lp) {
   lp.close();
 }
 
+void block_interrupts() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,7 +113,10 @@ int main(int argc, char** argv) {
                "The loop's debug mode: slow callbacks and never-retrieved exceptions are "
                "reported, calls from a wrong thread are refused");
   app.add_flag("--virtual-clock", global.virtual_clock,
-               "Run timers in simulated time: no real waiting, same output order");
+               "Run timers in simulated time: no real waiting, same output order. Time jumps to "
+               "the next timer whenever no I/O is ready, so it is refused where a timeout "
+               "races real network I/O (echo-client, udp-echo-client, TLS handshakes), and "
+               "grace periods (a server's shutdown, exec's SIGKILL) end at once");
 
   auto commands = all_commands();
   Command* chosen = nullptr;
@@ -135,11 +148,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*trace_opt) global.trace = trace_dest.empty() ? std::string("-") : trace_dest;
+  if (global.virtual_clock && !chosen->virtual_clock_conflict().empty()) {
+    print_error("--virtual-clock cannot be used with " + chosen->virtual_clock_conflict() +
+                " (see loopctl --help)");
+    return 2;
+  }
 
   std::unique_ptr<loop::EventLoop> loop;
   try {
     loop = make_loop(global);
     int code = chosen->run(*loop);
+    // Done: closing the loop gives SIGINT/SIGTERM their default action back, and a second
+    // Ctrl-C (or a `timeout` wrapper's signal) in the last moments would kill the process
+    // with that signal after a clean shutdown. Blocked, it stays pending until the exit.
+    block_interrupts();
     if (!loop->is_closed()) loop->close();
     flush_stdout();
     if (interrupted_by()) return 128 + interrupted_by();

@@ -1,11 +1,13 @@
 // The loop a subcommand runs on, and how loopctl reports errors.
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include "command.hpp"
+#include "endpoint.hpp"
 
 namespace loopctl {
 
@@ -68,6 +70,27 @@ CLI::Validator octal_mode() {
 
 unsigned parse_octal_mode(const std::string& text) {
   return static_cast<unsigned>(std::stoul(text, nullptr, 8));
+}
+
+// Every --host goes through parse_host, so that "[::1]" means the same to every server (and
+// their messages print it back as "[::1]:PORT", not "[[::1]]:PORT").
+CLI::Validator host_address() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        try {
+          value = parse_host(value);
+          return {};
+        } catch (const UsageError& e) {
+          return e.what();
+        }
+      },
+      "");
+}
+
+std::string format_seconds(double seconds) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, seconds);
+  return ec == std::errc() ? std::string(buf, end) : std::to_string(seconds);
 }
 
 namespace {

@@ -123,6 +123,16 @@ int run_workers(loop::EventLoop& lp, int workers, const Worker& worker) {
   std::vector<std::function<void(int)>> stoppers;
   for (std::size_t i = 0; i < slots.size(); ++i) {
     slots[i].loop = std::make_unique<loop::EventLoop>();
+    slots[i].loop->set_debug(lp.get_debug());
+    slots[i].loop->slow_callback_duration = lp.slow_callback_duration;
+  }
+  // --trace: every worker's loop writes to the one sink, its records tagged "loop": N.
+  std::shared_ptr<loop::Tracer> own_tracer = lp.shared_tracer();
+  if (own_tracer && !slots.empty()) {
+    auto shared = loop::share_trace_sink(own_tracer);
+    lp.set_tracer(loop::make_loop_tracer(shared, 0, true));  // closes after the workers'
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      slots[i].loop->set_tracer(loop::make_loop_tracer(shared, static_cast<int>(i) + 1));
   }
   // Signals are handled by this thread only.
   sigset_t block, old;
@@ -195,7 +205,10 @@ int pick_shared_port(const std::string& host, int socktype) {
   int err = errno;
   if (fd >= 0) ::close(fd);
   ::freeaddrinfo(res);
-  if (port < 0) throw RuntimeFailure("cannot listen on " + host + ":0: " + std::strerror(err));
+  if (port < 0)
+    throw RuntimeFailure("cannot listen on " +
+                         Endpoint{Endpoint::Kind::tcp, host, 0, {}}.to_string() + ": " +
+                         std::strerror(err));
   return port;
 }
 
@@ -203,6 +216,29 @@ std::string connect_error(const Endpoint& ep, const std::exception& e) {
   std::string why = e.what();
   if (auto* se = dynamic_cast<const std::system_error*>(&e)) why = se->code().message();
   return "cannot connect to " + ep.to_string() + ": " + why;
+}
+
+std::string describe_bad_echo(int index, const std::string& sent, const std::string& echo) {
+  std::string which = "echo " + std::to_string(index);
+  if (echo.size() > sent.size() && echo.compare(0, sent.size(), sent) == 0)
+    return which + " came back with " + std::to_string(echo.size() - sent.size()) +
+           " bytes more than the message sent";
+  return which + " differs from the message sent";
+}
+
+void throw_echo_mismatches(int mismatches, int count, const std::string& first) {
+  throw RuntimeFailure(std::to_string(mismatches) + " of " + std::to_string(count) +
+                       " echoes did not match: " + first);
+}
+
+std::string timeouts_virtual_clock_conflict(const std::string& what) {
+  return what + ": its timeouts would expire before real network I/O completes";
+}
+
+std::string tls_virtual_clock_conflict(const std::string& what) {
+  return what +
+         " over TLS: its TLS handshake timeout would expire before real network I/O "
+         "completes";
 }
 
 }  // namespace loopctl

@@ -91,4 +91,18 @@ int pick_shared_port(const std::string& host, int socktype = SOCK_STREAM);
 /// "cannot connect to EP: reason" from whatever create_connection threw.
 std::string connect_error(const Endpoint& ep, const std::exception& e);
 
+/// How echo `index` (from 1), everything that came back for `sent`, differs from it, for the
+/// error line: "echo 2 differs from the message sent", "echo 1 came back with 5 bytes more than
+/// the message sent".
+std::string describe_bad_echo(int index, const std::string& sent, const std::string& echo);
+
+/// "M of N echoes did not match: <first>", `first` from describe_bad_echo (exit 1).
+[[noreturn]] void throw_echo_mismatches(int mismatches, int count, const std::string& first);
+
+/// Command::virtual_clock_conflict for `what` (a subcommand) whose timeouts bound real network
+/// I/O: simulated time reaches them while the peer's answer is still on its way.
+std::string timeouts_virtual_clock_conflict(const std::string& what);
+/// The same for `what` speaking TLS: its handshake timeout runs on the loop's clock.
+std::string tls_virtual_clock_conflict(const std::string& what);
+
 }  // namespace loopctl

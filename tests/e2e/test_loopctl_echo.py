@@ -136,6 +136,25 @@ class EchoServer(unittest.TestCase):
                 self.assertEqual((r.returncode, r.stdout), (0, "six\nsix\n"), r.stderr)
                 srv.stop()
 
+    def test_bracketed_ipv6_host_as_in_endpoints(self):
+        if not socket.has_ipv6:
+            self.skipTest("no IPv6")
+        # --workers resolves --host itself (for the shared port): "[::1]" must mean ::1 there too.
+        for extra in ((), ("--workers", "2")):
+            with Server("echo-server", "--host", "[::1]", "--port", "0", *extra) as srv:
+                self.assertRegex(srv.endpoints[0], r"^\[::1\]:\d+$")
+                r = run("echo-client", srv.endpoints[0], "--message", "six")
+                self.assertEqual((r.returncode, r.stdout), (0, "six\n"), r.stderr)
+                self.assertEqual(srv.stop()[0], 0)
+
+    def test_virtual_clock_still_serves(self):
+        with Server("--virtual-clock", "echo-server", "--port", "0") as srv:
+            with socket.create_connection(("127.0.0.1", srv.port)) as c:
+                c.sendall(b"simulated")
+                self.assertEqual(c.recv(100), b"simulated")
+            code, _, err = srv.stop()
+            self.assertEqual((code, err), (0, ""))
+
     def test_workers_share_the_port(self):
         with Server("echo-server", "--port", "0", "--workers", "3") as srv:
             self.assertEqual(len(srv.endpoints), 1)
@@ -261,6 +280,65 @@ class EchoClient(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stdout, "ABC\n")
         self.assertIn("loopctl: error: 1 of 1 echoes did not match", r.stderr)
+
+    def serve_once(self, answer):
+        """A one-connection server in a thread answering each chunk with answer(chunk); returns
+        its endpoint. Closed by the test's cleanup."""
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        self.addCleanup(lst.close)
+
+        def serve():
+            c, _ = lst.accept()
+            with c:
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while True:
+                    d = c.recv(100)
+                    if not d:
+                        break
+                    answer(c, d)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 10)
+        return "127.0.0.1:%d" % lst.getsockname()[1]
+
+    def test_bytes_after_the_echo_are_a_mismatch(self):
+        ep = self.serve_once(lambda c, d: c.sendall(d + b"EXTRA"))
+        r = run("echo-client", ep)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "Hello World!EXTRA\n")
+        self.assertEqual(r.stderr, "loopctl: error: 1 of 1 echoes did not match: echo 1 came "
+                                   "back with 5 bytes more than the message sent\n")
+
+    def test_an_echo_split_in_single_bytes_still_matches(self):
+        def one_byte_at_a_time(c, d):
+            for i in range(len(d)):
+                c.sendall(d[i:i + 1])
+                time.sleep(0.005)  # separate segments, so that the client reads it in pieces
+        ep = self.serve_once(one_byte_at_a_time)
+        r = run("echo-client", ep, "--count", "3")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertEqual(r.stdout, "Hello World!\n" * 3)
+
+    def test_no_echo_names_the_timeout_as_written(self):
+        ep = self.serve_once(lambda c, d: None)  # never answers
+        r = run("echo-client", ep, "--timeout", "0.5")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr, "loopctl: error: no echo from %s within 0.5 s\n" % ep)
+
+    def test_virtual_clock_is_refused_as_a_usage_error(self):
+        # Simulated time would reach --timeout before the real echo arrives.
+        with Server("echo-server", "--port", "0") as srv:
+            for args in (("--virtual-clock", "echo-client", srv.endpoints[0]),
+                         ("echo-client", srv.endpoints[0], "--virtual-clock")):
+                r = run(*args)
+                self.assertEqual((r.returncode, r.stdout), (2, ""), args)
+                self.assertEqual(r.stderr, "loopctl: error: --virtual-clock cannot be used with "
+                                 "echo-client: its timeouts would expire before real network "
+                                 "I/O completes (see loopctl --help)\n")
+            self.assertEqual(srv.stop()[0], 0)
 
     def test_sigint_while_waiting_leaves_a_complete_chrome_trace(self):
         import json

@@ -63,6 +63,12 @@ class WatchFd(unittest.TestCase):
             r = run("watch-fd", "--path", f.name)
             self.assertEqual(r.returncode, 1)
             self.assertIn("regular file", r.stderr)
+        # epoll refuses files that are always ready (EPERM): said in words, not as a syscall.
+        r = run("watch-fd", "--path", "/dev/null")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr, "loopctl: error: cannot watch /dev/null: this file does not "
+                                   "support waiting for readiness (epoll refuses it); watch a "
+                                   "pipe, FIFO, tty or socket\n")
         r = run("watch-fd", "--fd", "97")
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot watch fd 97: Bad file descriptor", r.stderr)

@@ -72,6 +72,21 @@ class Resolve(unittest.TestCase):
         self.assertEqual(r.stdout, "")
         self.assertEqual(r.stderr, "loopctl: error: cannot resolve %s: %s\n" % (host, why))
 
+    def test_unknown_service_is_named(self):
+        try:
+            socket.getaddrinfo("127.0.0.1", "no-such-service")
+            self.skipTest("the resolver here knows no-such-service")
+        except socket.gaierror as e:
+            if e.errno != socket.EAI_SERVICE:
+                self.skipTest("this resolver reports an unknown service differently")
+            why = e.strerror
+        r = run("resolve", "127.0.0.1", "no-such-service")
+        self.assertEqual((r.returncode, r.stdout), (1, ""))
+        self.assertEqual(r.stderr, "loopctl: error: cannot resolve 127.0.0.1: unknown service "
+                                   "'no-such-service' (%s)\n" % why)
+        r = run("resolve", "127.0.0.1", "no-such-service", "--type", "dgram")
+        self.assertIn("unknown service 'no-such-service' for --type dgram", r.stderr)
+
     def test_usage_errors(self):
         for args in (["resolve"], ["resolve", "localhost", "--family", "ipx"],
                      ["resolve", "localhost", "--type", "raw"], ["resolve", "x", "1", "2"],

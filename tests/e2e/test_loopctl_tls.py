@@ -347,5 +347,39 @@ class TlsProxy(unittest.TestCase):
         self.assertIn("--starttls needs --cert and --key", r.stderr)
 
 
+class VirtualClock(unittest.TestCase):
+    """The TLS handshake timeout runs on the loop's clock: simulated time would reach it before
+    the peer's real answer, so TLS on either side refuses --virtual-clock; plain still works."""
+
+    def test_every_tls_use_is_refused_as_a_usage_error(self):
+        cert = ("--cert", CERTS["srv.pem"], "--key", CERTS["srv.key"])
+        cases = {
+            ("echo-server", "--port", "0") + cert: "echo-server",
+            ("sendfile", "serve", CERTS["ca.pem"], "--port", "0") + cert: "sendfile serve",
+            ("exec", "cat", "--connect", "127.0.0.1:1", "--tls"): "exec",
+            ("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1") + cert:
+                "tls-proxy",
+            ("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1",
+             "--upstream-tls"): "tls-proxy",
+            ("tls-proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--cafile",
+             CERTS["ca.pem"]): "tls-proxy",
+        }
+        for args, what in cases.items():
+            r = run("--virtual-clock", *args, timeout=10)
+            self.assertEqual((r.returncode, r.stdout), (2, ""), (args, r.stderr))
+            self.assertEqual(r.stderr, "loopctl: error: --virtual-clock cannot be used with %s "
+                             "over TLS: its TLS handshake timeout would expire before real "
+                             "network I/O completes (see loopctl --help)\n" % what, args)
+
+    def test_a_plain_proxy_still_forwards(self):
+        with Server("echo-server", "--port", "0") as up:
+            with Server("--virtual-clock", "tls-proxy", "--listen", "127.0.0.1:0", "--upstream",
+                        up.endpoints[0]) as proxy:
+                r = run("echo-client", proxy.endpoints[0], "--message", "plain")
+                self.assertEqual((r.returncode, r.stdout), (0, "plain\n"), r.stderr)
+                self.assertEqual(proxy.stop()[0], 0)
+            self.assertEqual(up.stop()[0], 0)
+
+
 if __name__ == "__main__":
     main()

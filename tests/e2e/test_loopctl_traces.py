@@ -78,6 +78,26 @@ class Traces(unittest.TestCase):
             self.assertEqual(code, 0)
             self.check(err, ["connection_made", "data_received", "eof_received", "connection_lost"])
 
+    def test_workers_trace_every_loop_into_one_file(self):
+        # Each worker's loop writes to the one trace, its records tagged "loop"; the kernel
+        # spreads the connections over the workers (SO_REUSEPORT), so 64 reach both.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "workers.jsonl")
+            with Server("--trace=" + path, "echo-server", "--port", "0", "--workers", "2") as srv:
+                for _ in range(64):
+                    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as c:
+                        c.sendall(b"x")
+                        self.assertEqual(c.recv(10), b"x")
+                code, _, err = srv.stop()
+                self.assertEqual(code, 0, err)
+            with open(path) as f:
+                recs = self.check(f.read(), ["loop_start", "connection_accepted", "loop_close"])
+        self.assertEqual({r.get("loop") for r in recs}, {0, 1})
+        self.assertEqual(sorted(r["loop"] for r in recs if r["ev"] == "loop_start"), [0, 1])
+        accepted = [r["loop"] for r in recs if r["ev"] == "connection_accepted"]
+        self.assertEqual(len(accepted), 64)
+        self.assertEqual(set(accepted), {0, 1})
+
     def test_every_other_subcommand_that_exists(self):
         subs = subcommands()
         with tempfile.TemporaryDirectory() as d:

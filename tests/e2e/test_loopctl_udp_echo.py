@@ -113,6 +113,34 @@ class UdpEchoServer(unittest.TestCase):
                 self.assertEqual(a.recvfrom(100)[0], b"six")
             self.assertEqual(srv.stop(signal.SIGTERM)[0], 0)
 
+    def test_bracketed_ipv6_host_as_echo_server_takes_it(self):
+        if not socket.has_ipv6:
+            self.skipTest("no IPv6")
+        try:
+            with udp_socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("no ::1")
+        with Server("udp-echo-server", "--host", "[::1]", "--port", "0") as srv:
+            self.assertRegex(srv.endpoints[0], r"^\[::1\]:\d+$")
+            with udp_socket(socket.AF_INET6) as a:
+                a.sendto(b"six", ("::1", srv.port))
+                self.assertEqual(a.recvfrom(100)[0], b"six")
+            self.assertEqual(srv.stop()[0], 0)
+        # Brackets around anything else: said at once, as a usage error, by every --host.
+        for args in (("udp-echo-server",), ("echo-server",), ("sendfile", "serve", "/dev/null")):
+            r = run(*args, "--host", "[::1", "--port", "0", timeout=10)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertEqual(r.stderr, "loopctl: error: --host: '[::1' is not an IPv6 address "
+                                       "in brackets such as [::1] (see loopctl --help)\n", args)
+
+    def test_virtual_clock_still_serves(self):
+        with Server("--virtual-clock", "udp-echo-server", "--port", "0") as srv:
+            with udp_socket() as a:
+                a.sendto(b"simulated", ("127.0.0.1", srv.port))
+                self.assertEqual(a.recvfrom(100)[0], b"simulated")
+            self.assertEqual(srv.stop()[0], 0)
+
     def test_survives_a_client_that_went_away(self):
         with Server("udp-echo-server", "--port", "0") as srv:
             # Its echo draws an ICMP port unreachable: error_received, and nothing more.
@@ -224,6 +252,22 @@ class UdpEchoClient(unittest.TestCase):
             self.assertEqual(r.returncode, 1)
             self.assertEqual(r.stdout, "ABC\n")
             self.assertIn("loopctl: error: 1 of 1 echoes did not match", r.stderr)
+
+    def test_a_longer_echo_is_a_mismatch_that_says_so(self):
+        with PeerThread(lambda d: d + b"EXTRA") as peer:
+            r = run("udp-echo-client", "127.0.0.1:%d" % peer.port, "--message", "abc")
+            self.assertEqual(r.returncode, 1)
+            self.assertEqual(r.stdout, "abcEXTRA\n")
+            self.assertEqual(r.stderr, "loopctl: error: 1 of 1 echoes did not match: echo 1 "
+                                       "came back with 5 bytes more than the message sent\n")
+
+    def test_virtual_clock_is_refused_as_a_usage_error(self):
+        with PeerThread(lambda d: d) as peer:
+            r = run("--virtual-clock", "udp-echo-client", "127.0.0.1:%d" % peer.port)
+            self.assertEqual((r.returncode, r.stdout), (2, ""))
+            self.assertEqual(r.stderr, "loopctl: error: --virtual-clock cannot be used with "
+                             "udp-echo-client: its timeouts would expire before real network "
+                             "I/O completes (see loopctl --help)\n")
 
     def test_usage_errors(self):
         for args in (["udp-echo-client"], ["udp-echo-client", "127.0.0.1:70000"],
