@@ -110,10 +110,35 @@ void stop_on_interrupt(loop::EventLoop& lp, int& caught) {
   }
 }
 
+namespace {
+// What the loop reports (an accept that failed for lack of descriptors, a callback that threw)
+// as one `loopctl:` line, as loopctl's other diagnostics: the message and the exception's.
+// Debug mode keeps the loop's full report (the handle, where it was created...).
+void report_in_one_line(loop::EventLoop& lp, const loop::ExceptionContext& context) {
+  if (lp.get_debug()) {
+    lp.default_exception_handler(context);
+    return;
+  }
+  std::string line = context.message;
+  if (context.exception) {
+    try {
+      std::rethrow_exception(context.exception);
+    } catch (const std::exception& e) {
+      line += std::string(": ") + e.what();
+    } catch (...) {
+      line += ": an exception of unknown type";
+    }
+  }
+  std::fprintf(stderr, "loopctl: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+}  // namespace
+
 std::unique_ptr<loop::EventLoop> make_loop(const GlobalOptions& options) {
   auto lp = std::make_unique<loop::EventLoop>(options.virtual_clock ? loop::make_virtual_clock()
                                                                     : nullptr);
   if (options.debug) lp->set_debug(true);
+  lp->set_exception_handler(report_in_one_line);
   lp->slow_callback_duration = options.slow_callback_ms / 1000.0;
   if (options.trace) {
     try {

@@ -125,6 +125,7 @@ int run_workers(loop::EventLoop& lp, int workers, const Worker& worker) {
     slots[i].loop = std::make_unique<loop::EventLoop>();
     slots[i].loop->set_debug(lp.get_debug());
     slots[i].loop->slow_callback_duration = lp.slow_callback_duration;
+    slots[i].loop->set_exception_handler(lp.get_exception_handler());
   }
   // --trace: every worker's loop writes to the one sink, its records tagged "loop": N.
   std::shared_ptr<loop::Tracer> own_tracer = lp.shared_tracer();

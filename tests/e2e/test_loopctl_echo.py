@@ -32,6 +32,34 @@ def free_port():
 
 
 class EchoServer(unittest.TestCase):
+    def test_out_of_descriptors_is_one_loopctl_line_and_it_serves_on(self):
+        # With 24 descriptors the server runs out while 40 clients connect: it says so in
+        # one `loopctl:` line per report (not the loop's multi-line dump with C++ type
+        # names), and serves again once the clients are gone.
+        import resource
+        proc = subprocess.Popen(
+            [LOOPCTL, "echo-server", "--port", "0"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24)))
+        try:
+            port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=10)
+                       for _ in range(40)]
+            time.sleep(0.3)  # the server accepts what it can and reports the rest
+            for c in clients:
+                c.close()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(b"still here")
+                self.assertEqual(c.recv(100), b"still here")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+        lines = err.splitlines()
+        self.assertTrue(lines, "no report of the failed accepts")
+        for line in lines:
+            self.assertRegex(line, r"^loopctl: .*Too many open files$")
+
     def test_listening_line_and_round_trip(self):
         with Server("echo-server", "--port", "0") as srv:
             self.assertRegex(srv.endpoints[0], r"^127\.0\.0\.1:\d+$")
