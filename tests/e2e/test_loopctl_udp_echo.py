@@ -98,7 +98,7 @@ class UdpEchoServer(unittest.TestCase):
                 recs = parse_jsonl(f.read())
         self.assertEqual([r["bytes"] for r in recs if r["ev"] == "datagram_received"], [0, 4])
 
-    def test_ipv6(self):
+    def test_ipv6_host_plain_or_bracketed_as_echo_server_takes_it(self):
         if not socket.has_ipv6:
             self.skipTest("no IPv6")
         try:
@@ -106,27 +106,13 @@ class UdpEchoServer(unittest.TestCase):
                 probe.bind(("::1", 0))
         except OSError:
             self.skipTest("no ::1")
-        with Server("udp-echo-server", "--host", "::1", "--port", "0") as srv:
-            self.assertRegex(srv.endpoints[0], r"^\[::1\]:\d+$")
-            with udp_socket(socket.AF_INET6) as a:
-                a.sendto(b"six", ("::1", srv.port))
-                self.assertEqual(a.recvfrom(100)[0], b"six")
-            self.assertEqual(srv.stop(signal.SIGTERM)[0], 0)
-
-    def test_bracketed_ipv6_host_as_echo_server_takes_it(self):
-        if not socket.has_ipv6:
-            self.skipTest("no IPv6")
-        try:
-            with udp_socket(socket.AF_INET6) as probe:
-                probe.bind(("::1", 0))
-        except OSError:
-            self.skipTest("no ::1")
-        with Server("udp-echo-server", "--host", "[::1]", "--port", "0") as srv:
-            self.assertRegex(srv.endpoints[0], r"^\[::1\]:\d+$")
-            with udp_socket(socket.AF_INET6) as a:
-                a.sendto(b"six", ("::1", srv.port))
-                self.assertEqual(a.recvfrom(100)[0], b"six")
-            self.assertEqual(srv.stop()[0], 0)
+        for host in ("::1", "[::1]"):
+            with Server("udp-echo-server", "--host", host, "--port", "0") as srv:
+                self.assertRegex(srv.endpoints[0], r"^\[::1\]:\d+$")
+                with udp_socket(socket.AF_INET6) as a:
+                    a.sendto(b"six", ("::1", srv.port))
+                    self.assertEqual(a.recvfrom(100)[0], b"six")
+                self.assertEqual(srv.stop(signal.SIGTERM)[0], 0)
         # Brackets around anything else: said at once, as a usage error, by every --host.
         for args in (("udp-echo-server",), ("echo-server",), ("sendfile", "serve", "/dev/null")):
             r = run(*args, "--host", "[::1", "--port", "0", timeout=10)
