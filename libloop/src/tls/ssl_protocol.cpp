@@ -382,6 +382,8 @@ void SSLProtocol::process_write_backlog() {
   try {
     for (std::size_t i = 0, n = write_backlog_.size(); i < n && transport_ && !pipe_done_; ++i) {
       auto& [data, offset] = write_backlog_.front();
+      // Our close_notify waits for the handshake (on_handshake_complete runs the backlog).
+      if (data.empty() && offset == 2 && sslpipe_->state() == SSLPipe::State::do_handshake) break;
       std::vector<std::string> ssldata;
       std::size_t new_offset = 1;
       if (!data.empty()) {

@@ -326,6 +326,29 @@ TEST_CASE("write_eof: close_notify half-closes, the peer's reply after it still 
   }
 }
 
+// write_eof before the handshake ended (a proxy passing on a client's early EOF): the
+// close_notify waits for the handshake, with or without data written before it.
+TEST_CASE("write_eof during the handshake: sent after it, behind the data written before") {
+  for (bool with_data : {false, true}) {
+    loop::EventLoop lp;
+    Pair p(lp, client_ctx(), server_ctx());
+    p.sapp->keep_open_on_eof = true;
+    p.start();
+    auto early = p.cssl->app_transport();
+    REQUIRE(early);
+    if (with_data) early->write("early data");
+    early->write_eof();
+    REQUIRE(run_until(
+        lp, [&] { return p.sapp->eofs == 1; }, 5));
+    CHECK(p.sapp->received == (with_data ? "early data" : ""));
+    p.sapp->transport->write("reply");
+    p.sapp->transport->close();
+    REQUIRE(run_until(lp, [&] { return p.capp->lost && p.sapp->lost; }));
+    CHECK(p.capp->received == "reply");
+    CHECK(p.capp->lost_exc == nullptr);
+  }
+}
+
 TEST_CASE("EOF from the peer without close_notify: eof_received, then connection_lost") {
   loop::EventLoop lp;
   Pair p(lp, client_ctx(), server_ctx());
