@@ -94,4 +94,27 @@ print(n, flush=True)
 )PY";
 }
 
+/// As slow_reader_peer, but it also stops reading for `sleep_s` again after the first
+/// `first_bytes`, with a small receive buffer (64 KiB, no autotuning): what the writer sends
+/// during either pause stays mostly in its own buffers, whatever the host's TCP memory
+/// limits (tcp_rmem may let a fast reader's buffer grow to 32 MiB).
+inline std::string pausing_reader_peer(const char* sleep_s, std::size_t first_bytes) {
+  return std::string(R"PY(
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); n = 0
+for want in ()PY") +
+         std::to_string(first_bytes) + R"PY(, None):
+    time.sleep()PY" +
+         sleep_s + R"PY()
+    while want is None or n < want:
+        d = c.recv(min(1 << 20, want - n) if want is not None else 1 << 20)
+        if not d: break
+        n += len(d)
+print(n, flush=True)
+)PY";
+}
+
 }  // namespace test
