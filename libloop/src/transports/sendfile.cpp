@@ -113,6 +113,10 @@ Coroutine<std::size_t> sendfile_fallback(EventLoop& loop, Transport& t, int file
                                          std::size_t offset, std::optional<std::size_t> count) {
   std::size_t blocksize = count ? std::min<std::size_t>(*count, 16384) : 16384;
   if (blocksize == 0) co_return 0;
+  // A TLS transport belongs to its SSL layer, which lets go of it at connection_lost; the
+  // caller's protocol may then cancel us, and restore() below still needs the transport.
+  // (Null for an application's own transport: its lifetime is the application's.)
+  std::shared_ptr<BaseTransport> keep = t.shared_transport();
   auto buf = std::make_shared<detail::IoBuffer>(blocksize);  // page-aligned: io/io_buffer.hpp
   std::size_t total_sent = 0;
   auto proto = std::make_shared<FallbackProtocol>(loop, t);

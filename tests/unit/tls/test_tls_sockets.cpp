@@ -644,6 +644,77 @@ TEST_CASE("sendfile over TLS uses the fallback; fallback=false throws SendfileNo
   lp.run_until_complete(server->wait_closed());
 }
 
+// loopctl's `sendfile serve --cert`: a task per connection sends the file over TLS (the
+// fallback) and the protocol cancels it when the connection is lost. The SSL layer lets go of
+// its transport at connection_lost, so the fallback must keep the transport alive itself until
+// it has put the protocol back (it crashed on a freed transport here before).
+TEST_CASE(
+    "sendfile over TLS to a client that resets mid-transfer: the task ends, the server lives") {
+  const auto& certs = TestCerts::get();
+  std::string data = test::pattern(4 * 1024 * 1024);
+  std::string path = certs.write_file("sendfile-reset.bin", data);
+  loop::EventLoop lp;
+  int ended = 0, made = 0;
+  struct Sender : loop::Protocol {
+    loop::EventLoop& lp;
+    std::string path;
+    int& made;
+    int& ended;
+    std::optional<loop::Task<void>> task;
+    Sender(loop::EventLoop& l, std::string p, int& m, int& e)
+        : lp(l), path(std::move(p)), made(m), ended(e) {}
+    void connection_made(loop::BaseTransport& tr) override {
+      ++made;
+      auto* t = dynamic_cast<loop::Transport*>(&tr);
+      task = lp.create_task(send(lp, t, path, ended));
+    }
+    // Not a member: the protocol may be gone when the cancelled task resumes.
+    static loop::Coroutine<void> send(loop::EventLoop& lp, loop::Transport* t, std::string path,
+                                      int& ended) {
+      int fd = ::open(path.c_str(), O_RDONLY);
+      try {
+        co_await lp.sendfile(*t, fd);
+      } catch (...) {
+      }
+      ::close(fd);
+      ++ended;
+    }
+    void connection_lost(std::exception_ptr) override {
+      if (task) task->cancel();
+    }
+  };
+  loop::ServerOptions so;
+  so.ssl = server_ctx();
+  std::string host = "127.0.0.1";
+  auto make = [&] { return std::make_shared<Sender>(lp, path, made, ended); };
+  auto server = lp.run_until_complete(lp.create_server(make, host, 0, so));
+  int port = server->sockets().at(0).port();
+  for (int round = 0; round < 6; ++round) {
+    INFO("round " << round << ", tasks ended " << ended);
+    loop::ConnectionOptions o;
+    o.ssl = client_ctx();
+    auto [t, p] = lp.run_until_complete(tls_connect(lp, host, port, o));
+    test::run_until(lp, [&p = p] { return p->received.size() >= 64 * 1024; });
+    if (round % 2) {
+      t->abort();  // a reset; the other rounds close cleanly with most of the file unread
+    } else {
+      t->close();
+    }
+    test::run_until(lp, [&, r = round] { return ended == r + 1; });
+  }
+  CHECK(made == 6);
+  // A client that stays to the end still gets the whole file.
+  loop::ConnectionOptions o;
+  o.ssl = client_ctx();
+  auto [t, p] = lp.run_until_complete(tls_connect(lp, host, port, o));
+  test::run_until(lp, [&p = p] { return p->received.size() >= 4 * 1024 * 1024; });
+  CHECK(p->received == data);
+  t->close();
+  test::run_until(lp, [&] { return ended == 7; });
+  server->close();
+  lp.run_until_complete(server->wait_closed());
+}
+
 // The StreamWriter of a TLS connection shares ownership of its transport: the SSL layer lets
 // go of its own reference once connection_lost has run, and a handler that then asks
 // is_closing() or closes its writer (the usual read, close, wait_closed) must still reach it.
