@@ -1,8 +1,6 @@
 // EventLoop::sock_sendfile: asyncio's loop.sock_sendfile on a raw socket. sendfile(2) first
 // (zero copy); if the kernel cannot, the fallback reads the file in the default executor and
 // sends with sock_sendall. In both cases the file position ends after the last byte sent.
-#include <pthread.h>
-#include <signal.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +10,7 @@
 
 #include "io/fd_wait.hpp"
 #include "io/io_buffer.hpp"
+#include "io/no_sigpipe.hpp"
 
 namespace loop {
 
@@ -35,28 +34,6 @@ void update_filepos(int file_fd, std::size_t offset, std::size_t total_sent) {
   if (total_sent > 0) ::lseek(file_fd, static_cast<off_t>(offset + total_sent), SEEK_SET);
 }
 
-// sendfile(2) has no MSG_NOSIGNAL: a peer that went away would raise SIGPIPE and kill the
-// process (Python ignores SIGPIPE process-wide; a library must not). So SIGPIPE is blocked in
-// this thread around the call, and one it raised is consumed before unblocking.
-ssize_t sendfile_nosigpipe(int sock, int file_fd, off_t* pos, std::size_t count) {
-  sigset_t pipe_set, old_set, pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-  sigpending(&pending);
-  bool was_pending = sigismember(&pending, SIGPIPE) == 1;
-  ssize_t n = ::sendfile(sock, file_fd, pos, count);
-  int err = errno;
-  if (n < 0 && err == EPIPE && !was_pending) {
-    const timespec zero{0, 0};
-    while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
-  errno = err;
-  return n;
-}
-
 // asyncio's unix _sock_sendfile_native.
 Coroutine<std::size_t> sendfile_native(EventLoop& loop, int sock, int file_fd, std::size_t offset,
                                        std::optional<std::size_t> count) {
@@ -73,7 +50,8 @@ Coroutine<std::size_t> sendfile_native(EventLoop& loop, int sock, int file_fd, s
       blocksize = *count - total_sent;
       if (blocksize == 0) break;
     }
-    ssize_t sent = sendfile_nosigpipe(sock, file_fd, &pos, blocksize);
+    ssize_t sent =
+        detail::call_without_sigpipe([&] { return ::sendfile(sock, file_fd, &pos, blocksize); });
     if (sent > 0) {
       total_sent += static_cast<std::size_t>(sent);
       continue;

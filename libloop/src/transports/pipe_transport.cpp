@@ -2,14 +2,13 @@
 // transports share: which fds are accepted, and writing without SIGPIPE.
 #include "transports/pipe_transport.hpp"
 
-#include <pthread.h>
-#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 
+#include "io/no_sigpipe.hpp"
 #include "loop/loop.hpp"
 
 namespace loop::detail {
@@ -23,29 +22,11 @@ bool check_pipe_fd(int fd, const char* message) {
 }
 
 // SIGPIPE policy (documented in event_loop.hpp): the library never changes the process's
-// SIGPIPE disposition. Sockets use MSG_NOSIGNAL. For a pipe, write(2) to a pipe without a
-// reader raises SIGPIPE in the writing thread; with SIGPIPE blocked in this thread it stays
-// pending instead, and we take it back with sigtimedwait unless one was already pending
-// before (that one belongs to someone else). Cost: a few syscalls per write, only on pipes.
+// SIGPIPE disposition. Sockets use MSG_NOSIGNAL; write(2) to a pipe without a reader raises
+// SIGPIPE in the writing thread, taken back by call_without_sigpipe (io/no_sigpipe.hpp).
 ssize_t write_no_sigpipe(int fd, bool is_socket, const char* data, std::size_t size) {
   if (is_socket) return ::send(fd, data, size, MSG_NOSIGNAL);
-  sigset_t pipe_set, old_set, pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  sigemptyset(&pending);
-  sigpending(&pending);
-  bool was_pending = sigismember(&pending, SIGPIPE) == 1;
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-  ssize_t n = ::write(fd, data, size);
-  int err = errno;
-  if (n < 0 && err == EPIPE && !was_pending) {
-    timespec zero{0, 0};
-    while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
-  errno = err;
-  return n;
+  return call_without_sigpipe([&] { return ::write(fd, data, size); });
 }
 
 namespace {
