@@ -366,6 +366,10 @@ class EventLoop {
   bool remove_fd_watch(int fd, int direction, const void* owner = nullptr);
   /// Throws std::runtime_error("Event loop is closed") after close().
   void check_closed() const;
+  /// Throws std::runtime_error when this loop or another one is running in this thread
+  /// (asyncio's _check_running): run_forever and run_until_complete refuse before doing
+  /// anything, so a coroutine given to a refused run_until_complete never starts.
+  void check_running() const;
   /// In debug mode, refuses a call from a thread other than the one running the loop.
   void check_thread() const;
   /// Gives the exception handler what a handle's callback raised: "Exception in callback

@@ -167,6 +167,7 @@ std::vector<TaskBase> all_tasks(EventLoop& loop);
 template <class T>
 T EventLoop::run_future_until_complete(Future<T> future) {
   check_closed();
+  check_running();
   if (&future.get_loop() != this)
     throw std::invalid_argument(
         "The future belongs to a different loop than the one specified as the loop argument");
@@ -201,6 +202,8 @@ T EventLoop::run_until_complete(Task<T> task) {
 }
 template <class T>
 T EventLoop::run_until_complete(Coroutine<T> coro) {
+  check_closed();
+  check_running();  // before the task exists: a refused call must not start the coroutine
   Task<T> task = create_task(std::move(coro));
   // If it does not complete, the caller gets an exception: nothing to log at destruction.
   static_cast<TaskBase>(task).state()->set_log_destroy_pending(false);

@@ -110,9 +110,7 @@ EventLoop::~EventLoop() {
 
 void EventLoop::run_forever() {
   check_closed();
-  if (running_) throw std::runtime_error("This event loop is already running");
-  if (detail::running_loop() != nullptr)
-    throw std::runtime_error("Cannot run the event loop while another loop is running");
+  check_running();
   struct RunningScope {
     EventLoop& loop;
     explicit RunningScope(EventLoop& l) : loop(l) {
@@ -161,6 +159,12 @@ void EventLoop::close() {
 
 void EventLoop::check_closed() const {
   if (closed_.load(std::memory_order_acquire)) throw std::runtime_error("Event loop is closed");
+}
+
+void EventLoop::check_running() const {
+  if (running_) throw std::runtime_error("This event loop is already running");
+  if (detail::running_loop() != nullptr)
+    throw std::runtime_error("Cannot run the event loop while another loop is running");
 }
 
 void EventLoop::check_thread() const {

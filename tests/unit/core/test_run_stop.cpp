@@ -97,6 +97,30 @@ TEST_CASE("test_run_until_complete_while_running_raises") {
   CHECK(raised);
 }
 
+TEST_CASE("test_run_until_complete_while_running_never_starts_the_coroutine") {
+  // asyncio (3.8 on) checks that the loop is not running before it wraps the coroutine in a
+  // task: the refused coroutine must not run later on the loop that is running.
+  loop::EventLoop lp;
+  int started = 0;
+  auto side_effect = [&]() -> loop::Coroutine<int> {
+    ++started;
+    co_return 1;
+  };
+  std::string error;
+  lp.call_soon([&] {
+    try {
+      lp.run_until_complete(side_effect());
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+  });
+  lp.call_later(0.01, [&] { lp.stop(); });
+  lp.run_forever();
+  CHECK(error == "This event loop is already running");
+  CHECK(started == 0);
+  CHECK(loop::all_tasks(lp).empty());
+}
+
 TEST_CASE("test_run_until_complete_returns_result") {
   loop::EventLoop lp;
   auto f = lp.create_future<std::string>();
