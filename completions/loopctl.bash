@@ -29,7 +29,7 @@ _loopctl() {
   case "$prev" in
     --trace-format) COMPREPLY=($(compgen -W "jsonl chrome" -- "$cur")); return ;;
     --cafile|--cert|--key|--path|--unix) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --backlog|--connect|--count|--duration|--exec|--family|--fd|--host|--interval|--listen|--message|--offset|--port|--server-hostname|--signals|--slow-callback-ms|--timeout|--type|--unix-mode|--upstream|--workers) return ;;
+    --backlog|--connect|--count|--duration|--exec|--family|--fd|--host|--interval|--listen|--message|--offset|--port|--server-hostname|--signals|--slow-callback-ms|--starttls-timeout|--timeout|--type|--unix-mode|--upstream|--workers) return ;;
   esac
   case "$path" in
     "") words="-h --help --version --trace --trace-format --slow-callback-ms --debug --virtual-clock hello date watch-fd signals echo-server echo-client tls-proxy exec udp-echo-server udp-echo-client sendfile resolve completion" ;;
@@ -39,7 +39,7 @@ _loopctl() {
     "signals") words="-h --help --signals" ;;
     "echo-server") words="-h --help --host --port --unix --unix-mode --cert --key --backlog --reuse-port --workers --exec" ;;
     "echo-client") words="-h --help --message --count --timeout --tls --cafile --insecure --server-hostname" ;;
-    "tls-proxy") words="-h --help --listen --upstream --cert --key --upstream-tls --cafile --insecure --server-hostname --workers --starttls" ;;
+    "tls-proxy") words="-h --help --listen --upstream --cert --key --upstream-tls --cafile --insecure --server-hostname --workers --starttls --starttls-timeout" ;;
     "exec") words="-h --help --connect --tls --cafile --insecure --server-hostname" ;;
     "udp-echo-server") words="-h --help --host --port --workers" ;;
     "udp-echo-client") words="-h --help --message --count --timeout" ;;

@@ -31,17 +31,6 @@ class EchoProtocol final : public loop::Protocol {
 
 namespace {
 
-// Outside the coroutine: GCC 12 miscompiles string literals in coroutine bodies.
-[[noreturn]] void throw_listen_error(const std::string& where, std::exception_ptr failed) {
-  try {
-    std::rethrow_exception(failed);
-  } catch (const std::system_error& e) {
-    throw RuntimeFailure("cannot listen on " + where + ": " + e.code().message());
-  } catch (const std::exception& e) {
-    throw RuntimeFailure("cannot listen on " + where + ": " + e.what());
-  }
-}
-
 class EchoServer final : public Command {
  public:
   const char* name() const override { return "echo-server"; }
@@ -114,7 +103,7 @@ class EchoServer final : public Command {
     } catch (const std::exception&) {
       failed = std::current_exception();
     }
-    if (failed) throw_listen_error(where, failed);
+    if (failed) throw_listen_error(where, failed, unix_);
     if (index == 0) print_listening(*server);  // the workers share these sockets' addresses
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);

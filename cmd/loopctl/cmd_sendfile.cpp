@@ -124,15 +124,6 @@ struct FileCloser {
 };
 
 // Outside the coroutines: GCC 12 miscompiles string literals in coroutine bodies.
-[[noreturn]] void throw_listen_error(const std::string& where, std::exception_ptr failed) {
-  try {
-    std::rethrow_exception(failed);
-  } catch (const std::system_error& e) {
-    throw RuntimeFailure("cannot listen on " + where + ": " + e.code().message());
-  } catch (const std::exception& e) {
-    throw RuntimeFailure("cannot listen on " + where + ": " + e.what());
-  }
-}
 [[noreturn]] void throw_send_error(const std::string& path, const Endpoint& ep,
                                    std::exception_ptr failed) {
   try {
@@ -237,7 +228,7 @@ class Sendfile final : public Command {
     } catch (const std::exception&) {
       failed = std::current_exception();
     }
-    if (failed) throw_listen_error(where, failed);
+    if (failed) throw_listen_error(where, failed, unix_);
     std::vector<std::shared_ptr<loop::Server>> servers;
     servers.push_back(server);
     // run_workers installed the signal handlers before the line scripts wait for.

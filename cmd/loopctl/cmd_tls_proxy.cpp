@@ -2,7 +2,10 @@
 // to the upstream. TLS on either leg: --cert/--key terminate TLS from clients, --upstream-tls
 // speaks TLS to the upstream, --starttls accepts plaintext and upgrades the accepted connection
 // in place with start_tls when the client sends the line STARTTLS.
+#include <poll.h>
+
 #include <cstdio>
+#include <loop/sslproto.hpp>
 
 #include "serve.hpp"
 #include "starttls_line.hpp"
@@ -11,6 +14,10 @@ namespace loopctl {
 
 namespace {
 
+// --starttls-timeout's default: a client gets as long to send its line as it then gets for the
+// TLS handshake (libloop's default handshake timeout, as asyncio's).
+constexpr double kStartTlsTimeout = loop::SSLProtocol::default_handshake_timeout;
+
 struct ProxyConfig {
   loop::EventLoop* lp = nullptr;
   Endpoint upstream;
@@ -18,13 +25,27 @@ struct ProxyConfig {
   std::shared_ptr<loop::SSLContext> upstream_ssl;  // --upstream-tls
   std::string server_hostname;
   bool starttls = false;
+  double starttls_timeout = kStartTlsTimeout;
   ConnectionSet connections;  // shares the worker's set
 };
 
+// When one side of a proxied connection is gone, the other may still deliver what it holds
+// (its close() flushes first) but not for ever: its peer may have stopped reading, precisely
+// because its own writes back to us were stalled. It gets the contract's shutdown grace, the
+// bound loopctl already puts on connections that are slow to finish, and is then aborted
+// (on --virtual-clock, as every grace period, it ends as soon as the loop would wait).
+constexpr double kDrainGrace = kShutdownGrace;
+// While flow control keeps a side from reading (the other side's peer does not read), the loop
+// watches neither direction of its socket and a reset by its peer would go unnoticed until the
+// other side moves. Its socket is checked for a pending error this often meanwhile.
+constexpr double kPausedProbeInterval = 1.0;
+
 // One side of a proxied connection. Flow control crosses over: when this side's transport is
 // full, the other side stops reading, so a slow reader holds memory to the water marks.
-class Leg : public loop::Protocol {
+class Leg : public loop::Protocol, public std::enable_shared_from_this<Leg> {
  public:
+  explicit Leg(loop::EventLoop& lp) : lp_(lp) {}
+
   loop::Transport* transport = nullptr;
   std::shared_ptr<Leg> peer;  // the other side, once both exist
   std::string pending;        // what arrived before the other side was connected
@@ -53,16 +74,37 @@ class Leg : public loop::Protocol {
     if (eof_in && eof_out && transport && !transport->is_closing()) transport->close();
   }
   void pause_writing() override {
-    if (peer && peer->transport) peer->transport->pause_reading();
+    if (peer && peer->transport) peer->pause_for_peer();
   }
   void resume_writing() override {
-    if (peer && peer->transport) peer->transport->resume_reading();
+    if (peer && peer->transport) peer->resume_for_peer();
   }
-  void connection_lost(std::exception_ptr) override {
-    if (peer && peer->transport && !peer->transport->is_closing()) peer->transport->close();
+  // The other side is told: a reset (or any error) crosses over as an abort; a clean end lets
+  // it deliver what it holds, within kDrainGrace. A side already closing on its own (EOF went
+  // both ways through it) is left to finish: its peer is still there, reading.
+  void connection_lost(std::exception_ptr exc) override {
+    if (peer && peer->transport && !peer->transport->is_closing()) {
+      if (exc)
+        peer->transport->abort();
+      else
+        peer->close_within(kDrainGrace);
+    }
     if (peer) peer->peer.reset();  // break the cycle
     transport = nullptr;
     peer.reset();
+    if (drain_timer_) drain_timer_->cancel();
+    if (probe_) probe_->cancel();
+  }
+
+  // close(), then abort() if the connection has not gone after `grace` seconds.
+  void close_within(double grace) {
+    transport->close();
+    // Weak: this leg holds the timer's handle, a strong capture would be a cycle.
+    std::weak_ptr<Leg> weak = weak_from_this();
+    drain_timer_ = lp_.call_later(grace, [weak] {
+      auto self = weak.lock();
+      if (self && self->transport) self->transport->abort();
+    });
   }
 
   void forward(std::string_view data) {
@@ -80,6 +122,50 @@ class Leg : public loop::Protocol {
     pass_eof_on();  // the EOF that came before the other side was connected
     if (transport) transport->resume_reading();
   }
+
+ private:
+  void pause_for_peer() {
+    transport->pause_reading();
+    paused_by_peer_ = true;
+    // Not on --virtual-clock: the loop would jump from one probe to the next without waiting.
+    if (!probe_ && !lp_.clock().is_virtual()) arm_probe();
+  }
+  void resume_for_peer() {
+    paused_by_peer_ = false;
+    transport->resume_reading();
+  }
+  void arm_probe() {
+    std::weak_ptr<Leg> weak = weak_from_this();
+    probe_ = lp_.call_later(kPausedProbeInterval, [weak] {
+      auto self = weak.lock();
+      if (!self) return;
+      self->probe_.reset();
+      if (!self->transport || !self->paused_by_peer_) return;
+      if (self->socket_failed())
+        self->drop();
+      else
+        self->arm_probe();
+    });
+  }
+  // A reset (or another error) is pending on the socket: poll reports POLLERR until someone
+  // reads SO_ERROR, which nobody does while nothing is read or written. A peer's plain EOF is
+  // not an error: what it sent before still has to go through, so it waits for reading.
+  bool socket_failed() const {
+    auto fd = transport->extra<int>("socket");
+    if (!fd) return false;
+    pollfd p{*fd, 0, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+  }
+  // Both sides at once, as connection_lost does for an error.
+  void drop() {
+    if (peer && peer->transport && !peer->transport->is_closing()) peer->transport->abort();
+    transport->abort();
+  }
+
+  loop::EventLoop& lp_;
+  bool paused_by_peer_ = false;  // reading paused because the other side's peer is full
+  std::optional<loop::TimerHandle> drain_timer_;
+  std::optional<loop::TimerHandle> probe_;
 };
 
 // Outside coroutines: GCC 12 miscompiles string literals in coroutine bodies.
@@ -95,10 +181,12 @@ void report_starttls_failure(const std::string& client, const std::exception& e)
   std::fflush(stderr);
 }
 
-class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLeg> {
+constexpr const char* kStartTlsTimeoutAnswer = "ERR timeout waiting for STARTTLS\r\n";
+
+class ClientLeg final : public Leg {
  public:
   explicit ClientLeg(std::shared_ptr<const ProxyConfig> cfg)
-      : cfg_(*cfg), cfg_owner_(std::move(cfg)) {}
+      : Leg(*cfg->lp), cfg_(*cfg), cfg_owner_(std::move(cfg)) {}
 
   void connection_made(loop::BaseTransport& t) override {
     Leg::connection_made(t);
@@ -106,14 +194,25 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
     base_ = &t;
     auto peer_addr = t.extra<loop::SocketAddress>("peername");
     client_ = peer_addr ? peer_addr->to_string() : std::string("?");
-    if (cfg_.starttls)
+    if (cfg_.starttls) {
       awaiting_line_ = true;  // nothing goes upstream before the upgrade
-    else
-      task_ = cfg_.lp->create_task(connect_upstream(shared_from_this()));
+      // A client that never sends its line would hold a socket for ever.
+      std::weak_ptr<Leg> weak = weak_from_this();
+      line_timer_ = cfg_.lp->call_later(cfg_.starttls_timeout, [weak] {
+        auto leg = weak.lock();
+        if (!leg) return;
+        auto self = std::static_pointer_cast<ClientLeg>(leg);
+        if (self->awaiting_line_ && self->transport) self->refuse(kStartTlsTimeoutAnswer);
+      });
+    } else {
+      task_ = cfg_.lp->create_task(connect_upstream(self()));
+    }
   }
   void data_received(std::string_view data) override {
     if (!awaiting_line_) return Leg::data_received(data);
-    switch (line_.feed(data)) {
+    auto verdict = line_.feed(data);
+    if (verdict != StartTlsLine::Verdict::need_more && line_timer_) line_timer_->cancel();
+    switch (verdict) {
       case StartTlsLine::Verdict::need_more:
         return;
       case StartTlsLine::Verdict::refuse:
@@ -126,7 +225,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
     // next is the client's TLS records.
     transport->pause_reading();
     transport->write("OK STARTTLS\r\n");
-    task_ = cfg_.lp->create_task(upgrade_then_connect(shared_from_this()));
+    task_ = cfg_.lp->create_task(upgrade_then_connect(self()));
   }
   bool eof_received() override {
     if (awaiting_line_) return false;
@@ -137,9 +236,14 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
     Leg::connection_lost(exc);
     tls_transport_.reset();
     if (task_ && !task_.done()) task_.cancel();
+    if (line_timer_) line_timer_->cancel();
   }
 
  private:
+  std::shared_ptr<ClientLeg> self() {
+    return std::static_pointer_cast<ClientLeg>(shared_from_this());
+  }
+
   void refuse(const char* answer) {
     awaiting_line_ = false;
     transport->write(answer);
@@ -173,7 +277,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
     opts.ssl = cfg.upstream_ssl;
     if (cfg.upstream_ssl && !cfg.server_hostname.empty())
       opts.server_hostname = cfg.server_hostname;
-    auto factory = [] { return std::make_shared<Leg>(); };
+    auto factory = [lp = cfg.lp] { return std::make_shared<Leg>(*lp); };
     std::shared_ptr<Leg> upstream;
     try {
       if (cfg.upstream.is_unix()) {
@@ -195,7 +299,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
       // The client left meanwhile: what it sent still goes upstream (close() flushes first).
       if (upstream->transport) {
         if (!self->pending.empty()) upstream->transport->write(self->pending);
-        upstream->transport->close();
+        upstream->close_within(kDrainGrace);
       }
       self->pending.clear();
       co_return;
@@ -211,6 +315,7 @@ class ClientLeg final : public Leg, public std::enable_shared_from_this<ClientLe
   loop::Task<void> task_;
   bool awaiting_line_ = false;  // --starttls: before the upgrade
   StartTlsLine line_;
+  std::optional<loop::TimerHandle> line_timer_;     // --starttls-timeout
   std::shared_ptr<loop::Transport> tls_transport_;  // after the upgrade
 };
 
@@ -233,6 +338,12 @@ class TlsProxy final : public Command {
     app.add_flag("--starttls", starttls_,
                  "Accept plaintext; upgrade with start_tls when the client sends the line "
                  "STARTTLS (answered 'OK STARTTLS'); needs --cert/--key");
+    app.add_option("--starttls-timeout", starttls_timeout_,
+                   "With --starttls: seconds a client has to send its STARTTLS line; then it is "
+                   "answered 'ERR timeout waiting for STARTTLS' and closed")
+        ->default_val(kStartTlsTimeout)
+        ->check(positive_number())
+        ->needs("--starttls");
   }
 
   std::string virtual_clock_conflict() const override {
@@ -252,6 +363,7 @@ class TlsProxy final : public Command {
       cfg_.server_hostname = upstream_tls_.server_hostname;
     }
     cfg_.starttls = starttls_;
+    cfg_.starttls_timeout = starttls_timeout_;
     if (starttls_ && !cfg_.client_ssl) throw UsageError("--starttls needs --cert and --key");
     if (workers_ > 1 && listen.is_unix())
       throw UsageError("--workers needs a TCP port: unix sockets cannot share a path");
@@ -283,7 +395,9 @@ class TlsProxy final : public Command {
     } catch (const std::exception&) {
       failed = std::current_exception();
     }
-    if (failed) throw_listen_failure(listen, failed);
+    if (failed)
+      throw_listen_error(listen.to_string(), failed,
+                         listen.is_unix() ? listen.path : std::string());
     // run_workers installed the signal handlers before this line scripts wait for.
     if (index == 0) print_listening(*server);
     std::vector<std::shared_ptr<loop::Server>> servers;
@@ -292,20 +406,11 @@ class TlsProxy final : public Command {
     co_return 0;
   }
 
-  [[noreturn]] static void throw_listen_failure(const Endpoint& ep, std::exception_ptr e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::system_error& se) {
-      throw RuntimeFailure("cannot listen on " + ep.to_string() + ": " + se.code().message());
-    } catch (const std::exception& ex) {
-      throw RuntimeFailure("cannot listen on " + ep.to_string() + ": " + ex.what());
-    }
-  }
-
   std::string listen_, upstream_;
   ServerTlsOptions server_tls_;
   ClientTlsOptions upstream_tls_;
   bool starttls_ = false;
+  double starttls_timeout_ = kStartTlsTimeout;
   int workers_ = 1;
   ProxyConfig cfg_;
 };

@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,7 +33,9 @@ void print_listening(const loop::Server& server) {
 
 void ServerTlsOptions::add_to(CLI::App& app) {
   auto* c =
-      app.add_option("--cert", cert, "Speak TLS with this certificate (PEM; may hold the key)");
+      app.add_option("--cert", cert,
+                     "Speak TLS with this certificate (PEM; may hold the key); a client that does "
+                     "not complete the TLS handshake within 60 s is disconnected");
   auto* k = app.add_option("--key", key, "The certificate's private key (PEM)");
   k->needs(c);
 }
@@ -95,6 +98,18 @@ loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
   co_return stop.result();
 }
 
+namespace {
+
+// Whether a task of `lp` other than the one running is not done yet.
+bool others_pending(loop::EventLoop& lp) {
+  loop::TaskBase self = loop::current_task();
+  for (const auto& t : loop::all_tasks(lp))
+    if (!(t == self)) return true;
+  return false;
+}
+
+}  // namespace
+
 loop::Coroutine<void> serve_until(loop::EventLoop& lp, loop::Future<int> stop,
                                   std::vector<std::shared_ptr<loop::Server>> servers,
                                   ConnectionSet& connections, double grace) {
@@ -105,7 +120,12 @@ loop::Coroutine<void> serve_until(loop::EventLoop& lp, loop::Future<int> stop,
   while (connections.size() > 0 && lp.time() < deadline) co_await loop::sleep(0.02);
   if (connections.size() > 0) {
     connections.abort_all();
-    co_await loop::sleep(0);  // let connection_lost run
+    // connection_lost runs next and cancels the connections' tasks; a cancelled task may need
+    // a few iterations to unwind (a TLS transfer waits for its buffers to go). Bounded: a task
+    // that ignores its cancellation is reported at exit as it should be.
+    double until = lp.time() + kCancelledTasksGrace;
+    co_await loop::sleep(0);
+    while (others_pending(lp) && lp.time() < until) co_await loop::sleep(0.01);
   }
 }
 
@@ -211,6 +231,22 @@ int pick_shared_port(const std::string& host, int socktype) {
                          Endpoint{Endpoint::Kind::tcp, host, 0, {}}.to_string() + ": " +
                          std::strerror(err));
   return port;
+}
+
+void throw_listen_error(const std::string& where, std::exception_ptr failed,
+                        const std::string& unix_path) {
+  try {
+    std::rethrow_exception(failed);
+  } catch (const std::system_error& e) {
+    struct stat st;
+    if (e.code() == std::errc::address_in_use && !unix_path.empty() && unix_path[0] != '@' &&
+        ::lstat(unix_path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode))
+      throw RuntimeFailure("cannot listen on " + where + ": " + unix_path +
+                           " exists and is not a socket");
+    throw RuntimeFailure("cannot listen on " + where + ": " + e.code().message());
+  } catch (const std::exception& e) {
+    throw RuntimeFailure("cannot listen on " + where + ": " + e.what());
+  }
 }
 
 std::string connect_error(const Endpoint& ep, const std::exception& e) {

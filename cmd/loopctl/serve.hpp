@@ -59,11 +59,18 @@ struct ClientTlsOptions {
   std::shared_ptr<loop::SSLContext> context() const;
 };
 
+/// The contract's shutdown grace: how long open connections may finish after SIGINT/SIGTERM.
+inline constexpr double kShutdownGrace = 5.0;
+/// After the grace, how long the tasks of the connections shutdown aborted get to unwind.
+inline constexpr double kCancelledTasksGrace = 1.0;
+
 /// Waits until `stop` is done, then shuts the servers down as the contract says: close the
-/// listening sockets at once, let connections finish for `grace` seconds, then close them.
+/// listening sockets at once, let connections finish for `grace` seconds, then abort them and
+/// give the tasks their connection_lost cancelled up to kCancelledTasksGrace to unwind (a task
+/// still pending when the loop closes is reported as destroyed while pending).
 loop::Coroutine<void> serve_until(loop::EventLoop& lp, loop::Future<int> stop,
                                   std::vector<std::shared_ptr<loop::Server>> servers,
-                                  ConnectionSet& connections, double grace = 5.0);
+                                  ConnectionSet& connections, double grace = kShutdownGrace);
 
 /// A future that SIGINT or SIGTERM completes with the signal's number.
 loop::Future<int> stop_signal(loop::EventLoop& lp);
@@ -73,7 +80,7 @@ loop::Future<int> stop_signal(loop::EventLoop& lp);
 /// stop_signal() before printing and serve_until() after.
 loop::Coroutine<int> serve_until_signal(loop::EventLoop& lp,
                                         std::vector<std::shared_ptr<loop::Server>> servers,
-                                        ConnectionSet& connections, double grace = 5.0);
+                                        ConnectionSet& connections, double grace = kShutdownGrace);
 
 /// --workers N: runs `worker(index, lp, stop)` on N loops, worker 0 on `lp` in this thread and
 /// the others each on its own thread and loop (sharing the port through SO_REUSEPORT); SIGINT or
@@ -87,6 +94,12 @@ int run_workers(loop::EventLoop& lp, int workers, const Worker& worker);
 /// share (for --workers with --port 0: the kernel's choice must be made once, before the workers
 /// bind).
 int pick_shared_port(const std::string& host, int socktype = SOCK_STREAM);
+
+/// Throws RuntimeFailure "cannot listen on WHERE: why" for what create_server or
+/// create_unix_server threw. With `unix_path` (a filesystem path, not @abstract) that exists
+/// and is not a socket, the reason says so instead of bind's "Address already in use".
+[[noreturn]] void throw_listen_error(const std::string& where, std::exception_ptr failed,
+                                     const std::string& unix_path = {});
 
 /// "cannot connect to EP: reason" from whatever create_connection threw.
 std::string connect_error(const Endpoint& ep, const std::exception& e);
