@@ -21,6 +21,9 @@ using detail::would_block;
 Coroutine<std::string> EventLoop::sock_recv(int sock, std::size_t nbytes) {
   check_closed();
   check_nonblocking_in_debug(*this, sock);
+  // As Python's socket.recv(0): nothing asked, nothing to wait for (recv(2) of 0 bytes on an
+  // idle unix socket would say EAGAIN, and the wait would end on data it does not take).
+  if (nbytes == 0) co_return std::string();
   for (;;) {
     // Up to the read buffer's size, receive into the thread's read buffer and copy out what
     // came: the string holds only the bytes received, nothing is zero-filled (a std::string of
@@ -47,6 +50,7 @@ Coroutine<std::string> EventLoop::sock_recv(int sock, std::size_t nbytes) {
 Coroutine<std::size_t> EventLoop::sock_recv_into(int sock, std::span<char> buf) {
   check_closed();
   check_nonblocking_in_debug(*this, sock);
+  if (buf.empty()) co_return 0;  // as sock_recv(sock, 0)
   for (;;) {
     ssize_t n = ::recv(sock, buf.data(), buf.size(), 0);
     if (n >= 0) co_return static_cast<std::size_t>(n);

@@ -8,6 +8,7 @@
 #include <loop/loop.hpp>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -430,5 +431,26 @@ loop::Coroutine<void> recv_sizes_next_to_a_transport(loop::EventLoop& lp) {
 TEST_CASE("sock_recv returns what arrived, below and above the read buffer's size") {
   loop::EventLoop lp;
   lp.run_until_complete(recv_sizes_next_to_a_transport(lp));
+  lp.close();
+}
+
+TEST_CASE("sock_recv(sock, 0) and sock_recv_into an empty buffer return at once") {
+  // Python's socket.recv(0) returns b'' without a system call; recv(2) of 0 bytes on an idle
+  // unix socket says EAGAIN, and waiting would end on data the call does not take.
+  loop::EventLoop lp;
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  Fd a(sv[0]), b(sv[1]);
+  auto both = [&]() -> loop::Coroutine<std::size_t> {
+    std::string s = co_await lp.sock_recv(a, 0);
+    std::span<char> none;
+    std::size_t n = co_await lp.sock_recv_into(a, none);
+    co_return s.size() + n;
+  };
+  // Nothing is ever sent: a wait would never end, and the timer stops the loop after 5 s.
+  auto task = lp.create_task(both());
+  auto guard = lp.call_later(5, [&] { task.cancel(); });
+  CHECK(lp.run_until_complete(task) == 0);
+  guard.cancel();
   lp.close();
 }
