@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <string>
+#include <string_view>
 
 namespace loop {
 
@@ -16,8 +17,13 @@ class SocketAddress {
   SocketAddress(const sockaddr* sa, socklen_t len);
   /// From a numeric host ("127.0.0.1", "::1") and a port; throws std::invalid_argument.
   static SocketAddress from_ip(const std::string& host, unsigned short port);
-  /// A unix-domain address; a leading '@' names the Linux abstract namespace.
+  /// A unix-domain address; a leading '@' or NUL (Python's spelling) names the Linux
+  /// abstract namespace.
   static SocketAddress from_unix_path(const std::string& path);
+  /// Whether from_unix_path takes `path` as an abstract name (no file behind it).
+  static bool is_abstract_unix_path(std::string_view path) {
+    return !path.empty() && (path[0] == '@' || path[0] == '\0');
+  }
 
   int family() const { return storage_.ss_family; }
   const sockaddr* data() const { return reinterpret_cast<const sockaddr*>(&storage_); }

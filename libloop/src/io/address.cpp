@@ -44,10 +44,14 @@ SocketAddress SocketAddress::from_unix_path(const std::string& path) {
   if (path.empty()) throw std::invalid_argument("empty unix socket path");
   if (path.size() >= sizeof(un->sun_path))
     throw std::invalid_argument("unix socket path too long: " + path);
+  // Linux's abstract namespace: "@name", or "\0name" as Python writes it; its length is exact.
+  bool abstract = is_abstract_unix_path(path);
+  if (!abstract && path.find('\0') != std::string::npos)
+    throw std::invalid_argument("unix socket path has an embedded null byte");
   std::memcpy(un->sun_path, path.data(), path.size());
-  if (path[0] == '@') un->sun_path[0] = '\0';  // Linux abstract namespace
-  a.len_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
-                                  (path[0] == '@' ? 0 : 1));
+  if (abstract) un->sun_path[0] = '\0';
+  a.len_ =
+      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (abstract ? 0 : 1));
   return a;
 }
 

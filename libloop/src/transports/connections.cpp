@@ -295,14 +295,15 @@ Coroutine<std::shared_ptr<Server>> create_unix_server(EventLoop& loop, ProtocolF
       throw std::invalid_argument("path and sock can not be specified at the same time");
     SocketAddress addr = SocketAddress::from_unix_path(path);
     sock = make_socket(AF_UNIX, SOCK_STREAM, 0);
-    const bool set_mode = o.mode && path[0] != '@';
+    const bool abstract = SocketAddress::is_abstract_unix_path(path);
+    const bool set_mode = o.mode && !abstract;
     if (set_mode) {
       if (*o.mode > 07777) throw std::invalid_argument("mode must be a permission mask (0-07777)");
       // Linux creates the file with the socket inode's mode & ~umask.
       if (::fchmod(sock.get(), static_cast<mode_t>(*o.mode)) < 0)
         throw os_error(errno, "cannot set the mode of the socket for '" + path + "'");
     }
-    if (path[0] != '@') {
+    if (!abstract) {
       struct stat st;
       if (::stat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))

@@ -146,6 +146,23 @@ TEST_CASE("abstract and path unix sockets") {
   ::unlink(path.c_str());
 }
 
+TEST_CASE("an abstract name spelled with a leading NUL, as Python writes it, is the same name") {
+  loop::EventLoop lp;
+  std::string name = "libloop-nul-" + std::to_string(::getpid());
+  std::string nul = std::string(1, '\0') + name;
+  auto main = [&]() -> loop::Coroutine<std::string> {
+    auto srv = co_await lp.create_unix_server([] { return std::make_shared<Echo>(); }, nul);
+    CHECK(srv->sockets().at(0).to_string() == "unix:@" + name);  // no trailing NUL bound
+    auto f = [] { return std::make_shared<RecordingProtocol>(); };
+    std::string got = co_await echo_once(lp, lp.create_unix_connection(f, "@" + name), "nul");
+    srv->close();
+    co_return got;
+  };
+  REQUIRE(lp.run_until_complete(main()) == "nul");
+  CHECK_THROWS_AS(loop::SocketAddress::from_unix_path(std::string("/tmp/a\0b", 8)),
+                  std::invalid_argument);
+}
+
 TEST_CASE("sock, local_addr and connect_accepted_socket") {
   loop::EventLoop lp;
   auto main = [&]() -> loop::Coroutine<void> {
