@@ -18,48 +18,29 @@
 
 #include "loop/loop.hpp"
 #include "transports/datagram_transport.hpp"
+#include "transports/socket_utils.hpp"
 
 namespace loop::detail {
 
 namespace {
 
-using AddrInfo = DatagramAddrInfo;
-
-// getaddrinfo for SOCK_DGRAM; runs on an executor thread.
-std::vector<AddrInfo> resolve_blocking(const std::string& host, unsigned short port, int family,
-                                       int proto, int flags) {
-  addrinfo hints{};
-  hints.ai_family = family;
-  hints.ai_socktype = SOCK_DGRAM;
-  hints.ai_protocol = proto;
-  hints.ai_flags = flags;
-  addrinfo* res = nullptr;
-  std::string service = std::to_string(port);
-  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
-  if (rc != 0) {
-    throw std::runtime_error("getaddrinfo(" + host + ", " + service +
-                             ") failed: " + ::gai_strerror(rc));
-  }
-  std::vector<AddrInfo> out;
-  for (addrinfo* ai = res; ai; ai = ai->ai_next)
-    out.push_back({ai->ai_family, ai->ai_protocol, SocketAddress(ai->ai_addr, ai->ai_addrlen)});
-  ::freeaddrinfo(res);
-  return out;
-}
-
 // asyncio's _ensure_resolved: a SocketAddress is already resolved (it is kept only if it
 // matches the family asked for); a HostPort goes through getaddrinfo off the loop's thread.
-Coroutine<std::vector<AddrInfo>> ensure_resolved(EventLoop& lp, const EndpointAddress& a,
-                                                 int family, int proto, int flags) {
+Coroutine<std::vector<DatagramAddrInfo>> ensure_resolved(EventLoop& lp, const EndpointAddress& a,
+                                                         int family, int proto, int flags) {
   if (auto* sa = std::get_if<SocketAddress>(&a)) {
-    std::vector<AddrInfo> out;
+    std::vector<DatagramAddrInfo> out;
     if (family == 0 || family == sa->family()) out.push_back({sa->family(), proto, *sa});
     co_return out;
   }
   const auto& hp = std::get<HostPort>(a);
-  auto infos = co_await lp.run_in_executor(nullptr, resolve_blocking, hp.host, hp.port, family,
-                                           proto, flags);
-  if (infos.empty()) throw std::runtime_error("getaddrinfo() returned empty list");
+  // The resolver create_connection uses: numeric hosts at once, names through
+  // EventLoop::getaddrinfo, failures as loop::GaiError (asyncio's socket.gaierror).
+  std::string host = hp.host;
+  auto found = co_await resolve(lp, host, hp.port, family, SOCK_DGRAM, proto, flags);
+  if (found.empty()) throw GaiError(EAI_NONAME, "getaddrinfo() returned empty list");
+  std::vector<DatagramAddrInfo> infos;
+  for (auto& f : found) infos.push_back({f.family, f.protocol, f.addr});
   co_return infos;
 }
 
@@ -190,7 +171,7 @@ Coroutine<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(
       if (o.family == 0) throw std::invalid_argument("unexpected address family");
       candidates.push_back({o.family, o.proto, std::nullopt, std::nullopt});
     } else {
-      std::optional<std::vector<AddrInfo>> local_infos, remote_infos;
+      std::optional<std::vector<DatagramAddrInfo>> local_infos, remote_infos;
       if (o.local_addr)
         local_infos = co_await ensure_resolved(lp, *o.local_addr, o.family, o.proto, o.flags);
       if (o.remote_addr)

@@ -95,7 +95,16 @@ std::optional<std::vector<AddrInfo>> numeric_info(const std::string& host, int p
   }
   if (a.family() == AF_INET6 && host.find('%') != std::string::npos) return std::nullopt;
   if (family != AF_UNSPEC && family != a.family()) return std::nullopt;
-  return std::vector<AddrInfo>{{a.family(), type, proto ? proto : IPPROTO_TCP, a}};
+  // asyncio's _ipaddr_info: the protocol follows the socket type; others go to getaddrinfo.
+  if (proto == 0) {
+    if (type == SOCK_STREAM)
+      proto = IPPROTO_TCP;
+    else if (type == SOCK_DGRAM)
+      proto = IPPROTO_UDP;
+    else
+      return std::nullopt;
+  }
+  return std::vector<AddrInfo>{{a.family(), type, proto, a}};
 }
 
 }  // namespace

@@ -188,6 +188,21 @@ TEST_CASE("create_datagram_endpoint: a host name is resolved without blocking th
   close_and_drain(lp, *srv);
 }
 
+TEST_CASE("create_datagram_endpoint: an unknown host raises GaiError, as create_connection") {
+  // asyncio raises socket.gaierror from both; this one raised a plain runtime_error.
+  loop::EventLoop lp;
+  loop::DatagramEndpointOptions o;
+  o.remote_addr = loop::HostPort{"no-such-host.invalid", 9};
+  try {
+    lp.run_until_complete(
+        lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, o));
+    FAIL("an .invalid name resolved");
+  } catch (const loop::GaiError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("no-such-host.invalid"));
+  }
+  lp.close();
+}
+
 TEST_CASE("create_datagram_endpoint: IPv6 ::1 round trip") {
   if (!ipv6_available()) {
     WARN("no IPv6 loopback here");
