@@ -222,8 +222,15 @@ Coroutine<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop,
                                                               ConnectionOptions o) {
   loop.check_closed();
   check_handshake_timeout(o.ssl, o.ssl_handshake_timeout);
-  if (o.server_hostname)  // asyncio has no such parameter: the socket is the server side
+  // asyncio's connect_accepted_socket takes only sock, ssl and ssl_handshake_timeout: an option
+  // it would ignore is refused rather than silently dropped.
+  if (o.server_hostname)  // the socket is the server side
     throw std::invalid_argument("server_hostname is not used by connect_accepted_socket");
+  if (o.family != AF_UNSPEC || o.proto != 0 || o.flags != 0 || o.local_addr || o.sock >= 0)
+    throw std::invalid_argument(
+        "connect_accepted_socket takes the socket as its argument and only ssl and "
+        "ssl_handshake_timeout as options (family, proto, flags, local_addr and sock are for "
+        "create_connection)");
   check_stream_socket(fd, std::nullopt, "Stream Socket");
   set_nonblocking(fd);
   std::optional<TlsOptions> tls;

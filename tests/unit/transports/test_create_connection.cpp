@@ -200,6 +200,28 @@ TEST_CASE("sock, local_addr and connect_accepted_socket") {
   lp.run_until_complete(main());
 }
 
+TEST_CASE("connect_accepted_socket refuses the options it has no use for") {
+  // asyncio's connect_accepted_socket has sock, ssl and ssl_handshake_timeout only; options
+  // shared with create_connection are refused instead of dropped, and the socket stays ours.
+  loop::EventLoop lp;
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  auto f = [] { return std::make_shared<RecordingProtocol>(); };
+  std::vector<loop::ConnectionOptions> refused(5);
+  refused[0].family = AF_INET6;
+  refused[1].proto = IPPROTO_TCP;
+  refused[2].flags = AI_NUMERICHOST;
+  refused[3].local_addr = std::pair<std::string, int>{"127.0.0.1", 0};
+  refused[4].sock = sv[1];
+  for (auto& o : refused)
+    CHECK_THROWS_AS(lp.run_until_complete(lp.connect_accepted_socket(f, sv[0], o)),
+                    std::invalid_argument);
+  CHECK(::write(sv[0], "x", 1) == 1);  // still open
+  ::close(sv[0]);
+  ::close(sv[1]);
+  lp.close();
+}
+
 TEST_CASE("connect_accepted_socket on an unconnected socket: peername is None, not an address") {
   // Python 3.11: get_extra_info('peername') and get_extra_info('peername', 'dflt') are both
   // None (getpeername failed: ENOTCONN); sockname is ('0.0.0.0', 0).
