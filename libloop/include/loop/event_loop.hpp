@@ -202,10 +202,11 @@ class EventLoop {
   bool remove_writer(int fd);
 
   // ---- Low-level socket operations (libloop/src/io/sock_ops.cpp) ---------------------------
-  // `sock` is a raw fd the caller owns; it must be non-blocking (std::invalid_argument
-  // otherwise). Errors are std::system_error with the errno. Cancelling the awaiting task
-  // stops watching the socket. Buffers and data passed by view must stay valid until the
-  // coroutine is done (the coroutine is lazy: it starts when awaited).
+  // `sock` is a raw fd the caller owns; it must be non-blocking: in debug mode a blocking one
+  // is refused with std::invalid_argument, as asyncio does (sock_sendfile always checks: one
+  // fcntl against a whole file). Errors are std::system_error with the errno. Cancelling the
+  // awaiting task stops watching the socket. Buffers and data passed by view must stay valid until
+  // the coroutine is done (the coroutine is lazy: it starts when awaited).
   /// Receives up to `nbytes` bytes; an empty string means EOF.
   Coroutine<std::string> sock_recv(int sock, std::size_t nbytes);
   /// Receives into `buf`; returns the number of bytes (0 at EOF). A large buffer is best
@@ -330,7 +331,8 @@ class EventLoop {
   // ---- Sending files (libloop/src/transports/sendfile.cpp) ---------------------------------
   /// Sends `count` bytes (to EOF if nullopt) of `file_fd` from `offset` over `transport` once its
   /// write buffer is flushed: sendfile(2) on plain sockets, else (fallback) read and write
-  /// through the transport. Returns the bytes sent; the file position ends after them.
+  /// through the transport. Returns the bytes sent; the file position ends after them. A
+  /// `count` of 0 is refused (std::invalid_argument), as by sock_sendfile.
   Coroutine<std::size_t> sendfile(Transport& transport, int file_fd, std::size_t offset = 0,
                                   std::optional<std::size_t> count = std::nullopt,
                                   bool fallback = true);

@@ -150,6 +150,9 @@ Coroutine<std::size_t> sendfile_fallback(EventLoop& loop, Transport& t, int file
 Coroutine<std::size_t> EventLoop::sendfile(Transport& transport, int file_fd, std::size_t offset,
                                            std::optional<std::size_t> count, bool fallback) {
   check_closed();
+  // As sock_sendfile (asyncio's native path; its fallback took 0 for "to EOF"): refused for
+  // every kind of transport alike.
+  if (count && *count == 0) throw std::invalid_argument("count must be a positive integer (got 0)");
   if (transport.is_closing()) throw std::runtime_error("Transport is closing");
   auto* st = dynamic_cast<detail::SocketTransport*>(&transport);
   if (st && st->upgraded())

@@ -629,6 +629,10 @@ TEST_CASE("sendfile over TLS uses the fallback; fallback=false throws SendfileNo
   REQUIRE(fd >= 0);
   CHECK_THROWS_AS(lp.run_until_complete(lp.sendfile(*t, fd, 0, std::nullopt, false)),
                   loop::SendfileNotAvailableError);
+  // A zero count is refused as by sock_sendfile (it returned 0 here, and asyncio's fallback
+  // would have sent the whole file).
+  CHECK_THROWS_AS(lp.run_until_complete(lp.sendfile(*t, fd, 0, std::size_t{0})),
+                  std::invalid_argument);
   std::size_t sent = lp.run_until_complete(lp.sendfile(*t, fd, 5));
   CHECK(sent == data.size() - 5);
   CHECK(::lseek(fd, 0, SEEK_CUR) == static_cast<off_t>(data.size()));
