@@ -129,12 +129,20 @@ class EventLoop {
   /// call_soon from any thread; wakes the loop if it sleeps in its poll.
   template <class F, class... Args>
   Handle call_soon_threadsafe(F&& callback, Args&&... args);
+  /// call_soon_threadsafe with an explicit Context (asyncio's context= argument).
+  template <class F, class... Args>
+  Handle call_soon_threadsafe_in(const Context& ctx, F&& callback, Args&&... args);
 
   // ---- Scheduling delayed callbacks --------------------------------------------------------
   template <class F, class... Args>
   TimerHandle call_later(double delay, F&& callback, Args&&... args);
   template <class F, class... Args>
   TimerHandle call_at(double when, F&& callback, Args&&... args);
+  /// call_later and call_at with an explicit Context (asyncio's context= argument).
+  template <class F, class... Args>
+  TimerHandle call_later_in(const Context& ctx, double delay, F&& callback, Args&&... args);
+  template <class F, class... Args>
+  TimerHandle call_at_in(const Context& ctx, double when, F&& callback, Args&&... args);
   /// The loop's clock, in seconds.
   double time() const { return clock_->now(); }
   const Clock& clock() const { return *clock_; }
@@ -412,6 +420,11 @@ class EventLoop {
   std::size_t scheduled_timer_count() const { return timers_.size(); }
 
  private:
+  /// The shared halves of call_soon_threadsafe(_in) and call_at/call_later(_in).
+  template <class F, class... Args>
+  Handle call_soon_threadsafe_with(detail::ContextRef ctx, F&& callback, Args&&... args);
+  template <class F, class... Args>
+  TimerHandle call_at_with(detail::ContextRef ctx, double when, F&& callback, Args&&... args);
   void run_once();
   double poll(double timeout);  // returns the number of I/O events processed
   std::size_t poll_io(double timeout);
@@ -519,9 +532,21 @@ Handle EventLoop::call_soon_in(const Context& ctx, F&& callback, Args&&... args)
 
 template <class F, class... Args>
 Handle EventLoop::call_soon_threadsafe(F&& callback, Args&&... args) {
+  return call_soon_threadsafe_with(detail::capture_context(), std::forward<F>(callback),
+                                   std::forward<Args>(args)...);
+}
+
+template <class F, class... Args>
+Handle EventLoop::call_soon_threadsafe_in(const Context& ctx, F&& callback, Args&&... args) {
+  return call_soon_threadsafe_with(ctx.data(), std::forward<F>(callback),
+                                   std::forward<Args>(args)...);
+}
+
+template <class F, class... Args>
+Handle EventLoop::call_soon_threadsafe_with(detail::ContextRef ctx, F&& callback, Args&&... args) {
   check_closed();
   auto h = detail::make_handle(std::forward<F>(callback), std::forward<Args>(args)...);
-  h->context = detail::capture_context();
+  h->context = std::move(ctx);
   h->kind = detail::HandleKind::threadsafe;
   if (debug_) h->set_origin(detail::capture_origin());
   Handle result(h);
@@ -536,10 +561,29 @@ TimerHandle EventLoop::call_later(double delay, F&& callback, Args&&... args) {
 
 template <class F, class... Args>
 TimerHandle EventLoop::call_at(double when, F&& callback, Args&&... args) {
+  return call_at_with(detail::capture_context(), when, std::forward<F>(callback),
+                      std::forward<Args>(args)...);
+}
+
+template <class F, class... Args>
+TimerHandle EventLoop::call_later_in(const Context& ctx, double delay, F&& callback,
+                                     Args&&... args) {
+  return call_at_with(ctx.data(), time() + delay, std::forward<F>(callback),
+                      std::forward<Args>(args)...);
+}
+
+template <class F, class... Args>
+TimerHandle EventLoop::call_at_in(const Context& ctx, double when, F&& callback, Args&&... args) {
+  return call_at_with(ctx.data(), when, std::forward<F>(callback), std::forward<Args>(args)...);
+}
+
+template <class F, class... Args>
+TimerHandle EventLoop::call_at_with(detail::ContextRef ctx, double when, F&& callback,
+                                    Args&&... args) {
   check_closed();
   if (debug_) check_thread();
   auto h = detail::make_timer_handle(std::forward<F>(callback), std::forward<Args>(args)...);
-  h->context = detail::capture_context();
+  h->context = std::move(ctx);
   return schedule_timer(std::move(h), when);
 }
 

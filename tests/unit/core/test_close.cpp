@@ -48,6 +48,9 @@ TEST_CASE("test_methods_after_close_raise") {
   CHECK_THROWS_WITH(lp.call_at(1, [] {}), msg);
   CHECK_THROWS_WITH(lp.call_soon_threadsafe([] {}), msg);
   CHECK_THROWS_WITH(lp.call_soon_in(loop::Context(), [] {}), msg);
+  CHECK_THROWS_WITH(lp.call_later_in(loop::Context(), 1, [] {}), msg);
+  CHECK_THROWS_WITH(lp.call_at_in(loop::Context(), 1, [] {}), msg);
+  CHECK_THROWS_WITH(lp.call_soon_threadsafe_in(loop::Context(), [] {}), msg);
   CHECK_THROWS_WITH(lp.run_forever(), msg);
   CHECK_THROWS_WITH(lp.run_until_complete(fut), msg);
   auto coro = []() -> loop::Coroutine<int> { co_return 1; };

@@ -1,8 +1,10 @@
 // Context / ContextVar (PEP 567) and how the loop runs callbacks and tasks in them (CPython
 // test_context.py and test_tasks.py test_context_*, test_base_events.py test_call_soon context).
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 using loop::Coroutine;
@@ -97,6 +99,30 @@ TEST_CASE("test_call_soon_in_explicit_context") {
   lp.run_forever();
   CHECK(seen == "explicit");
   ctx.run([&] { CHECK(v.get() == "changed"); });  // ran in ctx itself, not a copy
+}
+
+TEST_CASE("test_call_later_call_at_and_call_soon_threadsafe_in_explicit_context") {
+  // asyncio 3.7: call_later, call_at and call_soon_threadsafe take context= as call_soon does.
+  loop::EventLoop lp;
+  loop::ContextVar<std::string> v("v");
+  loop::Context ctx;
+  ctx.run([&] { v.set("explicit"); });
+  v.set("current");
+  std::vector<std::string> seen;
+  auto record = [&] { seen.push_back(v.get("none")); };
+  loop::TimerHandle later = lp.call_later_in(ctx, 0.001, record);
+  loop::TimerHandle at = lp.call_at_in(ctx, lp.time() + 0.002, record);
+  loop::Handle safe;
+  std::thread other([&] { safe = lp.call_soon_threadsafe_in(ctx, record); });
+  other.join();
+  CHECK(later.get_context().data() == ctx.data());
+  CHECK(at.get_context().data() == ctx.data());
+  CHECK(safe.get_context().data() == ctx.data());
+  lp.call_later(0.05, [&] { lp.stop(); });
+  lp.call_later(0.001, record);  // the caller's context, for contrast
+  lp.run_forever();
+  std::sort(seen.begin(), seen.end());  // the order is the timers' and the thread's
+  CHECK(seen == std::vector<std::string>{"current", "explicit", "explicit", "explicit"});
 }
 
 TEST_CASE("test_task_keeps_one_context_across_steps") {
