@@ -374,6 +374,9 @@ class EventLoop {
   template <class F, class... Args>
   Handle watch_fd(int fd, int direction, const void* owner, F&& callback, Args&&... args);
   bool remove_fd_watch(int fd, int direction, const void* owner = nullptr);
+  /// Throws std::runtime_error when a transport watches `fd` (asyncio's
+  /// _ensure_fd_no_transport): add_reader/add_writer/remove_reader/remove_writer refuse it.
+  void ensure_fd_no_transport(int fd) const;
   /// Throws std::runtime_error("Event loop is closed") after close().
   void check_closed() const;
   /// Throws std::runtime_error when this loop or another one is running in this thread

@@ -193,6 +193,7 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb, cons
       it = map.end();
     }
     if (it == map.end()) {
+      ensure_fd_no_transport(fd);
       auto w = std::make_shared<detail::FdWatch>(*this, fd, st);
       w->init();
       it = map.emplace(fd, std::move(w)).first;
@@ -211,7 +212,10 @@ bool EventLoop::remove_fd_watch(int fd, int direction, const void* owner) {
   if (debug_) check_thread();
   auto& map = fd_watchers_->map;
   auto it = map.find(fd);
-  if (it == map.end()) return false;
+  if (it == map.end()) {
+    if (!owner) ensure_fd_no_transport(fd);
+    return false;
+  }
   if (owner && it->second->owner(direction) != owner) return false;  // replaced or removed
   // The registration stays when nothing is watched any more (see the top of the file).
   detail::HandleRef old = it->second->clear(direction);
@@ -219,6 +223,13 @@ bool EventLoop::remove_fd_watch(int fd, int direction, const void* owner) {
   old->cancelled = true;
   if (tracer()) trace(direction == 0 ? "reader_removed" : "writer_removed", {{"fd", fd}});
   return true;
+}
+
+// asyncio's _ensure_fd_no_transport: a transport's fd is the transport's to watch. The Poller
+// holds every socket transport's fd; one that add_reader/add_writer do not hold is one.
+void EventLoop::ensure_fd_no_transport(int fd) const {
+  if (poller_->holds(fd))
+    throw std::runtime_error("File descriptor " + std::to_string(fd) + " is used by a transport");
 }
 
 bool EventLoop::remove_reader(int fd) {

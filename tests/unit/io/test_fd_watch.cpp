@@ -509,3 +509,25 @@ TEST_CASE("an fd add_writer watched before can become a transport's (create_conn
   CHECK(lp.run_until_complete(main()) == bound.to_string());
   lp.close();
 }
+
+TEST_CASE("a transport's fd is refused by add_reader/add_writer/remove_reader/remove_writer") {
+  // asyncio's _ensure_fd_no_transport: RuntimeError('File descriptor N is used by transport').
+  loop::EventLoop lp;
+  loop::SocketAddress bound;
+  iotest::Fd listener = iotest::listener(loop::SocketAddress::from_ip("127.0.0.1", 0), &bound);
+  auto main = [&]() -> loop::Coroutine<void> {
+    auto factory = [] { return std::make_shared<loop::Protocol>(); };
+    auto [t, p] = co_await lp.create_connection(factory, "127.0.0.1", bound.port());
+    int fd = *t->extra<int>("socket");
+    const std::string msg = "File descriptor " + std::to_string(fd) + " is used by a transport";
+    CHECK_THROWS_WITH(lp.add_reader(fd, [] {}), msg);
+    CHECK_THROWS_WITH(lp.add_writer(fd, [] {}), msg);
+    CHECK_THROWS_WITH(lp.remove_reader(fd), msg);
+    CHECK_THROWS_WITH(lp.remove_writer(fd), msg);
+    t->pause_reading();  // still the transport's
+    CHECK_THROWS_WITH(lp.add_reader(fd, [] {}), msg);
+    t->close();
+  };
+  lp.run_until_complete(main());
+  lp.close();
+}
