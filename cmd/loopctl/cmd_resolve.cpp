@@ -74,8 +74,8 @@ void print_results(const std::vector<loop::AddrInfo>& results) {
   } catch (const loop::GaiError& e) {
     std::string what = e.what();
     auto at = what.rfind("failed: ");
-    std::string why = at == std::string::npos ? gai_strerror(e.code()) : what.substr(at + 8);
-    if (e.code() == EAI_SERVICE)
+    std::string why = at == std::string::npos ? e.code().message() : what.substr(at + 8);
+    if (e.code().value() == EAI_SERVICE)
       why = "unknown service '" + port + "'" + (type == "any" ? "" : " for --type " + type) + " (" +
             why + ")";
     throw RuntimeFailure("cannot resolve " + host + ": " + why);

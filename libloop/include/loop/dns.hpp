@@ -1,8 +1,8 @@
 // Name resolution results and errors for EventLoop::getaddrinfo / getnameinfo.
 #pragma once
 
-#include <stdexcept>
 #include <string>
+#include <system_error>
 
 #include "loop/address.hpp"
 
@@ -17,15 +17,15 @@ struct AddrInfo {
   SocketAddress address;
 };
 
-/// A getaddrinfo/getnameinfo failure (Python's socket.gaierror): code() is the EAI_* value,
-/// what() names the host and gives gai_strerror's text.
-class GaiError : public std::runtime_error {
- public:
-  GaiError(int code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
-  int code() const { return code_; }
+/// The category of getaddrinfo/getnameinfo's EAI_* codes; message() is gai_strerror's text.
+const std::error_category& gai_category() noexcept;
 
- private:
-  int code_;
+/// A getaddrinfo/getnameinfo failure: Python's socket.gaierror, which is an OSError, so a
+/// std::system_error here. code() is the EAI_* value in gai_category(); what() names the call
+/// and the host, and ends with gai_strerror's text.
+class GaiError : public std::system_error {
+ public:
+  GaiError(int code, const std::string& msg) : std::system_error(code, gai_category(), msg) {}
 };
 
 }  // namespace loop

@@ -14,11 +14,17 @@ namespace loop {
 
 namespace {
 
-std::string gai_message(int code, int saved_errno) {
-  std::string text = ::gai_strerror(code);
-  if (code == EAI_SYSTEM) text += std::string(": ") + std::strerror(saved_errno);
-  return text;
+// EAI_SYSTEM's text ("System error") needs errno's to say anything.
+std::string errno_detail(int code, int saved_errno) {
+  if (code != EAI_SYSTEM) return {};
+  return std::string(" (") + std::strerror(saved_errno) + ")";
 }
+
+class GaiCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "getaddrinfo"; }
+  std::string message(int code) const override { return ::gai_strerror(code); }
+};
 
 std::vector<AddrInfo> resolve(const std::string& host, const std::string& port, int family,
                               int type, int proto, int flags) {
@@ -32,7 +38,7 @@ std::vector<AddrInfo> resolve(const std::string& host, const std::string& port, 
                          port.empty() ? nullptr : port.c_str(), &hints, &res);
   if (rc != 0) {
     throw GaiError(rc,
-                   "getaddrinfo('" + host + "', '" + port + "') failed: " + gai_message(rc, errno));
+                   "getaddrinfo('" + host + "', '" + port + "') failed" + errno_detail(rc, errno));
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(res, &::freeaddrinfo);
   std::vector<AddrInfo> out;
@@ -54,13 +60,17 @@ std::pair<std::string, std::string> name_of(const SocketAddress& address, int fl
   int rc =
       ::getnameinfo(address.data(), address.size(), host, sizeof host, serv, sizeof serv, flags);
   if (rc != 0) {
-    throw GaiError(rc,
-                   "getnameinfo(" + address.to_string() + ") failed: " + gai_message(rc, errno));
+    throw GaiError(rc, "getnameinfo(" + address.to_string() + ") failed" + errno_detail(rc, errno));
   }
   return {host, serv};
 }
 
 }  // namespace
+
+const std::error_category& gai_category() noexcept {
+  static const GaiCategory category;
+  return category;
+}
 
 Coroutine<std::vector<AddrInfo>> EventLoop::getaddrinfo(std::string host, std::string port,
                                                         int family, int type, int proto,
