@@ -21,6 +21,9 @@ namespace loop::detail {
 namespace {
 // asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES.
 constexpr int kLogThresholdForConnlostWrites = 5;
+// What a buffered datagram counts for flow control besides its data (asyncio 3.13's
+// _HEADER_SIZE): so that empty datagrams, which are sent too, still fill the buffer.
+constexpr std::size_t kDatagramHeaderSize = 8;
 }  // namespace
 
 DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd,
@@ -177,7 +180,8 @@ ssize_t DatagramSocketTransport::send_now(std::string_view data,
 }
 
 void DatagramSocketTransport::sendto(std::string_view data, std::optional<SocketAddress> addr) {
-  if (data.empty()) return;  // asyncio (<= 3.11) sends nothing for empty data
+  // An empty datagram is sent, as asyncio 3.13 does (3.7 to 3.12 dropped it): a UDP echo
+  // server must answer one, and a zero-length datagram is a message of its own.
   if (address_) {
     if (addr && !(*addr == *address_))
       throw std::invalid_argument("Invalid address: must be None or " + address_->to_string());
@@ -207,7 +211,7 @@ void DatagramSocketTransport::sendto(std::string_view data, std::optional<Socket
     }
   }
   buffer_.emplace_back(std::string(data), std::move(addr));
-  buffer_size_ += data.size();
+  buffer_size_ += data.size() + kDatagramHeaderSize;
   maybe_pause_protocol();
 }
 
@@ -223,12 +227,12 @@ void DatagramSocketTransport::sendto_ready() {
     if (n < 0) {
       int err = errno;
       if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) break;  // try again later
-      buffer_size_ -= data.size();
+      buffer_size_ -= data.size() + kDatagramHeaderSize;
       buffer_.pop_front();
       error_received(os_error(err, "sendto"));
       return;
     }
-    buffer_size_ -= data.size();
+    buffer_size_ -= data.size() + kDatagramHeaderSize;
     buffer_.pop_front();
   }
   maybe_resume_protocol();  // may append to the buffer

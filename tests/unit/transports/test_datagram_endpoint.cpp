@@ -203,6 +203,24 @@ TEST_CASE("create_datagram_endpoint: an unknown host raises GaiError, as create_
   lp.close();
 }
 
+TEST_CASE("DatagramTransport: an empty datagram is sent and received (asyncio 3.13)") {
+  loop::EventLoop lp;
+  auto [srv, sp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("127.0.0.1")));
+  sp->lp = &lp;
+  sp->stop_on_datagram = true;
+  loop::DatagramEndpointOptions o;
+  o.remote_addr = *srv->extra<loop::SocketAddress>("sockname");
+  auto [t, p] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, o));
+  t->sendto("");
+  run_bounded(lp);
+  REQUIRE(sp->datagrams.size() == 1);
+  CHECK(sp->datagrams.at(0).first.empty());
+  close_and_drain(lp, *t);
+  close_and_drain(lp, *srv);
+}
+
 TEST_CASE("create_datagram_endpoint: IPv6 ::1 round trip") {
   if (!ipv6_available()) {
     WARN("no IPv6 loopback here");
