@@ -149,6 +149,34 @@ TEST_CASE("test_call_exception_handler_default_message") {
   CHECK(c.format() == "m\nstd::invalid_argument: x");
 }
 
+namespace {
+struct NamedProtocol : loop::Protocol {};
+struct NamedTransport : loop::BaseTransport {
+  std::any get_extra_info(std::string_view name, std::any dflt = {}) const override {
+    if (name == "socket") return 7;
+    if (name == "peername") return loop::SocketAddress::from_ip("127.0.0.1", 5000);
+    return dflt;
+  }
+  bool is_closing() const override { return false; }
+  void close() override {}
+  void set_protocol(std::shared_ptr<loop::BaseProtocol>) override {}
+  std::shared_ptr<loop::BaseProtocol> get_protocol() const override { return nullptr; }
+};
+}  // namespace
+
+TEST_CASE("test_context_names_its_protocol_and_transport") {
+  // asyncio prints their reprs; "protocol: protocol" said nothing.
+  NamedProtocol p;
+  NamedTransport t;
+  loop::ExceptionContext c;
+  c.message = "Error on transport creation for incoming connection";
+  c.protocol = &p;
+  c.transport = &t;
+  std::string text = c.format();
+  CHECK_THAT(text, Catch::Contains("protocol: <") && Catch::Contains("NamedProtocol object at 0x"));
+  CHECK_THAT(text, Catch::Contains("NamedTransport fd=7 peer=127.0.0.1:5000>"));
+}
+
 TEST_CASE("test_set_exc_handler_none_restores_default") {
   loop::EventLoop lp;
   int calls = 0;
