@@ -41,5 +41,9 @@ struct ExceptionContext {
 
 /// "std::runtime_error: boom" for an exception_ptr (empty string for null).
 std::string describe_exception(const std::exception_ptr& e);
+/// What asyncio's repr() says of them, as the exception context prints them:
+/// "<EchoProtocol object at 0x...>", "<loop::detail::SocketTransport fd=7 peer=127.0.0.1:5000>".
+std::string describe_protocol(const BaseProtocol& p);
+std::string describe_transport(const BaseTransport& t);
 
 }  // namespace loop

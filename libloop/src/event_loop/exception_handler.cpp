@@ -20,16 +20,15 @@ std::string describe_exception(const std::exception_ptr& e) {
   }
 }
 
-namespace {
 // asyncio prints each object's repr; these say as much: the type, and for a transport its
-// socket and peer ("<loop::detail::SocketTransport fd=7 peer=127.0.0.1:5000>").
-std::string protocol_repr(const BaseProtocol& p) {
+// socket and peer.
+std::string describe_protocol(const BaseProtocol& p) {
   char address[32];
   std::snprintf(address, sizeof address, "%p", static_cast<const void*>(&p));
   return "<" + detail::demangle(typeid(p).name()) + " object at " + address + ">";
 }
 
-std::string transport_repr(const BaseTransport& t) {
+std::string describe_transport(const BaseTransport& t) {
   std::string out = "<" + detail::demangle(typeid(t).name());
   try {
     if (auto fd = t.extra<int>("socket")) out += " fd=" + std::to_string(*fd);
@@ -39,6 +38,7 @@ std::string transport_repr(const BaseTransport& t) {
   return out + (t.is_closing() ? " closing>" : ">");
 }
 
+namespace {
 nlohmann::json exception_json(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
@@ -58,8 +58,8 @@ nlohmann::json ExceptionContext::to_json() const {
   else if (future_repr)
     j["future"] = *future_repr;
   if (handle) j["handle"] = handle->repr();
-  if (protocol) j["protocol"] = protocol_repr(*protocol);
-  if (transport) j["transport"] = transport_repr(*transport);
+  if (protocol) j["protocol"] = describe_protocol(*protocol);
+  if (transport) j["transport"] = describe_transport(*transport);
   if (socket) j["socket"] = *socket;
   if (asyncgen) j["asyncgen"] = *asyncgen;
   if (source_traceback) j["source_traceback"] = *source_traceback;

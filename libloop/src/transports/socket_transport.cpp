@@ -473,8 +473,9 @@ void SocketTransport::fatal_error(std::exception_ptr exc, bool os_error, const c
   // Connection errors (resets, broken pipes) are an ordinary end of a connection: asyncio
   // logs them only in debug mode; anything else goes to the exception handler.
   if (os_error) {
-    if (loop_->get_debug())
-      std::fprintf(stderr, "loop: %s: %s\n", message, describe_exception(exc).c_str());
+    if (loop_->get_debug())  // asyncio: logger.debug("%r: %s", self, message, exc_info=True)
+      std::fprintf(stderr, "loop: %s: %s: %s\n", describe_transport(*this).c_str(), message,
+                   describe_exception(exc).c_str());
   } else {
     ExceptionContext ctx;
     ctx.message = message;

@@ -11,6 +11,7 @@
 #include <loop/loop.hpp>
 
 #include "python_script_peer.hpp"
+#include "stderr_capture.hpp"
 #include "transport_helpers.hpp"
 
 using test::PythonPeer;
@@ -402,6 +403,10 @@ print('reset', flush=True)
 )");
   int port = peer.port();
   loop::EventLoop lp;
+  // Debug mode logs the reset (asyncio: logger.debug("%r: %s", transport, message)), naming the
+  // transport and its peer.
+  lp.set_debug(true);
+  test::StderrCapture err;
   auto proto = std::make_shared<RecordingProtocol>();
   const std::string block = test::pattern(64 * 1024);
   int writes = 0;
@@ -430,6 +435,11 @@ print('reset', flush=True)
   }
   // Writes after the loss are dropped quietly.
   kept->write("late");
+  std::string logged = err.text();
+  INFO(logged);
+  CHECK_THAT(logged, Catch::Contains("loop: <loop::detail::SocketTransport fd=") &&
+                         Catch::Contains(" peer=127.0.0.1:" + std::to_string(port)) &&
+                         Catch::Contains(": Fatal "));
 }
 
 TEST_CASE("write() after a buffered close() was flushed raises: nothing reaches a reused fd") {
