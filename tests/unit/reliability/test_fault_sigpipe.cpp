@@ -53,6 +53,27 @@ int error_code_of(std::exception_ptr e) {
   return 0;
 }
 
+// An unlinked temporary file of `size` bytes, for sock_sendfile.
+int temp_file_of(std::size_t size) {
+  char path[] = "/tmp/libloop-sigpipe-XXXXXX";
+  int file = ::mkstemp(path);
+  REQUIRE(file >= 0);
+  ::unlink(path);
+  std::string data(size, 'z');
+  REQUIRE(::write(file, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+  return file;
+}
+
+// sock_sendfile of the whole file: 0, or the errno it failed with.
+loop::Coroutine<int> sendfile_errno(loop::EventLoop& lp, int sock, int file) {
+  try {
+    co_await lp.sock_sendfile(sock, file, 0);
+  } catch (const std::system_error& e) {
+    co_return e.code().value();
+  }
+  co_return 0;
+}
+
 }  // namespace
 
 TEST_CASE("sigpipe: the process really dies of SIGPIPE when nothing prevents it") {
@@ -128,21 +149,8 @@ TEST_CASE("sigpipe: sock_sendfile to a closed peer raises, the process lives") {
   loop::EventLoop lp;
   auto [a, b] = stream_pair();
   b.reset();
-  char path[] = "/tmp/libloop-sigpipe-XXXXXX";
-  int file = ::mkstemp(path);
-  REQUIRE(file >= 0);
-  ::unlink(path);
-  std::string data(1 << 20, 'z');
-  REQUIRE(::write(file, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-  auto send = [&]() -> loop::Coroutine<int> {
-    try {
-      co_await lp.sock_sendfile(a, file, 0);
-    } catch (const std::system_error& e) {
-      co_return e.code().value();
-    }
-    co_return 0;
-  };
-  CHECK(lp.run_until_complete(send()) == EPIPE);
+  int file = temp_file_of(1 << 20);
+  CHECK(lp.run_until_complete(sendfile_errno(lp, a, file)) == EPIPE);
   ::close(file);
   lp.close();
 }
@@ -150,14 +158,9 @@ TEST_CASE("sigpipe: sock_sendfile to a closed peer raises, the process lives") {
 TEST_CASE("sigpipe: sock_sendfile to a peer that closes mid-transfer, the process lives") {
   // The kernel raises SIGPIPE also from a sendfile(2) that returns a partial count, when the
   // peer closes while the copy runs (seen with unix sockets: 65536 returned, SIGPIPE pending).
-  // A reader thread takes one read and closes, twenty times; a SIGPIPE let through kills us.
+  // A reader thread takes one read and closes, 200 times; a SIGPIPE let through kills us.
   sigpipe_default();
-  char path[] = "/tmp/libloop-sigpipe-XXXXXX";
-  int file = ::mkstemp(path);
-  REQUIRE(file >= 0);
-  ::unlink(path);
-  std::string data(16 << 20, 'z');
-  REQUIRE(::write(file, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+  int file = temp_file_of(16 << 20);
   int failures = 0;
   for (int round = 0; round < 200; ++round) {
     loop::EventLoop lp;
@@ -179,15 +182,7 @@ TEST_CASE("sigpipe: sock_sendfile to a peer that closes mid-transfer, the proces
     // sendfile(2) is still copying the next ones.
     while (!reading) std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    auto send = [&]() -> loop::Coroutine<int> {
-      try {
-        co_await lp.sock_sendfile(a, file, 0);
-      } catch (const std::system_error& e) {
-        co_return e.code().value();
-      }
-      co_return 0;
-    };
-    int err = lp.run_until_complete(send());
+    int err = lp.run_until_complete(sendfile_errno(lp, a, file));
     reader.join();
     if (err == EPIPE || err == ECONNRESET) ++failures;
     lp.close();

@@ -82,6 +82,20 @@ void close_and_drain(loop::EventLoop& lp, loop::DatagramTransport& t) {
   run_once(lp);
 }
 
+using Endpoint = std::pair<std::shared_ptr<loop::DatagramTransport>, std::shared_ptr<Recorder>>;
+
+// A server endpoint on `host` port 0, and a client endpoint whose remote_addr is the server.
+std::pair<Endpoint, Endpoint> connected_pair(loop::EventLoop& lp, const std::string& host) {
+  auto factory = [] { return std::make_shared<Recorder>(); };
+  Endpoint server = lp.run_until_complete(lp.create_datagram_endpoint(factory, local(host)));
+  server.second->lp = &lp;
+  loop::DatagramEndpointOptions o;
+  o.remote_addr = *server.first->extra<loop::SocketAddress>("sockname");
+  Endpoint client = lp.run_until_complete(lp.create_datagram_endpoint(factory, o));
+  client.second->lp = &lp;
+  return {server, client};
+}
+
 bool ipv6_available() {
   int fd = ::socket(AF_INET6, SOCK_DGRAM, 0);
   if (fd < 0) return false;
@@ -205,20 +219,14 @@ TEST_CASE("create_datagram_endpoint: an unknown host raises GaiError, as create_
 
 TEST_CASE("DatagramTransport: an empty datagram is sent and received (asyncio 3.13)") {
   loop::EventLoop lp;
-  auto [srv, sp] = lp.run_until_complete(
-      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("127.0.0.1")));
-  sp->lp = &lp;
-  sp->stop_on_datagram = true;
-  loop::DatagramEndpointOptions o;
-  o.remote_addr = *srv->extra<loop::SocketAddress>("sockname");
-  auto [t, p] = lp.run_until_complete(
-      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, o));
-  t->sendto("");
+  auto [server, client] = connected_pair(lp, "127.0.0.1");
+  server.second->stop_on_datagram = true;
+  client.first->sendto("");
   run_bounded(lp);
-  REQUIRE(sp->datagrams.size() == 1);
-  CHECK(sp->datagrams.at(0).first.empty());
-  close_and_drain(lp, *t);
-  close_and_drain(lp, *srv);
+  REQUIRE(server.second->datagrams.size() == 1);
+  CHECK(server.second->datagrams.at(0).first.empty());
+  close_and_drain(lp, *client.first);
+  close_and_drain(lp, *server.first);
 }
 
 TEST_CASE("create_datagram_endpoint: IPv6 ::1 round trip") {
@@ -227,15 +235,10 @@ TEST_CASE("create_datagram_endpoint: IPv6 ::1 round trip") {
     return;
   }
   loop::EventLoop lp;
-  auto [srv, sp] = lp.run_until_complete(
-      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("::1")));
-  sp->lp = &lp;
+  auto [server, client] = connected_pair(lp, "::1");
+  auto& [srv, sp] = server;
+  auto& [cli, cp] = client;
   sp->echo = true;
-  loop::DatagramEndpointOptions o;
-  o.remote_addr = *srv->extra<loop::SocketAddress>("sockname");
-  auto [cli, cp] = lp.run_until_complete(
-      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, o));
-  cp->lp = &lp;
   cp->stop_on_datagram = true;
   REQUIRE(cli->extra<loop::SocketAddress>("sockname")->family() == AF_INET6);
   cli->sendto("six");
