@@ -199,10 +199,13 @@ class EventLoop {
   /// Runs callback(args...) in every iteration in which `fd` is readable (level-triggered, as
   /// asyncio's selector); re-adding replaces the callback. Sockets, pipes, FIFOs, ttys;
   /// a regular file is refused with std::system_error(EPERM), as epoll (and asyncio) refuse it.
-  /// The fd stays the caller's: remove the reader before closing it.
+  /// The fd stays the caller's: remove the reader before closing it. A transport's fd is the
+  /// transport's: refused with std::runtime_error until it is closing (asyncio's
+  /// "File descriptor N is used by transport"), by the remove_* calls too.
   template <class F, class... Args>
   Handle add_reader(int fd, F&& callback, Args&&... args);
-  /// Stops watching `fd` for reading; returns whether a reader was registered.
+  /// Stops watching `fd` for reading; returns whether a reader was registered (false on a
+  /// closed loop).
   bool remove_reader(int fd);
   /// As add_reader, for writability.
   template <class F, class... Args>
@@ -367,6 +370,9 @@ class EventLoop {
   /// add_reader/add_writer keep for an fd nobody watches any more. The Poller refuses an fd
   /// twice; for an fd going to asio, the idle registration would report it once more.
   void release_idle_fd_watch(int fd);
+  /// asyncio's _transports: `transport` owns `fd` (nullptr: no longer). Socket and datagram
+  /// transports claim their fd until the socket closes; sendfile lends it out meanwhile.
+  void set_fd_transport(int fd, const BaseTransport* transport);
   /// add_reader (direction 0) or add_writer (1). `owner`, if not null, tags the watch (the
   /// sock_* coroutines' wait: its future); remove_fd_watch with an owner removes the watch
   /// only while it still carries that tag, as asyncio's _sock_read_done leaves a reader whose
@@ -374,7 +380,7 @@ class EventLoop {
   template <class F, class... Args>
   Handle watch_fd(int fd, int direction, const void* owner, F&& callback, Args&&... args);
   bool remove_fd_watch(int fd, int direction, const void* owner = nullptr);
-  /// Throws std::runtime_error when a transport watches `fd` (asyncio's
+  /// Throws std::runtime_error when a transport that is not closing owns `fd` (asyncio's
   /// _ensure_fd_no_transport): add_reader/add_writer/remove_reader/remove_writer refuse it.
   void ensure_fd_no_transport(int fd) const;
   /// Throws std::runtime_error("Event loop is closed") after close().
@@ -484,6 +490,7 @@ class EventLoop {
   void add_signal_handle(int sig, detail::HandleRef callback);
   void close_signal_handlers();
   std::shared_ptr<detail::FdWatchers> fd_watchers_;
+  std::vector<const BaseTransport*> fd_transports_;  // indexed by fd: set_fd_transport
   std::shared_ptr<detail::SignalHandlers> signal_handlers_;
 };
 

@@ -173,6 +173,7 @@ class FdWatchers {
 Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb, const void* owner) {
   if (debug_) check_thread();
   if (fd < 0) throw std::invalid_argument("Invalid file descriptor: " + std::to_string(fd));
+  ensure_fd_no_transport(fd);
   if (!fd_watchers_) fd_watchers_ = std::make_shared<detail::FdWatchers>();
   auto& map = fd_watchers_->map;
   auto it = map.find(fd);
@@ -193,7 +194,6 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb, cons
       it = map.end();
     }
     if (it == map.end()) {
-      ensure_fd_no_transport(fd);
       auto w = std::make_shared<detail::FdWatch>(*this, fd, st);
       w->init();
       it = map.emplace(fd, std::move(w)).first;
@@ -207,15 +207,13 @@ Handle EventLoop::add_fd_watch(int fd, int direction, detail::HandleRef cb, cons
 }
 
 bool EventLoop::remove_fd_watch(int fd, int direction, const void* owner) {
+  if (!owner) ensure_fd_no_transport(fd);  // asyncio checks first, closed loop or not
   // asyncio: removing from a closed loop is not an error, it just reports nothing removed.
   if (closed_ || !fd_watchers_) return false;
   if (debug_) check_thread();
   auto& map = fd_watchers_->map;
   auto it = map.find(fd);
-  if (it == map.end()) {
-    if (!owner) ensure_fd_no_transport(fd);
-    return false;
-  }
+  if (it == map.end()) return false;
   if (owner && it->second->owner(direction) != owner) return false;  // replaced or removed
   // The registration stays when nothing is watched any more (see the top of the file).
   detail::HandleRef old = it->second->clear(direction);
@@ -225,11 +223,25 @@ bool EventLoop::remove_fd_watch(int fd, int direction, const void* owner) {
   return true;
 }
 
-// asyncio's _ensure_fd_no_transport: a transport's fd is the transport's to watch. The Poller
-// holds every socket transport's fd; one that add_reader/add_writer do not hold is one.
+// asyncio's _ensure_fd_no_transport: a transport's fd is the transport's to watch, until it
+// is closing.
 void EventLoop::ensure_fd_no_transport(int fd) const {
-  if (poller_->holds(fd))
-    throw std::runtime_error("File descriptor " + std::to_string(fd) + " is used by a transport");
+  auto slot = static_cast<std::size_t>(fd);
+  if (fd < 0 || slot >= fd_transports_.size()) return;
+  const BaseTransport* t = fd_transports_[slot];
+  if (t && !t->is_closing())
+    throw std::runtime_error("File descriptor " + std::to_string(fd) + " is used by transport " +
+                             describe_transport(*t));
+}
+
+void EventLoop::set_fd_transport(int fd, const BaseTransport* transport) {
+  if (fd < 0) return;
+  auto slot = static_cast<std::size_t>(fd);
+  if (slot >= fd_transports_.size()) {
+    if (!transport) return;
+    fd_transports_.resize(slot + 1, nullptr);
+  }
+  fd_transports_[slot] = transport;
 }
 
 bool EventLoop::remove_reader(int fd) {

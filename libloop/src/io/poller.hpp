@@ -76,11 +76,6 @@ class Poller {
   /// does not hold them yet. Throws std::system_error (EPERM for a regular file, EEXIST when
   /// another entry holds the fd, EBADF...).
   void watch(PollEntry& e, int fd, std::uint32_t events);
-  /// Whether an entry holds `fd` (a transport's, or add_reader/add_writer's).
-  bool holds(int fd) const {
-    auto slot = static_cast<std::size_t>(fd);
-    return fd >= 0 && slot < entries_.size() && entries_[slot] != nullptr;
-  }
   /// Stops watching `events`. No system call: epoll keeps them until it has reported one of
   /// them twice with no watch() in between (then the registration shrinks), so that a reader
   /// stopped and started again around each read (the sock_* coroutines) costs nothing.

@@ -40,6 +40,7 @@ DatagramSocketTransport::DatagramSocketTransport(EventLoop& loop, int fd,
   loop.release_idle_fd_watch(fd);
   loop.poller().watch(poll_, fd, EPOLLIN);
   loop.poller().unwatch(poll_, EPOLLIN);
+  loop.set_fd_transport(fd, this);
   SocketAddress a;
   socklen_t len = SocketAddress::capacity();
   if (::getsockname(fd, a.data(), &len) == 0) {
@@ -133,6 +134,7 @@ void DatagramSocketTransport::close_socket() noexcept {
   if (!open_) return;
   open_ = false;
   loop_.poller().remove(poll_);
+  loop_.set_fd_transport(fd_, nullptr);
   ::close(fd_);
 }
 

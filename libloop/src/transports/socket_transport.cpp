@@ -46,6 +46,7 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<Protoc
   } catch (...) {
     // The fd is ours from the call on (the callers released it): closed, not leaked.
     loop.poller().remove(poll_);
+    loop.set_fd_transport(fd, nullptr);
     ::close(fd);
     throw;
   }
@@ -64,6 +65,7 @@ void SocketTransport::init(std::shared_ptr<Protocol> protocol, std::optional<Soc
   poll_.edge = tcp;
   loop.poller().watch(poll_, fd, EPOLLIN);
   loop.poller().unwatch(poll_, EPOLLIN);
+  loop.set_fd_transport(fd, this);
   peername_ = peer ? *peer : peername(fd);
   if (tcp) {
     // As asyncio's _set_nodelay: small writes go out at once (request/response latency).
@@ -191,6 +193,7 @@ void SocketTransport::close_socket() noexcept {
   if (socket_closed_) return;
   socket_closed_ = true;
   loop_->poller().remove(poll_);
+  loop_->set_fd_transport(fd_, nullptr);
   ::close(fd_);
   // Nothing may reach the old number: the kernel hands it to the next socket opened.
   fd_ = -1;
@@ -381,8 +384,11 @@ void SocketTransport::write_eof() {
   if (get_write_buffer_size() == 0) ::shutdown(fd_, SHUT_WR);
 }
 
+// asyncio's _sendfile_native takes the transport out of loop._transports meanwhile, so that
+// sock_sendfile may wait on its fd.
 void SocketTransport::detach_watcher() {
   loop_->poller().remove(poll_);
+  loop_->set_fd_transport(fd_, nullptr);
   detached_ = true;
 }
 
@@ -390,6 +396,7 @@ void SocketTransport::attach_watcher() {
   if (!detached_) return;  // closed meanwhile: the fd is gone
   detached_ = false;
   loop_->release_idle_fd_watch(fd_);  // sock_sendfile waited on it with add_writer
+  loop_->set_fd_transport(fd_, this);
   std::uint32_t events = (reader_active_ ? EPOLLIN : 0u) | (writer_active_ ? EPOLLOUT : 0u);
   if (events != 0) watch(events);
 }

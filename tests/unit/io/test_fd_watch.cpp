@@ -519,13 +519,23 @@ TEST_CASE("a transport's fd is refused by add_reader/add_writer/remove_reader/re
     auto factory = [] { return std::make_shared<loop::Protocol>(); };
     auto [t, p] = co_await lp.create_connection(factory, "127.0.0.1", bound.port());
     int fd = *t->extra<int>("socket");
-    const std::string msg = "File descriptor " + std::to_string(fd) + " is used by a transport";
-    CHECK_THROWS_WITH(lp.add_reader(fd, [] {}), msg);
-    CHECK_THROWS_WITH(lp.add_writer(fd, [] {}), msg);
-    CHECK_THROWS_WITH(lp.remove_reader(fd), msg);
-    CHECK_THROWS_WITH(lp.remove_writer(fd), msg);
-    t->pause_reading();  // still the transport's
-    CHECK_THROWS_WITH(lp.add_reader(fd, [] {}), msg);
+    const std::string msg = "File descriptor " + std::to_string(fd) + " is used by transport <";
+    CHECK_THROWS_WITH(lp.add_reader(fd, [] {}), Catch::StartsWith(msg));
+    CHECK_THROWS_WITH(lp.add_writer(fd, [] {}), Catch::StartsWith(msg));
+    CHECK_THROWS_WITH(lp.remove_reader(fd), Catch::StartsWith(msg));
+    CHECK_THROWS_WITH(lp.remove_writer(fd), Catch::StartsWith(msg));
+    // Paused, with data arriving that nobody reads: the poller lets the idle registration go
+    // after a few polls, but the fd is still the transport's.
+    t->pause_reading();
+    iotest::Fd peer(::accept(listener, nullptr, nullptr));
+    REQUIRE(::write(peer, "x", 1) == 1);
+    for (int i = 0; i < 5; ++i) {
+      co_await loop::sleep(0.01);
+      REQUIRE(::write(peer, "y", 1) == 1);
+    }
+    CHECK_THROWS_WITH(lp.add_reader(fd, [] {}), Catch::StartsWith(msg));
+    t->resume_reading();
+    CHECK_FALSE(t->is_closing());
     t->close();
   };
   lp.run_until_complete(main());
