@@ -26,8 +26,14 @@ struct ExceptionContext {
   /// The future's repr when the future itself cannot be carried (reported from its destructor).
   std::optional<std::string> future_repr;
   std::optional<Handle> handle;
+  /// Valid during the handler's call only (asyncio's context holds references; these do not):
+  /// a handler that keeps the context keeps the two descriptions below, not the objects.
   BaseProtocol* protocol = nullptr;
   BaseTransport* transport = nullptr;
+  /// What describe_protocol/describe_transport said of them when the loop reported the context
+  /// (to_json and format print these when set, so a kept context never reads the objects).
+  std::optional<std::string> protocol_repr;
+  std::optional<std::string> transport_repr;
   std::optional<int> socket;
   std::optional<std::string> asyncgen;          // the async generator's repr (shutdown_asyncgens)
   std::optional<std::string> source_traceback;  // where the handle was created (debug mode)

@@ -58,8 +58,14 @@ nlohmann::json ExceptionContext::to_json() const {
   else if (future_repr)
     j["future"] = *future_repr;
   if (handle) j["handle"] = handle->repr();
-  if (protocol) j["protocol"] = describe_protocol(*protocol);
-  if (transport) j["transport"] = describe_transport(*transport);
+  if (protocol_repr)
+    j["protocol"] = *protocol_repr;
+  else if (protocol)
+    j["protocol"] = describe_protocol(*protocol);
+  if (transport_repr)
+    j["transport"] = *transport_repr;
+  else if (transport)
+    j["transport"] = describe_transport(*transport);
   if (socket) j["socket"] = *socket;
   if (asyncgen) j["asyncgen"] = *asyncgen;
   if (source_traceback) j["source_traceback"] = *source_traceback;
@@ -85,7 +91,23 @@ void EventLoop::default_exception_handler(const ExceptionContext& context) {
   std::fflush(stderr);
 }
 
-void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
+void EventLoop::call_exception_handler(const ExceptionContext& reported) noexcept {
+  // The handler may keep the context past the objects it points to: it gets their
+  // descriptions made now. Only when there are pointers to describe (a copy otherwise).
+  std::optional<ExceptionContext> described;
+  if ((reported.protocol && !reported.protocol_repr) ||
+      (reported.transport && !reported.transport_repr)) {
+    try {
+      described.emplace(reported);
+      if (described->protocol && !described->protocol_repr)
+        described->protocol_repr = describe_protocol(*described->protocol);
+      if (described->transport && !described->transport_repr)
+        described->transport_repr = describe_transport(*described->transport);
+    } catch (...) {
+      described.reset();
+    }
+  }
+  const ExceptionContext& context = described ? *described : reported;
   if (tracer()) {
     try {
       trace("exception", {{"context", context.to_json()}});

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <loop/loop.hpp>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -144,6 +145,29 @@ TEST_CASE("test_context_names_its_protocol_and_transport") {
   std::string text = c.format();
   CHECK_THAT(text, Catch::Contains("protocol: <") && Catch::Contains("NamedProtocol object at 0x"));
   CHECK_THAT(text, Catch::Contains("NamedTransport fd=7 peer=127.0.0.1:5000>"));
+}
+
+TEST_CASE("test_kept_context_describes_objects_that_are_gone") {
+  // A handler may keep the context; the transport it names may be freed by then. The loop
+  // gives handlers the descriptions made when it reported, and to_json/format print those.
+  loop::EventLoop lp;
+  std::vector<loop::ExceptionContext> kept;
+  lp.set_exception_handler(
+      [&](loop::EventLoop&, const loop::ExceptionContext& c) { kept.push_back(c); });
+  auto p = std::make_unique<NamedProtocol>();
+  auto t = std::make_unique<NamedTransport>();
+  loop::ExceptionContext c;
+  c.message = "Fatal error on transport";
+  c.protocol = p.get();
+  c.transport = t.get();
+  lp.call_exception_handler(c);
+  p.reset();
+  t.reset();  // under ASan, reading it now would be reported
+  REQUIRE(kept.size() == 1);
+  REQUIRE(kept[0].transport_repr.has_value());
+  CHECK_THAT(kept[0].format(), Catch::Contains("NamedTransport fd=7 peer=127.0.0.1:5000>") &&
+                                   Catch::Contains("NamedProtocol object at 0x"));
+  CHECK(kept[0].to_json()["transport"] == *kept[0].transport_repr);
 }
 
 TEST_CASE("test_set_exc_handler_none_restores_default") {
