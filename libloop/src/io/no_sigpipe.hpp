@@ -3,10 +3,10 @@
 // The library never changes the process's SIGPIPE disposition (Python ignores SIGPIPE
 // process-wide; a library must not). So SIGPIPE is blocked in this thread around the call,
 // and one the call raised is taken back with sigtimedwait before unblocking - unless one was
-// pending before (that one belongs to someone else). Whatever the call returned: when the
-// peer goes away between two of the chunks one call copies, the call returns the partial
-// count and a SIGPIPE is pending all the same (seen with sendfile(2) to a unix socket).
-// Cost: four system calls around the call.
+// pending before (that one belongs to someone else). A SIGPIPE comes with a short result:
+// EPIPE, or a partial count when the peer went away between two of the chunks one call
+// copies (seen with sendfile(2) to a unix socket), so only those look for one.
+// Cost: three system calls around a call that did all it was asked, four otherwise.
 #pragma once
 
 #include <pthread.h>
@@ -15,11 +15,12 @@
 #include <time.h>
 
 #include <cerrno>
+#include <cstddef>
 
 namespace loop::detail {
 
 template <class Call>
-ssize_t call_without_sigpipe(Call&& call) {
+ssize_t call_without_sigpipe(std::size_t requested, Call&& call) {
   sigset_t pipe_set, old_set, pending;
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
@@ -29,7 +30,8 @@ ssize_t call_without_sigpipe(Call&& call) {
   bool was_pending = sigismember(&pending, SIGPIPE) == 1;
   ssize_t n = call();
   int err = errno;
-  if (!was_pending) {
+  const bool short_result = n < 0 ? err == EPIPE : static_cast<std::size_t>(n) < requested;
+  if (short_result && !was_pending) {
     const timespec zero{0, 0};
     while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
     }

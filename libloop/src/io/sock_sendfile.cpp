@@ -50,8 +50,8 @@ Coroutine<std::size_t> sendfile_native(EventLoop& loop, int sock, int file_fd, s
       blocksize = *count - total_sent;
       if (blocksize == 0) break;
     }
-    ssize_t sent =
-        detail::call_without_sigpipe([&] { return ::sendfile(sock, file_fd, &pos, blocksize); });
+    ssize_t sent = detail::call_without_sigpipe(
+        blocksize, [&] { return ::sendfile(sock, file_fd, &pos, blocksize); });
     if (sent > 0) {
       total_sent += static_cast<std::size_t>(sent);
       continue;

@@ -26,7 +26,7 @@ bool check_pipe_fd(int fd, const char* message) {
 // SIGPIPE in the writing thread, taken back by call_without_sigpipe (io/no_sigpipe.hpp).
 ssize_t write_no_sigpipe(int fd, bool is_socket, const char* data, std::size_t size) {
   if (is_socket) return ::send(fd, data, size, MSG_NOSIGNAL);
-  return call_without_sigpipe([&] { return ::write(fd, data, size); });
+  return call_without_sigpipe(size, [&] { return ::write(fd, data, size); });
 }
 
 namespace {
