@@ -120,7 +120,8 @@ class Leg : public loop::Protocol, public std::enable_shared_from_this<Leg> {
     if (!pending.empty() && peer->transport) peer->transport->write(pending);
     pending.clear();
     pass_eof_on();  // the EOF that came before the other side was connected
-    if (transport) transport->resume_reading();
+    // Not if writing `pending` just filled the other side (its pause_writing paused us).
+    if (transport && !paused_by_peer_) transport->resume_reading();
   }
 
  private:

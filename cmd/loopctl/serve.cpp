@@ -32,10 +32,9 @@ void print_listening(const loop::Server& server) {
 }
 
 void ServerTlsOptions::add_to(CLI::App& app) {
-  auto* c =
-      app.add_option("--cert", cert,
-                     "Speak TLS with this certificate (PEM; may hold the key); a client that does "
-                     "not complete the TLS handshake within 60 s is disconnected");
+  auto* c = app.add_option(
+      "--cert", cert,
+      "Speak TLS with this certificate (PEM, may hold the key); handshake timeout 60 s");
   auto* k = app.add_option("--key", key, "The certificate's private key (PEM)");
   k->needs(c);
 }
