@@ -56,7 +56,7 @@ struct ServerOptions {
   /// create_unix_server with a path: the socket file's permissions (e.g. 0600), exactly,
   /// whatever the umask. It never has wider ones, not even between bind and chmod: the
   /// socket's own mode is set before bind, so the file is created with at most these.
-  /// nullopt: what bind gives (0777 & ~umask). Ignored for abstract ('@') names.
+  /// nullopt: what bind gives (0777 & ~umask). Ignored for abstract ('@' or NUL) names.
   std::optional<unsigned> mode;
 };
 

@@ -14,10 +14,11 @@ namespace loop {
 
 namespace {
 
-// EAI_SYSTEM's text ("System error") needs errno's to say anything.
+// EAI_SYSTEM's text ("System error") needs errno's to say anything: "...failed: Connection
+// refused: System error" once system_error has appended the category's text.
 std::string errno_detail(int code, int saved_errno) {
   if (code != EAI_SYSTEM) return {};
-  return std::string(" (") + std::strerror(saved_errno) + ")";
+  return std::string(": ") + std::strerror(saved_errno);
 }
 
 class GaiCategory final : public std::error_category {

@@ -322,8 +322,9 @@ Coroutine<std::shared_ptr<Server>> create_unix_server(EventLoop& loop, ProtocolF
     }
     if (::bind(sock.get(), addr.data(), addr.size()) < 0) {
       int err = errno;
-      if (err == EADDRINUSE) throw os_error(err, "Address '" + path + "' is already in use");
-      throw os_error(err, "error while attempting to bind on address '" + path + "'");
+      const std::string shown = addr.host();  // "@name" for "\0name": a NUL would end what()
+      if (err == EADDRINUSE) throw os_error(err, "Address '" + shown + "' is already in use");
+      throw os_error(err, "error while attempting to bind on address '" + shown + "'");
     }
     // Then exactly the mode asked for, whatever the umask took away.
     if (set_mode && ::chmod(path.c_str(), static_cast<mode_t>(*o.mode)) < 0) {

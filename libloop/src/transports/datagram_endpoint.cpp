@@ -5,6 +5,7 @@
 #include "transports/datagram_endpoint.hpp"
 
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,7 +31,11 @@ Coroutine<std::vector<DatagramAddrInfo>> ensure_resolved(EventLoop& lp, const En
                                                          int family, int proto, int flags) {
   if (auto* sa = std::get_if<SocketAddress>(&a)) {
     std::vector<DatagramAddrInfo> out;
-    if (family == 0 || family == sa->family()) out.push_back({sa->family(), proto, *sa});
+    // Tagged as the resolver tags a host (asyncio's _ipaddr_info): UDP for IP, so that a
+    // SocketAddress on one side pairs with a resolved host on the other.
+    bool ip_proto = proto == 0 || proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+    int tagged = sa->family() == AF_UNIX || !ip_proto ? proto : IPPROTO_UDP;
+    if (family == 0 || family == sa->family()) out.push_back({sa->family(), tagged, *sa});
     co_return out;
   }
   const auto& hp = std::get<HostPort>(a);
@@ -38,7 +43,7 @@ Coroutine<std::vector<DatagramAddrInfo>> ensure_resolved(EventLoop& lp, const En
   // EventLoop::getaddrinfo, failures as loop::GaiError (asyncio's socket.gaierror).
   std::string host = hp.host;
   auto found = co_await resolve(lp, host, hp.port, family, SOCK_DGRAM, proto, flags);
-  if (found.empty()) throw GaiError(EAI_NONAME, "getaddrinfo() returned empty list");
+  if (found.empty()) throw GaiError(EAI_NONAME, "getaddrinfo('" + host + "') returned no address");
   std::vector<DatagramAddrInfo> infos;
   for (auto& f : found) infos.push_back({f.family, f.protocol, f.addr});
   co_return infos;

@@ -95,15 +95,15 @@ std::optional<std::vector<AddrInfo>> numeric_info(const std::string& host, int p
   }
   if (a.family() == AF_INET6 && host.find('%') != std::string::npos) return std::nullopt;
   if (family != AF_UNSPEC && family != a.family()) return std::nullopt;
-  // asyncio's _ipaddr_info: the protocol follows the socket type; others go to getaddrinfo.
-  if (proto == 0) {
-    if (type == SOCK_STREAM)
-      proto = IPPROTO_TCP;
-    else if (type == SOCK_DGRAM)
-      proto = IPPROTO_UDP;
-    else
-      return std::nullopt;
-  }
+  // asyncio's _ipaddr_info: the protocol follows the socket type (a TCP or UDP proto given
+  // with the other type is overridden); other protocols and types go to getaddrinfo.
+  if (proto != 0 && proto != IPPROTO_TCP && proto != IPPROTO_UDP) return std::nullopt;
+  if (type == SOCK_STREAM)
+    proto = IPPROTO_TCP;
+  else if (type == SOCK_DGRAM)
+    proto = IPPROTO_UDP;
+  else
+    return std::nullopt;
   return std::vector<AddrInfo>{{a.family(), type, proto, a}};
 }
 

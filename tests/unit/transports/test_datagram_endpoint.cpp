@@ -229,6 +229,24 @@ TEST_CASE("DatagramTransport: an empty datagram is sent and received (asyncio 3.
   close_and_drain(lp, *server.first);
 }
 
+TEST_CASE("create_datagram_endpoint: a SocketAddress on one side, a host on the other") {
+  // They pair by (family, proto): both are UDP, as asyncio's _ipaddr_info tags them.
+  loop::EventLoop lp;
+  auto [srv, sp] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, local("127.0.0.1")));
+  sp->lp = &lp;
+  sp->stop_on_datagram = true;
+  loop::DatagramEndpointOptions o = local("127.0.0.1");
+  o.remote_addr = loop::HostPort{"127.0.0.1", srv->extra<loop::SocketAddress>("sockname")->port()};
+  auto [t, p] = lp.run_until_complete(
+      lp.create_datagram_endpoint([] { return std::make_shared<Recorder>(); }, o));
+  t->sendto("mixed");
+  run_bounded(lp);
+  REQUIRE(sp->datagrams.at(0).first == "mixed");
+  close_and_drain(lp, *t);
+  close_and_drain(lp, *srv);
+}
+
 TEST_CASE("create_datagram_endpoint: IPv6 ::1 round trip") {
   if (!ipv6_available()) {
     WARN("no IPv6 loopback here");
