@@ -318,19 +318,23 @@ TEST_CASE("create_unix_connection: path with sock, neither of them, a socket tha
 
 // ---- create_connection ----------------------------------------------------------------------
 
-TEST_CASE("create_connection: family selects the addresses tried") {
+TEST_CASE("create_connection: family selects the addresses tried, proto the socket's") {
   loop::EventLoop lp;
   auto srv = listen_on(lp, "127.0.0.1");
   int port = port_of(srv);
-  // AF_INET: "localhost" and 127.0.0.1 connect.
+  // AF_INET: "localhost" and 127.0.0.1 connect; with IPPROTO_TCP, over a TCP socket.
   for (std::string host : {"localhost", "127.0.0.1"}) {
     loop::ConnectionOptions o;
     o.family = AF_INET;
+    o.proto = IPPROTO_TCP;
     auto [t, p] = lp.run_until_complete(lp.create_connection(recording_factory, host, port, o));
     auto peer = t->extra<loop::SocketAddress>("peername");
     REQUIRE(peer);
     CHECK(peer->family() == AF_INET);
     CHECK(peer->to_string() == "127.0.0.1:" + std::to_string(port));
+    auto fd = t->extra<int>("socket");
+    REQUIRE(fd);
+    CHECK(int_sockopt(*fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP);
     close_client(lp, *t, *p);
   }
   // AF_INET6 to a server that listens on 127.0.0.1 only: asyncio fails with an OSError,
@@ -349,21 +353,10 @@ TEST_CASE("create_connection: family selects the addresses tried") {
   lp.close();
 }
 
-TEST_CASE("create_connection: proto is passed to getaddrinfo") {
+TEST_CASE("create_connection: a proto that does not fit the stream socket, with a name") {
   loop::EventLoop lp;
   auto srv = listen_on(lp, "127.0.0.1");
   int port = port_of(srv);
-  // IPPROTO_TCP: the connection's socket is a TCP one, for a name and a numeric host.
-  for (std::string host : {"localhost", "127.0.0.1"}) {
-    loop::ConnectionOptions o;
-    o.family = AF_INET;
-    o.proto = IPPROTO_TCP;
-    auto [t, p] = lp.run_until_complete(lp.create_connection(recording_factory, host, port, o));
-    auto fd = t->extra<int>("socket");
-    REQUIRE(fd);
-    CHECK(int_sockopt(*fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP);
-    close_client(lp, *t, *p);
-  }
   // IPPROTO_UDP with a stream socket for a name: getaddrinfo refuses (asyncio: gaierror
   // EAI_SOCKTYPE, "ai_socktype not supported").
   loop::ConnectionOptions udp;
