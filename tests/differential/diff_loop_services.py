@@ -455,7 +455,7 @@ def uncatchable_signals_are_refused():
             lp.add_signal_handler(getattr(signal, name), noop)
             say(name, "accepted")
         except Exception as e:
-            say(name, exc_text(e))
+            say(name, "refused:", e)
     lp.close()
 
 

@@ -9,7 +9,9 @@
 //     ...
 //   }
 //
-// `program --list` prints the scenario names, `program NAME` runs one.
+// `program --list` prints the scenario names, `program NAME` runs one. Events of two peers
+// that the kernel may interleave either way are logged per side and printed side by side at
+// the end; a coroutine lambda must outlive its task (name it).
 #pragma once
 
 #include <cstdio>
@@ -45,7 +47,9 @@ void put(std::ostream& out, const T& v) {
   out << v;
 }
 
-/// One line: the arguments separated by spaces, as Python's print(*args).
+/// One line: the arguments separated by spaces, as Python's print(*args). A call's arguments
+/// are evaluated in no set order (GCC goes right to left, Python left to right): keep calls
+/// with side effects out of them, as in `bool c = t.cancel(); say(c, t.done());`.
 template <class... Args>
 void say(const Args&... args) {
   std::ostringstream line;

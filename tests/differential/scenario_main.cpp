@@ -1,4 +1,6 @@
 // The main of every differential program (scenario.hpp): --list, or run one scenario.
+#include <signal.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -48,6 +50,9 @@ std::string exception_name(const std::exception& e) {
 }  // namespace diff
 
 int main(int argc, char** argv) {
+  // Python ignores SIGPIPE at startup (a write to a closed pipe raises BrokenPipeError): the
+  // C++ half does the same, so that both see EPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
   auto& scenarios = diff::registry();
   if (argc == 2 && std::strcmp(argv[1], "--list") == 0) {
     for (auto& [name, body] : scenarios) std::printf("%s\n", name.c_str());

@@ -23,6 +23,9 @@ struct ExceptionContext {
   std::string message;
   std::exception_ptr exception;
   std::shared_ptr<detail::FutureStateBase> future;  // the Future or Task concerned
+  /// The pending Task the loop destroyed ("Task was destroyed but it is pending!": asyncio's
+  /// Task.__del__ names it `task`, not `future`).
+  std::shared_ptr<detail::FutureStateBase> task;
   /// The future's repr when the future itself cannot be carried (reported from its destructor).
   std::optional<std::string> future_repr;
   std::optional<Handle> handle;

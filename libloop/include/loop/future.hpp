@@ -27,7 +27,11 @@ class TaskStateBase;
 // The untyped part of a future's state: status, exception and callbacks.
 class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
  public:
-  explicit FutureStateBase(EventLoop* loop) : loop_(loop), link_(loop->link()) {}
+  explicit FutureStateBase(EventLoop* loop) : loop_(loop), link_(loop->link()) {
+    // asyncio's Future.__init__: in debug mode a future remembers where it was made
+    // (_source_traceback), for the reports about it.
+    if (loop->get_debug()) origin_ = capture_origin();
+  }
   virtual ~FutureStateBase();  // reports an exception nobody retrieved
   FutureStateBase(const FutureStateBase&) = delete;
   FutureStateBase& operator=(const FutureStateBase&) = delete;
@@ -62,6 +66,8 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   /// "<Future pending>", "<Task finished name='t' result=...>" and the like.
   virtual std::string repr() const;
   bool is_task() const { return is_task_; }
+  /// Where it was made, in debug mode (null otherwise).
+  const Origin* origin() const { return origin_.get(); }
   const std::string& cancel_message() const { return cancel_message_; }
 
  protected:
@@ -101,6 +107,7 @@ class FutureStateBase : public std::enable_shared_from_this<FutureStateBase> {
   std::exception_ptr exception_;
   bool exception_retrieved_ = false;
   std::string cancel_message_;
+  std::unique_ptr<Origin> origin_;
 
  private:
   struct DoneCallback {

@@ -163,29 +163,37 @@ Future<std::vector<detail::gather_slot_t<T>>> gather(std::vector<Future<T>> chil
 }
 
 /// gather over different awaitables: co_await gather(a(), b(), fut) -> std::tuple (void results
-/// are std::monostate). If the gathering task is cancelled, every child is cancelled.
+/// are std::monostate). Like asyncio.gather, and like the vector form, it schedules the
+/// coroutines at the call, left to right, and returns the gathering future: cancelling it (or
+/// the task awaiting it) cancels every child.
 template <class... A>
 requires(sizeof...(A) > 0)
-    Coroutine<std::tuple<detail::gather_slot_t<detail::awaitable_result_t<A>>...>> gather(
-        A... aws) {
-  auto futures = std::make_tuple(ensure_future(std::move(aws))...);
-  EventLoop& loop = std::get<0>(futures).get_loop();
+    Future<std::tuple<detail::gather_slot_t<detail::awaitable_result_t<A>>...>> gather(A... aws) {
+  using R = std::tuple<detail::gather_slot_t<detail::awaitable_result_t<A>>...>;
+  using Children = std::tuple<Future<detail::awaitable_result_t<A>>...>;
+  struct Shared {
+    Children children;
+    std::size_t finished = 0;
+  };
+  // Braced initialisation: its elements are evaluated in order, a call's arguments are not
+  // (GCC wraps them right to left), and the wrapping schedules each coroutine's first step.
+  auto shared = std::make_shared<Shared>(Shared{Children{ensure_future(std::move(aws))...}, 0});
+  EventLoop& loop = std::get<0>(shared->children).get_loop();
   std::vector<std::shared_ptr<detail::FutureStateBase>> states;
-  std::apply([&](auto&... f) { (states.push_back(f.state()), ...); }, futures);
-  auto outer = std::make_shared<detail::GatheringState<void>>(&loop, std::move(states));
-  auto finished = std::make_shared<std::size_t>(0);
+  std::apply([&](auto&... f) { (states.push_back(f.state()), ...); }, shared->children);
+  auto outer = std::make_shared<detail::GatheringState<R>>(&loop, std::move(states));
+  // As in the vector form, the children's callbacks keep the outer future alive.
   std::apply(
       [&](auto&... f) {
-        (f.add_done_callback([o = outer, finished](auto fut) {
-          if (detail::gather_child_done(*o, *finished, sizeof...(A), fut)) o->set_result();
+        (f.add_done_callback([o = outer, shared](auto fut) {
+          if (!detail::gather_child_done(*o, shared->finished, sizeof...(A), fut)) return;
+          o->set_result(
+              std::apply([](auto&... c) { return R{detail::take_slot(c)...}; }, shared->children));
         }),
          ...);
       },
-      futures);
-  // Cancelling the task awaiting this cancels `outer`, which cancels the children at once.
-  co_await Future<void>(outer);
-  co_return std::apply([](auto&... f) { return std::make_tuple(detail::take_slot(f)...); },
-                       futures);
+      shared->children);
+  return Future<R>(outer);
 }
 
 namespace detail {

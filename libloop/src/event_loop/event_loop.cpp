@@ -78,7 +78,9 @@ EventLoop::~EventLoop() {
     if (task->as_future().done() || !task->log_destroy_pending()) continue;
     ExceptionContext ctx;
     ctx.message = "Task was destroyed but it is pending!";
-    ctx.future = task->as_future().shared_from_this();
+    ctx.task = task->as_future().shared_from_this();
+    if (const detail::Origin* origin = task->as_future().origin())
+      ctx.source_traceback = origin->describe();
     call_exception_handler(ctx);
   }
   for (auto& [ptr, task] : tasks) task->abandon();

@@ -58,6 +58,7 @@ nlohmann::json ExceptionContext::to_json() const {
   else if (future_repr)
     j["future"] = *future_repr;
   if (handle) j["handle"] = handle->repr();
+  if (task) j["task"] = task->repr();
   if (protocol_repr)
     j["protocol"] = *protocol_repr;
   else if (protocol)

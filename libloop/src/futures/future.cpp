@@ -69,6 +69,7 @@ void FutureStateBase::call_unretrieved_handler(const std::string& repr_text) noe
     ctx.exception = exception_;
     // The state is being destroyed: the context carries its description, not the future.
     ctx.future_repr = repr_text;
+    if (origin_) ctx.source_traceback = origin_->describe();
     loop_->call_exception_handler(ctx);
   } catch (...) {
   }
@@ -119,7 +120,8 @@ std::exception_ptr FutureStateBase::exception() {
 
 void FutureStateBase::check_result() {
   if (status_ == FutureStatus::cancelled) throw CancelledError(cancel_message_);
-  if (status_ != FutureStatus::finished) throw InvalidStateError("Result is not ready.");
+  if (status_ != FutureStatus::finished)
+    throw InvalidStateError("Result is not set.");  // the C Future's words
   exception_retrieved_ = true;
   if (exception_) std::rethrow_exception(exception_);
 }

@@ -149,7 +149,8 @@ Coroutine<std::pair<std::string, std::string>> Process::communicate(
   Coroutine<void> feed = input && in ? feed_stdin(in, std::move(*input)) : noop();
   Coroutine<std::string> rout = out ? read_stream(t, out, 1) : empty_output();
   Coroutine<std::string> rerr = err ? read_stream(t, err, 2) : empty_output();
-  auto results = co_await gather(std::move(feed), std::move(rout), std::move(rerr));
+  auto gathered = gather(std::move(feed), std::move(rout), std::move(rerr));
+  auto results = co_await gathered;
   co_await detail::subprocess_wait(*t);
   co_return std::make_pair(std::move(std::get<1>(results)), std::move(std::get<2>(results)));
 }

@@ -54,9 +54,16 @@ void TaskStateBase::schedule_first_step() {
 }
 
 void TaskStateBase::suspend_on(FutureStateBase& fut, std::coroutine_handle<> h) {
-  if (&fut == &as_future()) throw std::runtime_error("Task cannot await on itself");
-  if (&fut.loop() != &loop())
-    throw std::runtime_error("Task got Future attached to a different loop");
+  const char* refused = &fut == &as_future()     ? "Task cannot await on itself"
+                        : &fut.loop() != &loop() ? "Task got Future attached to a different loop"
+                                                 : nullptr;
+  if (refused) {
+    // asyncio's __step does not raise at the await: it queues the next step with the error
+    // (call_soon(__step, RuntimeError(...))), behind the callbacks already queued.
+    pending_exception_ = std::make_exception_ptr(std::runtime_error(refused));
+    suspend_yield(h);
+    return;
+  }
   resume_point_ = h;
   fut_waiter_ = fut.shared_from_this();
   if (!wakeup_handle_) wakeup_handle_ = make_task_wakeup_handle(as_future().weak_from_this(), this);

@@ -73,8 +73,13 @@ TEST_CASE("test_destroying_a_loop_reports_pending_tasks") {
   std::vector<std::string> messages;
   {
     loop::EventLoop lp;
-    lp.set_exception_handler(
-        [&](loop::EventLoop&, const loop::ExceptionContext& c) { messages.push_back(c.message); });
+    lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& c) {
+      messages.push_back(c.message);
+      // asyncio's Task.__del__ names the task `task` in the context, not `future`.
+      CHECK(c.task);
+      CHECK_FALSE(c.future);
+      CHECK(c.to_json().contains("task"));
+    });
     auto forever = [&]() -> loop::Coroutine<void> { co_await lp.create_future<void>(); };
     auto t = lp.create_task(forever());
     lp.stop();
@@ -91,8 +96,13 @@ TEST_CASE("test_run_until_complete_task_left_pending_is_not_reported") {
   std::vector<std::string> messages;
   {
     loop::EventLoop lp;
-    lp.set_exception_handler(
-        [&](loop::EventLoop&, const loop::ExceptionContext& c) { messages.push_back(c.message); });
+    lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& c) {
+      messages.push_back(c.message);
+      // asyncio's Task.__del__ names the task `task` in the context, not `future`.
+      CHECK(c.task);
+      CHECK_FALSE(c.future);
+      CHECK(c.to_json().contains("task"));
+    });
     auto forever = [&]() -> loop::Coroutine<void> {
       lp.stop();
       co_await lp.create_future<void>();
