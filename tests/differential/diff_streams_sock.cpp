@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <functional>
@@ -1080,18 +1081,22 @@ SCENARIO(fd_reader_runs_before_writer_of_the_same_fd) {
 }
 
 // Both fds become readable before the next poll; a2's reader was added before its data came,
-// a1's reader only after its data came (a1 had a reader once, removed since).
-SCENARIO(fd_reader_added_after_its_data_arrived_queues_behind) {
+// a1's reader only after its data came (a1 had a reader once, removed since). In which order
+// they run is the kernel's ready list: asyncio unregisters a1 and registers it again (a1 comes
+// after a2), libloop keeps an unwatched fd registered (a1 keeps its place; README, "departs
+// from asyncio on purpose"). So the order is not printed.
+SCENARIO(fd_reader_added_after_its_data_arrived_runs) {
   loop::EventLoop lp;
   SocketPair p1, p2;
   int done = 0;
+  std::vector<std::string> ran;
   std::function<void()> r1 = [&] {
-    say("r1", B(recv_now(p1.a)));
+    ran.push_back("r1 " + B(recv_now(p1.a)));
     lp.remove_reader(p1.a);
     if (++done == 2) lp.stop();
   };
   std::function<void()> r2 = [&] {
-    say("r2", B(recv_now(p2.a)));
+    ran.push_back("r2 " + B(recv_now(p2.a)));
     lp.remove_reader(p2.a);
     if (++done == 2) lp.stop();
   };
@@ -1108,5 +1113,7 @@ SCENARIO(fd_reader_added_after_its_data_arrived_queues_behind) {
     lp.call_soon(phase2);
   });
   lp.run_forever();
+  std::sort(ran.begin(), ran.end());
+  say("ran:", ran[0], ran[1]);
   lp.close();
 }

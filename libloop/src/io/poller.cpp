@@ -65,12 +65,16 @@ void Poller::watch(PollEntry& e, int fd, std::uint32_t events) {
   e.reported_unwatched = false;
   std::uint32_t before = e.wanted;
   e.wanted |= events;
-  if (e.added && (e.registered & events) == events) {
-    // No system call, so epoll re-polls nothing: an edge may have passed meanwhile.
-    if (e.edge) recheck(e, events);
-    return;
-  }
   try {
+    if (e.added && (e.registered & events) == events) {
+      // Registered already. An edge-triggered entry's edge may have gone by unwatched: it is
+      // re-armed (EPOLL_CTL_MOD), so that the next wait reports it if it is ready then, as
+      // asyncio's _add_reader (an EPOLL_CTL_ADD) does. Reporting it without asking would run
+      // the reader in the next batch even for data that came after that poll (a transport's
+      // start() or resume_reading(); tests/differential, diff_streams_sock).
+      if (e.edge) control(e, e.registered);
+      return;
+    }
     control(e, e.registered | e.wanted);
   } catch (...) {
     e.wanted = before;

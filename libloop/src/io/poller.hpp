@@ -13,8 +13,8 @@
 // level-triggered fd that was reported is polled again by the next epoll_wait, which finds it
 // drained (tcp_poll and sock_poll were 9 % of the echo server's CPU, half of them for that).
 // The level-triggered behaviour it relies on is kept by hand: its owner asks for a recheck
-// (Poller::recheck) after a read that filled its buffer, the Poller rechecks an fd watched
-// again without a system call (its edge may have gone by unwatched), and an fd reported with a
+// (Poller::recheck) after a read that filled its buffer, the Poller re-arms an fd watched
+// again (EPOLL_CTL_MOD: its edge may have gone by unwatched), and an fd reported with a
 // hang-up, an error or urgent data goes back to level-triggered (the EOF behind the data, the
 // data behind the urgent mark, where a TCP read stops short, are read next). A short read
 // means a drained socket only for TCP: a unix stream read also stops after a chunk that

@@ -238,6 +238,16 @@ Coroutine<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop,
   co_return co_await connection_transport(loop, UniqueFd(fd), factory, std::move(tls));
 }
 
+namespace {
+// asyncio's _create_server_getaddrinfo.
+Coroutine<std::vector<AddrInfo>> resolve_server_host(EventLoop& loop, std::string host, int port,
+                                                     int family, int flags) {
+  auto found = co_await resolve(loop, host, port, family, SOCK_STREAM, 0, flags);
+  if (found.empty()) throw std::runtime_error("getaddrinfo('" + host + "') returned empty list");
+  co_return found;
+}
+}  // namespace
+
 Coroutine<std::shared_ptr<Server>> create_server(EventLoop& loop, ProtocolFactory factory,
                                                  std::vector<std::string> hosts, int port,
                                                  ServerOptions o) {
@@ -249,14 +259,17 @@ Coroutine<std::shared_ptr<Server>> create_server(EventLoop& loop, ProtocolFactor
       throw std::invalid_argument("host/port and sock can not be specified at the same time");
     bool reuse_address = o.reuse_address.value_or(true);
     if (hosts.empty()) hosts.push_back("");  // every interface
+    // As asyncio: one task per host (_create_server_getaddrinfo), awaited through gather, so
+    // that create_server takes as many loop iterations as asyncio's, a numeric host included.
+    std::vector<Future<std::vector<AddrInfo>>> lookups;
+    for (auto& host : hosts)
+      lookups.push_back(loop.create_task(resolve_server_host(loop, host, port, o.family, o.flags)));
+    auto gathered = gather(std::move(lookups));
+    auto found_per_host = co_await gathered;
     std::vector<AddrInfo> infos;
-    for (auto& host : hosts) {
-      auto found = co_await resolve(loop, host, port, o.family, SOCK_STREAM, 0, o.flags);
-      if (found.empty())
-        throw std::runtime_error("getaddrinfo('" + host + "') returned empty list");
+    for (auto& found : found_per_host)
       for (auto& f : found)
         if (std::find(infos.begin(), infos.end(), f) == infos.end()) infos.push_back(f);
-    }
     for (auto& info : infos) {
       UniqueFd s;
       try {
