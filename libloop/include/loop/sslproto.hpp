@@ -64,8 +64,9 @@ class SSLPipe {
   /// null) when it completes or fails. std::runtime_error if already started.
   std::vector<std::string> do_handshake(HandshakeCallback callback = {});
   /// Starts the closing handshake (close_notify); returns the records to send; `callback`
-  /// runs once the peer's close_notify arrived. std::runtime_error when unwrapped or already
-  /// shutting down.
+  /// runs once the peer's close_notify arrived. When it arrives later, the feed_ssldata
+  /// that reads it returns it as usual (an empty appdata string, last). std::runtime_error
+  /// when unwrapped or already shutting down.
   std::vector<std::string> shutdown(std::function<void()> callback = {});
   /// Half-closes: sends close_notify and goes on decrypting what the peer sends until its own
   /// (OpenSSL's SSL_shutdown closes the write direction only). Returns the records to send;

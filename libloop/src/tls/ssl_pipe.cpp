@@ -206,6 +206,10 @@ SSLPipe::Output SSLPipe::feed_ssldata(std::string_view data, bool only_handshake
     }
   } else if (state_ == State::shutdown) {
     // Send our close_notify once, then wait for the peer's; records before it are dropped.
+    // Whether the peer's close_notify is read now, rather than before shutdown() (our answer)
+    // or never (a handshake cut short): only then does the caller hear of it.
+    bool heard_before =
+        !SSL_is_init_finished(ssl_) || (SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN);
     if (!SSL_is_init_finished(ssl_)) {
       SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);  // nothing to close
     } else if (!(SSL_get_shutdown(ssl_) & SSL_SENT_SHUTDOWN)) {
@@ -236,6 +240,8 @@ SSLPipe::Output SSLPipe::feed_ssldata(std::string_view data, bool only_handshake
         BIO_read(incoming_, plain.data(), static_cast<int>(rest));
         out.appdata.push_back(std::move(plain));
       }
+      // close_notify, last: the application's EOF ends its data.
+      if (!heard_before) out.appdata.emplace_back();
       if (shutdown_cb_) shutdown_cb_();
       return out;
     }

@@ -226,12 +226,13 @@ void SSLProtocol::feed_app(const std::string& chunk) {
 }
 
 void SSLProtocol::close_notify_received() {
-  // The application hears of it (asyncio 3.11 calls eof_received here; 3.7 did not). Its
-  // true keeps the connection half-open for its writes, a TLS half-close; asyncio ignores
-  // it. Otherwise, or when our own close_notify went out already, the connection closes
-  // after what is still to be written.
+  // The application hears of it (asyncio 3.11 calls eof_received here; 3.7 did not), also
+  // when it is the answer to our own close() (3.11's _do_shutdown). Its true keeps the
+  // connection half-open for its writes, a TLS half-close; asyncio ignores it. Otherwise, or
+  // when our own close_notify went out already, the connection closes after what is still
+  // to be written.
   bool keep_open = false;
-  if (session_established_ && !in_shutdown_ && !app_heard_eof_) {
+  if (session_established_ && !app_heard_eof_) {
     app_heard_eof_ = true;
     app_protocol_.call_if_set([&keep_open](Protocol& app) { keep_open = app.eof_received(); });
   }

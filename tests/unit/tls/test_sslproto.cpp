@@ -7,6 +7,8 @@
 #include <functional>
 #include <loop/loop.hpp>
 #include <loop/sslproto.hpp>
+#include <string>
+#include <vector>
 
 #include "fake_transport.hpp"
 #include "test_certs.hpp"
@@ -25,8 +27,10 @@ struct App : loop::Protocol {
   bool made = false, lost = false;
   int eofs = 0, pauses = 0, resumes = 0;
   std::exception_ptr lost_exc;
-  std::function<void(App&)> on_made, on_data, on_resume;
+  std::function<void(App&)> on_made, on_data, on_resume, on_eof;
+  std::vector<std::string> events;  // the callbacks' order, data_received aside
   void connection_made(loop::BaseTransport& t) override {
+    events.push_back("made");
     made = true;
     transport = dynamic_cast<loop::Transport*>(&t);
     if (on_made) on_made(*this);
@@ -37,10 +41,13 @@ struct App : loop::Protocol {
   }
   bool keep_open_on_eof = false;  // eof_received's answer
   bool eof_received() override {
+    events.push_back("eof");
     ++eofs;
+    if (on_eof) on_eof(*this);
     return keep_open_on_eof;
   }
   void connection_lost(std::exception_ptr e) override {
+    events.push_back("lost");
     lost = true;
     lost_exc = e;
   }
@@ -287,6 +294,77 @@ TEST_CASE("close() sends close_notify: both sides close cleanly, without EOF or 
   CHECK(p.sssl->sslpipe()->state() == loop::SSLPipe::State::unwrapped);
   CHECK(p.ct->aborts == 0);
   CHECK(p.st->aborts == 0);
+}
+
+// asyncio 3.11's _do_shutdown: the peer's close_notify answering ours completes the closing
+// handshake and reaches the closer's eof_received (its answer ignored), then connection_lost.
+TEST_CASE("close(): the peer's close_notify answer reaches the closer's eof_received") {
+  for (bool client_closes : {true, false}) {
+    for (bool keep_open : {false, true}) {
+      loop::EventLoop lp;
+      Pair p(lp, client_ctx(), server_ctx());
+      REQUIRE(p.handshake());
+      auto& closer = client_closes ? *p.capp : *p.sapp;
+      auto& peer = client_closes ? *p.sapp : *p.capp;
+      auto& below = client_closes ? *p.ct : *p.st;
+      REQUIRE(run_until(lp, [&] { return closer.made && peer.made; }));
+      closer.keep_open_on_eof = keep_open;  // a true cannot keep a closed connection open
+      // The close_notify is what it hears, not the transport's EOF behind it (a socket closed
+      // after the closing handshake reads no more).
+      int below_eofs = -1;
+      closer.on_eof = [&](App&) { below_eofs = below.eofs_received; };
+      closer.transport->close();
+      REQUIRE(run_until(lp, [&] { return p.capp->lost && p.sapp->lost; }));
+      run_until(
+          lp, [] { return false; }, 0.05);  // nothing may come after connection_lost
+      CHECK(closer.events == std::vector<std::string>{"made", "eof", "lost"});
+      CHECK(below_eofs == 0);
+      CHECK(peer.events == std::vector<std::string>{"made", "eof", "lost"});
+      CHECK(closer.lost_exc == nullptr);
+      CHECK(peer.lost_exc == nullptr);
+      CHECK(p.ct->aborts == 0);
+      CHECK(p.st->aborts == 0);
+    }
+  }
+}
+
+TEST_CASE("both sides close at once: each hears the other's close_notify once") {
+  loop::EventLoop lp;
+  Pair p(lp, client_ctx(), server_ctx());
+  REQUIRE(p.handshake());
+  REQUIRE(run_until(lp, [&] { return p.capp->made && p.sapp->made; }));
+  p.capp->transport->close();
+  p.sapp->transport->close();
+  REQUIRE(run_until(lp, [&] { return p.capp->lost && p.sapp->lost; }));
+  CHECK(p.capp->events == std::vector<std::string>{"made", "eof", "lost"});
+  CHECK(p.sapp->events == std::vector<std::string>{"made", "eof", "lost"});
+}
+
+// What 3.11 does not turn into an eof_received on the closing side: an abort, and a close()
+// before the handshake ended (the application was never connected).
+TEST_CASE("abort() or a close() during the handshake: no eof_received") {
+  SECTION("abort") {
+    loop::EventLoop lp;
+    Pair p(lp, client_ctx(), server_ctx());
+    REQUIRE(p.handshake());
+    REQUIRE(run_until(lp, [&] { return p.capp->made && p.sapp->made; }));
+    p.capp->transport->abort();
+    REQUIRE(run_until(lp, [&] { return p.capp->lost && p.sapp->lost; }));
+    CHECK(p.capp->events == std::vector<std::string>{"made", "lost"});
+  }
+  SECTION("close during the handshake") {
+    loop::EventLoop lp;
+    Pair p(lp, client_ctx(), server_ctx());
+    p.start();
+    auto early = p.cssl->app_transport();
+    REQUIRE(early);
+    early->close();
+    REQUIRE(run_until(lp, [&] { return p.ct->lost() && p.st->lost(); }));
+    CHECK(p.capp->events.empty());
+    CHECK(p.sapp->events.empty());
+    CHECK_THROWS_AS(p.cw.result(), std::system_error);  // a reset, as 3.11 reports it
+    CHECK_THROWS_AS(p.sw.result(), std::system_error);
+  }
 }
 
 // A TLS half-close (TLS 1.3 defines it; OpenSSL allows it in 1.2 too): write_eof sends

@@ -398,6 +398,69 @@ TEST_CASE("server: in debug mode a failed handshake is reported to the exception
   lp.run_until_complete(srv.server->wait_closed());
 }
 
+// A departure from asyncio (README): the side whose handshake fails sends OpenSSL's alert
+// before it closes, so the peer's SSLError names the reason; asyncio drops the alert and its
+// peer sees a bare EOF (ConnectionResetError).
+TEST_CASE("a failed handshake sends its alert: the peer's SSLError names it") {
+  auto reason_of = [](std::exception_ptr e) -> std::string {
+    try {
+      std::rethrow_exception(e);
+    } catch (const loop::SSLError& ssl_error) {
+      return ssl_error.reason();
+    } catch (const std::exception& other) {
+      return std::string("not an SSLError: ") + other.what();
+    }
+  };
+
+  SECTION("the client refuses the server's certificate: the server hears unknown ca") {
+    loop::EventLoop lp;
+    lp.set_debug(true);  // the server reports its failed handshakes to the exception handler
+    std::exception_ptr server_error;
+    lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& c) {
+      if (!server_error) server_error = c.exception;
+    });
+    EchoServer srv;
+    loop::ServerOptions so;
+    so.ssl = server_ctx();
+    lp.run_until_complete(srv.start(lp, so));
+    loop::ConnectionOptions o;
+    o.ssl = client_ctx(TestCerts::get().unknown_ca_cert);
+    o.server_hostname = "localhost";
+    CHECK_THAT(expect_failure(lp, tls_connect(lp, "127.0.0.1", srv.port, o)),
+               Catch::Contains("certificate verify failed"));
+    test::run_until(
+        lp, [&] { return server_error != nullptr; }, 10);
+    REQUIRE(server_error);
+    CHECK(reason_of(server_error) == "tlsv1 alert unknown ca");
+    srv.server->close();
+    lp.run_until_complete(srv.server->wait_closed());
+  }
+
+  SECTION("the server requires a client certificate: the client hears certificate required") {
+    // TLS 1.3: the client's handshake is over before the server checks for its certificate;
+    // its connection then ends on the server's alert.
+    loop::EventLoop lp;
+    EchoServer srv;
+    loop::ServerOptions so;
+    so.ssl = server_ctx();
+    so.ssl->set_verify_mode(loop::VerifyMode::cert_required);
+    so.ssl->load_verify_locations(TestCerts::get().ca_cert);
+    lp.run_until_complete(srv.start(lp, so));
+    loop::ConnectionOptions o;
+    o.ssl = client_ctx();
+    o.server_hostname = "localhost";
+    auto [t, p] = lp.run_until_complete(tls_connect(lp, "127.0.0.1", srv.port, o));
+    test::run_until(
+        lp, [&, p = p] { return p->lost; }, 10);
+    REQUIRE(p->lost);
+    REQUIRE(p->lost_error);
+    CHECK(reason_of(p->lost_error) == "tlsv13 alert certificate required");
+    CHECK(srv.made == 0);
+    srv.server->close();
+    lp.run_until_complete(srv.server->wait_closed());
+  }
+}
+
 TEST_CASE("ssl on unix sockets and connect_accepted_socket") {
   loop::EventLoop lp;
   EchoServer srv;
