@@ -98,6 +98,8 @@ run_tsan() {
     [[ $name =~ $TSAN_PROGRAMS ]] && targets+=("$name")
   done
   [ ${#targets[@]} -eq 0 ] && { echo "test-sanitizers: no TSan test programs" >&2; return 1; }
+  # The differential scenarios of signals, the executor and call_soon_threadsafe.
+  targets+=(diff_loop_services)
   configure_build "$dir" thread sanitizer_canary "${targets[@]}" || return 1
   rm -rf "$logs" && mkdir -p "$logs"
   export TSAN_OPTIONS="halt_on_error=1:exitcode=86:second_deadlock_stack=1:log_path=$logs/tsan:suppressions=$supp/tsan.supp"
@@ -105,7 +107,7 @@ run_tsan() {
   check_canary "$dir" "$logs" race || return 1
   local rc=0
   (cd "$dir" && ctest --output-on-failure --no-tests=error -j "$JOBS" --timeout 600 \
-    -R "^test_[a-z_]*${TSAN_PROGRAMS}[a-z_]*:") || rc=$?
+    -R "^test_[a-z_]*${TSAN_PROGRAMS}[a-z_]*:|^differential: diff_loop_services$") || rc=$?
   check_logs "$logs" || rc=1
   unset TSAN_OPTIONS UBSAN_OPTIONS
   return $rc
