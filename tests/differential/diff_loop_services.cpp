@@ -994,6 +994,97 @@ SCENARIO(dropped_open_generator_is_closed_by_the_loop) {
   lp.close();
 }
 
+SCENARIO(dropped_generator_cleanup_error_is_the_closing_task_exception) {
+  loop::EventLoop lp;
+  lp.set_exception_handler(recording_handler);
+  auto run = [&]() -> loop::Coroutine<void> {
+    {
+      auto g = bad_cleanup();
+      auto v = co_await g.next();
+      say("bad yields", *v);
+    }
+    say("dropped; tasks:", loop::all_tasks(lp).size());
+    lp.call_soon([] { say("callback scheduled after the drop"); });
+    for (int i = 0; i < 3; ++i) {
+      co_await loop::sleep(0);
+      say("main step", i);
+    }
+  };
+  lp.run_until_complete(run());
+  lp.run_until_complete(lp.shutdown_asyncgens());
+  say("shutdown done");
+  lp.close();
+}
+
+SCENARIO(generator_dropped_as_a_run_ends_is_closed_in_the_next_run) {
+  loop::EventLoop lp;
+  auto run = []() -> loop::Coroutine<void> {
+    auto g = ticker("last");
+    auto v = co_await g.next();
+    say("last yields", *v);
+    say("main ends, dropping it");
+  };
+  lp.run_until_complete(run());
+  say("run done");
+  lp.run_until_complete(lp.shutdown_asyncgens());
+  say("shutdown done");
+  lp.close();
+}
+
+SCENARIO(generator_dropped_after_close_is_not_closed) {
+  loop::EventLoop lp;
+  auto g = ticker("late");
+  auto run = [&]() -> loop::Coroutine<void> {
+    auto v = co_await g.next();
+    say("late yields", *v);
+  };
+  lp.run_until_complete(run());
+  lp.close();
+  say("loop closed");
+  g = {};
+  say("dropped");
+}
+
+SCENARIO(dropped_generator_is_not_closed_again_by_shutdown_asyncgens) {
+  loop::EventLoop lp;
+  auto run = [&]() -> loop::Coroutine<void> {
+    auto dropped = ticker("dropped");
+    auto kept = ticker("kept");
+    auto v = co_await dropped.next();
+    say("dropped yields", *v);
+    v = co_await kept.next();
+    say("kept yields", *v);
+    dropped = {};
+    say("shutdown_asyncgens");
+    co_await lp.shutdown_asyncgens();
+    say("shutdown done");
+    co_await loop::sleep(0.01);
+    say("main ends");
+  };
+  lp.run_until_complete(run());
+  lp.close();
+}
+
+SCENARIO(generator_dropped_on_another_thread_is_closed_on_the_loop) {
+  loop::EventLoop lp;
+  auto run = [&]() -> loop::Coroutine<void> {
+    auto holder = std::make_shared<loop::AsyncGenerator<int>>(ticker("threaded"));
+    auto v = co_await holder->next();
+    say("threaded yields", *v);
+    auto drop = lp.run_in_executor(nullptr, [holder] {
+      say("worker drops it");
+      *holder = {};
+    });
+    holder.reset();
+    co_await drop;
+    // (Whether the worker's completion or the cleanup's second step comes first is a race.)
+    co_await loop::sleep(0.01);
+    say("main ends");
+  };
+  lp.run_until_complete(run());
+  lp.close();
+}
+
 // ---- The task factory and the clock ---------------------------------------------------------
 
 namespace {

@@ -974,6 +974,101 @@ def dropped_open_generator_is_closed_by_the_loop():
     lp.close()
 
 
+@scenario
+def dropped_generator_cleanup_error_is_the_closing_task_exception():
+    lp = asyncio.new_event_loop()
+    lp.set_exception_handler(recording_handler)
+
+    async def run():
+        g = _bad_cleanup()
+        say("bad yields", await g.__anext__())
+        del g
+        say("dropped; tasks:", len(asyncio.all_tasks()))
+        lp.call_soon(say, "callback scheduled after the drop")
+        for i in range(3):
+            await asyncio.sleep(0)
+            say("main step", i)
+
+    lp.run_until_complete(run())
+    lp.run_until_complete(lp.shutdown_asyncgens())
+    say("shutdown done")
+    lp.close()
+
+
+@scenario
+def generator_dropped_as_a_run_ends_is_closed_in_the_next_run():
+    lp = asyncio.new_event_loop()
+
+    async def run():
+        g = _ticker("last")
+        say("last yields", await g.__anext__())
+        say("main ends, dropping it")
+
+    lp.run_until_complete(run())
+    say("run done")
+    lp.run_until_complete(lp.shutdown_asyncgens())
+    say("shutdown done")
+    lp.close()
+
+
+@scenario
+def generator_dropped_after_close_is_not_closed():
+    lp = asyncio.new_event_loop()
+    g = _ticker("late")
+
+    async def run():
+        say("late yields", await g.__anext__())
+
+    lp.run_until_complete(run())
+    lp.close()
+    say("loop closed")
+    del g
+    say("dropped")
+
+
+@scenario
+def dropped_generator_is_not_closed_again_by_shutdown_asyncgens():
+    lp = asyncio.new_event_loop()
+
+    async def run():
+        dropped = _ticker("dropped")
+        kept = _ticker("kept")
+        say("dropped yields", await dropped.__anext__())
+        say("kept yields", await kept.__anext__())
+        del dropped
+        say("shutdown_asyncgens")
+        await lp.shutdown_asyncgens()
+        say("shutdown done")
+        await asyncio.sleep(0.01)
+        say("main ends")
+
+    lp.run_until_complete(run())
+    lp.close()
+
+
+@scenario
+def generator_dropped_on_another_thread_is_closed_on_the_loop():
+    lp = asyncio.new_event_loop()
+
+    async def run():
+        g = _ticker("threaded")
+        say("threaded yields", await g.__anext__())
+        holder = [g]
+        del g
+
+        def drop():
+            say("worker drops it")
+            holder.clear()
+
+        await lp.run_in_executor(None, drop)
+        # (Whether the worker's completion or the cleanup's second step comes first is a race.)
+        await asyncio.sleep(0.01)
+        say("main ends")
+
+    lp.run_until_complete(run())
+    lp.close()
+
+
 # ---- The task factory and the clock ---------------------------------------------------------
 
 @scenario

@@ -10,7 +10,8 @@
 //
 // Like Coroutine<T>, it runs inside the Task that awaits next()/aclose(). On its first
 // iteration it registers with the running loop (asyncio's firstiter hook), so that
-// EventLoop::shutdown_asyncgens() can close the ones still open when the program ends.
+// EventLoop::shutdown_asyncgens() can close the ones still open when the program ends. One
+// dropped while open is closed by its loop (asyncio's finalizer hook): a task runs aclose().
 #pragma once
 
 #include <coroutine>
@@ -44,11 +45,23 @@ class AsyncGenStateBase : public std::enable_shared_from_this<AsyncGenStateBase>
   /// "<async_generator object at 0x...>".
   std::string repr() const;
 
+  /// The deleter of the AsyncGenerator's reference: asyncio's finalizer hook.
+  struct Finalizer {
+    void operator()(AsyncGenStateBase* gen) const noexcept { gen->finalize(); }
+  };
+
  protected:
   /// asyncio's firstiter hook: the first iteration registers the generator with its loop.
   void first_iter(TaskStateBase* task);
+  /// Started, suspended at a co_yield, not closed: what aclose() would have to unwind.
+  virtual bool open() const = 0;
 
  private:
+  // Its last owner let go. Open, and its loop alive and not closed: it is unregistered and
+  // kept for a task that closes it, scheduled as call_soon_threadsafe(create_task, aclose());
+  // otherwise it is destroyed at once.
+  void finalize() noexcept;
+
   EventLoop* loop_ = nullptr;
   std::shared_ptr<LoopLink> link_;  // the destructor unregisters only from a live loop
 };
@@ -128,9 +141,10 @@ class AsyncGenState final : public AsyncGenStateBase {
   using handle_type = typename AsyncGenerator<T>::handle_type;
   explicit AsyncGenState(handle_type h) : h_(h) {}
   ~AsyncGenState() override {
-    // A frame suspended at a co_yield: destroying it runs its locals' destructors (not its
-    // catch blocks); asyncio would schedule aclose() instead. Never reached while running:
-    // whoever resumed it holds the AsyncGenerator.
+    // Reached with an open frame only when the loop could not close it (closed, gone, or
+    // never iterated it): destroying it runs its locals' destructors, not its catch blocks, as
+    // asyncio clears such a frame. Reached while running only from a pending task the loop
+    // destroys with itself (the frame then sits at an await); otherwise the resumer holds it.
     if (h_) h_.destroy();
   }
 
@@ -172,6 +186,11 @@ class AsyncGenState final : public AsyncGenStateBase {
   handle_type h_;
   bool started_ = false;
   bool closed_ = false;
+
+ protected:
+  bool open() const override {
+    return started_ && !closed_ && h_ && !h_.done() && !h_.promise().running;
+  }
 };
 
 template <class T>
@@ -231,7 +250,10 @@ Coroutine<void> AsyncGenState<T>::aclose() {
 
 template <class T>
 AsyncGenerator<T> AsyncGenerator<T>::promise_type::get_return_object() {
-  auto s = std::make_shared<detail::AsyncGenState<T>>(handle_type::from_promise(*this));
+  // Not make_shared: the deleter decides whether the loop closes it first.
+  std::shared_ptr<detail::AsyncGenState<T>> s(
+      new detail::AsyncGenState<T>(handle_type::from_promise(*this)),
+      detail::AsyncGenStateBase::Finalizer{});
   state = s;
   return AsyncGenerator(std::move(s));
 }

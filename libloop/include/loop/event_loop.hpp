@@ -472,6 +472,7 @@ class EventLoop {
   // one would wait for its work on the loop's thread, which that work may need).
   std::vector<std::unique_ptr<Executor>> retired_executors_;
   std::unordered_map<detail::TaskStateBase*, std::shared_ptr<detail::TaskStateBase>> tasks_;
+  std::mutex asyncgens_mutex_;  // a generator may be dropped, and unregistered, on any thread
   std::vector<detail::AsyncGenStateBase*> asyncgens_;
   bool asyncgens_shutdown_called_ = false;
   detail::ContextData empty_context_;  // where handles without a captured context run

@@ -3,6 +3,7 @@
 #include "loop/asyncgen.hpp"
 
 #include <cstdio>
+#include <mutex>
 
 #include "loop/task.hpp"
 
@@ -11,7 +12,10 @@ namespace loop {
 namespace detail {
 
 AsyncGenStateBase::~AsyncGenStateBase() {
-  if (loop_ && link_->alive.load(std::memory_order_acquire)) loop_->unregister_asyncgen(this);
+  if (!link_) return;
+  // Under the link's lock: the last owner may be on another thread than the loop's.
+  std::lock_guard<std::mutex> lock(link_->mutex);
+  if (link_->loop) link_->loop->unregister_asyncgen(this);
 }
 
 std::string AsyncGenStateBase::repr() const {
@@ -29,6 +33,34 @@ void AsyncGenStateBase::first_iter(TaskStateBase* task) {
   loop->register_asyncgen(this);
 }
 
+namespace {
+// The task that closes a dropped generator owns it from its creation on.
+Coroutine<void> close_dropped(std::shared_ptr<AsyncGenStateBase> gen) {
+  co_await gen->aclose();
+}
+}  // namespace
+
+void AsyncGenStateBase::finalize() noexcept {
+  if (!link_ || !open()) {
+    delete this;
+    return;
+  }
+  // asyncio's _asyncgen_finalizer_hook: _asyncgens.discard(agen), then, unless the loop is
+  // closed, call_soon_threadsafe(create_task, agen.aclose()), whose task reports what the
+  // cleanup raises as any task's unretrieved exception. The drop may happen on any thread.
+  {
+    std::lock_guard<std::mutex> lock(link_->mutex);
+    if (link_->loop) link_->loop->unregister_asyncgen(this);  // not closed again by shutdown
+  }
+  // Owned again only now: shutdown_asyncgens() reads this weak_this under the registry's lock.
+  std::shared_ptr<AsyncGenStateBase> self(this);
+  auto h =
+      make_handle(named("create_task", [self] { self->loop_->create_task(close_dropped(self)); }));
+  h->context = capture_context();
+  // False if the loop is closed or gone: then `self` destroys it on return, as before.
+  link_->post(std::move(h));
+}
+
 }  // namespace detail
 
 void EventLoop::register_asyncgen(detail::AsyncGenStateBase* gen) {
@@ -37,10 +69,12 @@ void EventLoop::register_asyncgen(detail::AsyncGenStateBase* gen) {
                  "loop: asynchronous generator %s was scheduled after "
                  "loop.shutdown_asyncgens() call\n",
                  gen->repr().c_str());
+  std::lock_guard<std::mutex> lock(asyncgens_mutex_);
   asyncgens_.push_back(gen);
 }
 
 void EventLoop::unregister_asyncgen(detail::AsyncGenStateBase* gen) {
+  std::lock_guard<std::mutex> lock(asyncgens_mutex_);
   std::erase(asyncgens_, gen);
 }
 
@@ -48,8 +82,14 @@ Coroutine<void> EventLoop::shutdown_asyncgens() {
   asyncgens_shutdown_called_ = true;
   // Keep every generator alive while it closes, even if its owner lets go meanwhile.
   std::vector<std::shared_ptr<detail::AsyncGenStateBase>> closing;
-  for (auto* gen : asyncgens_) closing.push_back(gen->shared_from_this());
-  asyncgens_.clear();
+  {
+    // One whose last owner is letting go on another thread is left to its finalizer (it
+    // unregisters it under this lock, and only then owns it again).
+    std::lock_guard<std::mutex> lock(asyncgens_mutex_);
+    for (auto* gen : asyncgens_)
+      if (auto owned = gen->weak_from_this().lock()) closing.push_back(std::move(owned));
+    asyncgens_.clear();
+  }
   if (closing.empty()) co_return;
   // All at once, as asyncio's gather(*[ag.aclose() ...], return_exceptions=True): every
   // closer finishes first, then the errors are reported in order.

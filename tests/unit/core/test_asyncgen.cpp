@@ -1,9 +1,13 @@
 // Async generators and shutdown_asyncgens (CPython test_asyncgen.py: test_async_gen_asyncio_*,
 // test_asyncgen_nonstarted_hooks_are_cancellable, test_base_events.py
 // test_shutdown_asyncgens*). Expected behaviour checked against Python 3.11 here where noted.
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <loop/loop.hpp>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 using loop::AsyncGenerator;
@@ -34,6 +38,25 @@ AsyncGenerator<int> slow_to_close(double delay, std::vector<std::string>* log) {
   if (exiting) {
     co_await loop::sleep(delay);
     log->push_back("slow closed");
+  }
+}
+
+// Logs its cleanup (which awaits `delay` seconds) and, separately, its frame's destruction.
+AsyncGenerator<int> guarded(double delay, std::vector<std::string>* log) {
+  struct Guard {
+    std::vector<std::string>* log;
+    ~Guard() { log->push_back("frame destroyed"); }
+  } guard{log};
+  bool exiting = false;
+  try {
+    for (int i = 0;; ++i) co_yield i;
+  } catch (const loop::GeneratorExit&) {
+    exiting = true;
+  }
+  if (exiting) {
+    log->push_back("cleanup starts");
+    co_await loop::sleep(delay);
+    log->push_back("cleanup ends");
   }
 }
 
@@ -231,15 +254,16 @@ TEST_CASE("shutdown_asyncgens reports errors once every generator is closed, in 
 }
 
 TEST_CASE("test_asyncgen_unregistered_when_destroyed") {
+  // Dropped open, it leaves the registry and its loop closes it (once, by its own task).
   loop::EventLoop lp;
   std::vector<std::string> log;
   auto main = [&]() -> Coroutine<void> {
     auto gen = counter(3, &log);
     co_await gen.next();
-  };  // gen destroyed here, suspended at its co_yield
+  };  // gen dropped here, suspended at its co_yield
   lp.run_until_complete(main());
   CHECK_NOTHROW(lp.run_until_complete(lp.shutdown_asyncgens()));
-  CHECK(log.empty());
+  CHECK(log == std::vector<std::string>{"GeneratorExit"});
 }
 
 TEST_CASE("test_asyncgen_already_running") {
@@ -256,4 +280,185 @@ TEST_CASE("test_asyncgen_already_running") {
   CHECK_THROWS_WITH(lp.run_until_complete(second()),
                     "anext(): asynchronous generator is already running");
   CHECK(*lp.run_until_complete(t1) == 0);
+}
+
+// ---- An open generator dropped: asyncio's finalizer hook ---------------------------------------
+// base_events._asyncgen_finalizer_hook: _asyncgens.discard(agen); unless the loop is closed,
+// call_soon_threadsafe(create_task, agen.aclose()). Checked against Python 3.11 and 3.7.
+
+TEST_CASE("a dropped open generator is closed by a task on its loop") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  std::vector<std::string> log;
+  std::vector<std::size_t> tasks;
+  auto main = [&]() -> Coroutine<void> {
+    {
+      auto gen = guarded(1.0, &log);
+      co_await gen.next();
+    }
+    log.push_back("dropped");
+    tasks.push_back(loop::all_tasks(lp).size());  // the task is made by a callback
+    co_await loop::sleep(0);
+    tasks.push_back(loop::all_tasks(lp).size());
+    co_await loop::sleep(5);
+    log.push_back("main ends");
+  };
+  lp.run_until_complete(main());
+  CHECK(log == std::vector<std::string>{"dropped", "cleanup starts", "cleanup ends",
+                                        "frame destroyed", "main ends"});
+  CHECK(tasks == std::vector<std::size_t>{1, 2});
+}
+
+TEST_CASE("a generator dropped between runs is closed by the next run") {
+  loop::EventLoop lp(loop::make_virtual_clock());
+  std::vector<std::string> log;
+  auto gen = guarded(0, &log);
+  auto first = [&]() -> Coroutine<void> { co_await gen.next(); };
+  lp.run_until_complete(first());
+  gen = {};
+  CHECK(log.empty());
+  lp.run_until_complete(loop::sleep(0.1));
+  CHECK(log == std::vector<std::string>{"cleanup starts", "cleanup ends", "frame destroyed"});
+}
+
+TEST_CASE("a generator dropped after its loop is closed is destroyed without its cleanup") {
+  // asyncio: the finalizer only discards it; the frame is cleared, no except/finally runs.
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto gen = guarded(0, &log);
+  auto first = [&]() -> Coroutine<void> { co_await gen.next(); };
+  lp.run_until_complete(first());
+  lp.close();
+  gen = {};
+  CHECK(log == std::vector<std::string>{"frame destroyed"});
+}
+
+TEST_CASE("a dropped generator whose loop closes before the closing task is made") {
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  auto gen = guarded(0, &log);
+  auto first = [&]() -> Coroutine<void> { co_await gen.next(); };
+  lp.run_until_complete(first());
+  gen = {};  // scheduled: close() drops the callback, and the frame with it
+  lp.close();
+  CHECK(log == std::vector<std::string>{"frame destroyed"});
+}
+
+TEST_CASE("a dropped generator's failing cleanup is its task's unretrieved exception") {
+  // Python 3.11 and 3.7: {'message': 'Task exception was never retrieved', 'exception':
+  // ValueError('cleanup failed'), 'future': <Task finished ...>}, as soon as the task is done.
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  lp.set_exception_handler([&](loop::EventLoop&, const loop::ExceptionContext& c) {
+    try {
+      std::rethrow_exception(c.exception);
+    } catch (const std::exception& e) {
+      log.push_back(c.message + ": " + e.what() + (c.future_repr ? " (task)" : ""));
+    }
+  });
+  auto main = [&]() -> Coroutine<void> {
+    {
+      auto gen = fails_to_close();
+      co_await gen.next();
+    }
+    co_await loop::sleep(0);
+    log.push_back("closing task made");
+    co_await loop::sleep(0);
+    log.push_back("main ends");
+  };
+  lp.run_until_complete(main());
+  CHECK(log == std::vector<std::string>{"closing task made",
+                                        "Task exception was never retrieved: cleanup failed (task)",
+                                        "main ends"});
+}
+
+TEST_CASE("the loop destroyed while a dropped generator closes destroys its frame") {
+  std::vector<std::string> log;
+  {
+    loop::EventLoop lp(loop::make_virtual_clock());
+    lp.set_exception_handler(
+        [&](loop::EventLoop&, const loop::ExceptionContext& c) { log.push_back(c.message); });
+    auto main = [&]() -> Coroutine<void> {
+      {
+        auto gen = guarded(10, &log);
+        co_await gen.next();
+      }
+      co_await loop::sleep(1);  // the cleanup is in its sleep(10)
+    };
+    lp.run_until_complete(main());
+    lp.close();
+  }
+  CHECK(log == std::vector<std::string>{"cleanup starts", "Task was destroyed but it is pending!",
+                                        "frame destroyed"});
+}
+
+TEST_CASE("a generator dropped on another thread is closed on the loop's thread") {
+  loop::EventLoop lp;
+  std::vector<std::string> log;
+  std::thread::id cleanup_thread;
+  auto gen_fn = [&]() -> AsyncGenerator<int> {
+    bool exiting = false;
+    try {
+      co_yield 1;
+    } catch (const loop::GeneratorExit&) {
+      exiting = true;
+    }
+    if (exiting) {
+      cleanup_thread = std::this_thread::get_id();
+      co_await loop::sleep(0);
+      log.push_back("closed");
+    }
+  };
+  auto main = [&]() -> Coroutine<void> {
+    auto holder = std::make_shared<AsyncGenerator<int>>(gen_fn());
+    co_await holder->next();
+    auto dropped = lp.run_in_executor(nullptr, [holder] { *holder = {}; });
+    holder.reset();
+    co_await dropped;
+    co_await loop::sleep(0.05);
+  };
+  lp.run_until_complete(main());
+  CHECK(log == std::vector<std::string>{"closed"});
+  CHECK(cleanup_thread == std::this_thread::get_id());
+}
+
+TEST_CASE("shutdown_asyncgens racing with drops on another thread closes each generator once") {
+  // Each one is closed either by shutdown_asyncgens (still registered when it looked) or by
+  // its own task (dropped first): never both, never neither.
+  loop::EventLoop lp;
+  constexpr int n = 200;
+  std::vector<int> closed(n, 0);
+  auto gen_fn = [&](int i) -> AsyncGenerator<int> {
+    bool exiting = false;
+    try {
+      co_yield i;
+    } catch (const loop::GeneratorExit&) {
+      exiting = true;
+    }
+    if (exiting) {
+      co_await loop::sleep(0);
+      ++closed[i];
+    }
+  };
+  auto main = [&]() -> Coroutine<void> {
+    auto gens = std::make_shared<std::vector<AsyncGenerator<int>>>();
+    for (int i = 0; i < n; ++i) {
+      gens->push_back(gen_fn(i));
+      co_await gens->back().next();
+    }
+    std::atomic<int> dropped{0};
+    std::thread dropper([gens, &dropped] {
+      for (auto& g : *gens) {
+        g = {};
+        ++dropped;
+      }
+    });
+    gens.reset();
+    while (dropped.load() < n / 2) co_await loop::sleep(0);  // half dropped, half racing
+    co_await lp.shutdown_asyncgens();
+    dropper.join();
+    for (int spin = 0; spin < 100 && std::count(closed.begin(), closed.end(), 1) < n; ++spin)
+      co_await loop::sleep(0.001);
+  };
+  lp.run_until_complete(main());
+  CHECK(std::count(closed.begin(), closed.end(), 1) == n);
 }
