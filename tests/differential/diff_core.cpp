@@ -153,3 +153,23 @@ SCENARIO(close_and_is_running_states) {
     say("run_forever on a closed loop:", diff::exception_name(e), e.what());
   }
 }
+
+// call_soon_threadsafe from the loop's own thread is one FIFO with call_soon (asyncio appends
+// both to _ready), before the loop runs and inside a callback.
+SCENARIO(call_soon_threadsafe_on_the_loop_thread_keeps_call_soon_order) {
+  loop::EventLoop lp;
+  lp.call_soon_threadsafe([] { say("threadsafe 1"); });
+  lp.call_soon([] { say("soon 2"); });
+  lp.call_soon_threadsafe([&] {
+    say("threadsafe 3");
+    lp.call_soon([] { say("soon 5"); });
+    lp.call_soon_threadsafe([] { say("threadsafe 6"); });
+    lp.call_soon([&] {
+      say("soon 7");
+      lp.stop();
+    });
+  });
+  lp.call_soon([] { say("soon 4"); });
+  lp.run_forever();
+  lp.close();
+}

@@ -172,5 +172,28 @@ def close_and_is_running_states():
         say("run_forever on a closed loop:", type(e).__name__, e)
 
 
+@scenario
+def call_soon_threadsafe_on_the_loop_thread_keeps_call_soon_order():
+    lp = asyncio.new_event_loop()
+    lp.call_soon_threadsafe(say, "threadsafe 1")
+    lp.call_soon(say, "soon 2")
+
+    def three():
+        say("threadsafe 3")
+        lp.call_soon(say, "soon 5")
+        lp.call_soon_threadsafe(say, "threadsafe 6")
+
+        def seven():
+            say("soon 7")
+            lp.stop()
+
+        lp.call_soon(seven)
+
+    lp.call_soon_threadsafe(three)
+    lp.call_soon(say, "soon 4")
+    lp.run_forever()
+    lp.close()
+
+
 if __name__ == "__main__":
     main()

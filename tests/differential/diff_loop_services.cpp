@@ -671,13 +671,15 @@ SCENARIO(call_soon_threadsafe_from_a_thread) {
       posted.set();
     });
     posted.wait(5);
-    lp.call_soon([] { say("call_soon after the thread posted"); });
+    lp.call_soon([&] {
+      say("call_soon after the thread posted");
+      lp.call_soon([&] {  // not a timer: a slow first iteration would move it
+        say("idle");
+        running.set();
+      });
+    });
   });
   lp.call_soon([] { say("b (same iteration as a)"); });
-  lp.call_later(0.02, [&] {
-    say("idle");
-    running.set();
-  });
   lp.run_forever();
   t1.join();
   t2.join();

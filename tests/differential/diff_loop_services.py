@@ -624,7 +624,11 @@ def call_soon_threadsafe_from_a_thread():
         lp.call_soon(say, "call_soon before the thread posts")
         t1.start()
         posted.wait(5)
-        lp.call_soon(say, "call_soon after the thread posted")
+        lp.call_soon(after)
+
+    def after():
+        say("call_soon after the thread posted")
+        lp.call_soon(go_idle)  # not a timer: a slow first iteration would move it
 
     def go_idle():
         say("idle")
@@ -632,7 +636,6 @@ def call_soon_threadsafe_from_a_thread():
 
     lp.call_soon(a)
     lp.call_soon(say, "b (same iteration as a)")
-    lp.call_later(0.02, go_idle)
     t2.start()
     lp.run_forever()
     t1.join()
