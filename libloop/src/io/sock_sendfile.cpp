@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "io/fd_wait.hpp"
 #include "io/io_buffer.hpp"
@@ -34,7 +35,8 @@ void update_filepos(int file_fd, std::size_t offset, std::size_t total_sent) {
   if (total_sent > 0) ::lseek(file_fd, static_cast<off_t>(offset + total_sent), SEEK_SET);
 }
 
-// asyncio's unix _sock_sendfile_native.
+// asyncio's unix _sock_sendfile_native: one sendfile(2) now, then one per writable event, made
+// in the writer's callback (_sock_sendfile_native_impl), until the count or the end of the file.
 Coroutine<std::size_t> sendfile_native(EventLoop& loop, int sock, int file_fd, std::size_t offset,
                                        std::optional<std::size_t> count) {
   struct stat st;
@@ -45,37 +47,43 @@ Coroutine<std::size_t> sendfile_native(EventLoop& loop, int sock, int file_fd, s
   if (blocksize == 0) co_return 0;  // an empty file
   std::size_t total_sent = 0;
   off_t pos = static_cast<off_t>(offset);
-  for (;;) {
+  // The total once done; nothing while there is more to send (or the socket would block). It
+  // runs only while this frame waits for it: the locals it refers to are alive.
+  auto attempt = [&]() -> std::optional<std::size_t> {
     if (count) {
       blocksize = *count - total_sent;
-      if (blocksize == 0) break;
+      if (blocksize == 0) {
+        update_filepos(file_fd, offset, total_sent);
+        return total_sent;
+      }
     }
     ssize_t sent = detail::call_without_sigpipe(
         blocksize, [&] { return ::sendfile(sock, file_fd, &pos, blocksize); });
     if (sent > 0) {
       total_sent += static_cast<std::size_t>(sent);
-      continue;
+      return std::nullopt;
     }
-    if (sent == 0) break;  // EOF
+    if (sent == 0) {  // EOF
+      update_filepos(file_fd, offset, total_sent);
+      return total_sent;
+    }
     int err = errno;
-    if (detail::would_block(err)) {
-      try {
-        co_await detail::wait_fd(loop, sock, 1);
-      } catch (...) {
-        update_filepos(file_fd, offset, total_sent);  // cancelled: still leave the position right
-        throw;
-      }
-      continue;
-    }
+    if (detail::would_block(err)) return std::nullopt;
     update_filepos(file_fd, offset, total_sent);
     // Nothing sent yet: the kernel cannot sendfile this pair (asyncio then falls back).
     if (total_sent == 0) throw SendfileNotAvailableError("os.sendfile call failed");
     if (err == ENOTCONN)
       detail::throw_errno(err, "socket is not connected");  // the peer went away midway
     detail::throw_errno(err, "sendfile");
+  };
+  if (auto done = attempt()) co_return *done;
+  try {
+    co_return co_await detail::wait_fd_call<std::size_t>(loop, sock, 1,
+                                                         [&attempt] { return attempt(); });
+  } catch (...) {
+    update_filepos(file_fd, offset, total_sent);  // cancelled: still leave the position right
+    throw;
   }
-  update_filepos(file_fd, offset, total_sent);
-  co_return total_sent;
 }
 
 // One read for the fallback, run in the executor: pread where the file can seek, read otherwise.
