@@ -14,6 +14,7 @@
 #include "io/fd_wait.hpp"
 #include "loop/dns.hpp"
 #include "transports/read_buffer.hpp"
+#include "transports/socket_utils.hpp"
 
 namespace loop {
 
@@ -140,14 +141,14 @@ Coroutine<void> EventLoop::sock_connect(int sock, SocketAddress address) {
   if (::connect(sock, address.data(), address.size()) == 0) co_return;
   int err = errno;
   if (err != EINPROGRESS && !would_block(err))
-    throw_errno(err, "Connect call failed " + address.to_string());
+    throw_errno(err, "Connect call failed " + detail::python_str(address));
   // asyncio's _sock_connect_cb: writable means the attempt finished; SO_ERROR tells how.
   co_await wait_fd_call<void>(*this, sock, 1, [sock, &address] {
     int err = 0;
     socklen_t len = sizeof err;
     if (::getsockopt(sock, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     if (err == EINPROGRESS || would_block(err)) return false;  // still connecting
-    if (err != 0) throw_errno(err, "Connect call failed " + address.to_string());
+    if (err != 0) throw_errno(err, "Connect call failed " + detail::python_str(address));
     return true;
   });
 }

@@ -104,7 +104,7 @@ Coroutine<UniqueFd> connect_sock(EventLoop& loop, std::vector<std::exception_ptr
         }
         int err = errno;
         bind_error = os_error(err, "error while attempting to bind on address " +
-                                       l.addr.to_string() + ": " + lower(std::strerror(err)));
+                                       python_repr(l.addr) + ": " + lower(std::strerror(err)));
         errors.push_back(std::make_exception_ptr(*bind_error));
       }
       if (!bound) {
@@ -165,21 +165,25 @@ Coroutine<std::shared_ptr<Transport>> create_connection(EventLoop& loop, Protoco
     }
     if (sock.get() < 0) {
       if (errors.size() == 1) std::rethrow_exception(errors.front());
+      // asyncio compares and joins str(exc): "[Errno 111] Connect call failed (...)".
       std::vector<std::string> msgs;
-      for (auto& e : errors) msgs.push_back(describe_exception(e));
-      if (std::all_of(msgs.begin(), msgs.end(), [&](auto& m) { return m == msgs.front(); }))
-        std::rethrow_exception(errors.front());
-      std::string joined;
-      std::error_code first;
       for (auto& e : errors) {
         try {
           std::rethrow_exception(e);
-        } catch (const std::system_error& ex) {
-          if (&e == &errors.front()) first = ex.code();
-          joined += (joined.empty() ? "" : ", ") + std::string(ex.what());
         } catch (const std::exception& ex) {
-          joined += (joined.empty() ? "" : ", ") + std::string(ex.what());
+          msgs.push_back(python_str(ex));
         }
+      }
+      if (std::all_of(msgs.begin(), msgs.end(), [&](auto& m) { return m == msgs.front(); }))
+        std::rethrow_exception(errors.front());
+      std::string joined;
+      for (auto& m : msgs) joined += (joined.empty() ? "" : ", ") + m;
+      std::error_code first;
+      try {
+        std::rethrow_exception(errors.front());
+      } catch (const std::system_error& ex) {
+        first = ex.code();
+      } catch (const std::exception&) {
       }
       throw MultipleConnectErrors(first, "Multiple exceptions: " + joined, std::move(errors));
     }
@@ -286,7 +290,7 @@ Coroutine<std::shared_ptr<Server>> create_server(EventLoop& loop, ProtocolFactor
         ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
       if (::bind(s.get(), info.addr.data(), info.addr.size()) < 0) {
         int err = errno;
-        throw os_error(err, "error while attempting to bind on address " + info.addr.to_string() +
+        throw os_error(err, "error while attempting to bind on address " + python_repr(info.addr) +
                                 ": " + lower(std::strerror(err)));
       }
       socks.push_back(std::move(s));
@@ -327,8 +331,8 @@ Coroutine<std::shared_ptr<Server>> create_unix_server(EventLoop& loop, ProtocolF
       struct stat st;
       if (::stat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
-          throw os_error(EADDRINUSE,
-                         "Address '" + path + "' is already in use by a file that is not a socket");
+          // asyncio's message (its bind fails on the file with EADDRINUSE).
+          throw os_error(EADDRINUSE, "Address '" + path + "' is already in use");
         // A socket file: stale if nobody accepts behind it (a server that died).
         if (!unix_socket_alive(path)) ::unlink(path.c_str());
       }

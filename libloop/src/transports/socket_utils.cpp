@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "loop/dns.hpp"
+#include "loop/errors.hpp"
 #include "loop/executor_impl.hpp"
 #include "loop/task.hpp"
 
@@ -18,6 +19,37 @@ namespace loop::detail {
 
 std::system_error os_error(int err, const std::string& what) {
   return std::system_error(err, std::generic_category(), what);
+}
+
+std::string python_repr(const SocketAddress& a) {
+  if (a.family() == AF_UNIX) return "'" + a.host() + "'";
+  return python_str(a);
+}
+
+std::string python_str(const SocketAddress& a) {
+  if (a.family() == AF_INET6) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(a.data());
+    return "('" + a.host() + "', " + std::to_string(a.port()) + ", " +
+           std::to_string(ntohl(in6->sin6_flowinfo)) + ", " + std::to_string(in6->sin6_scope_id) +
+           ")";
+  }
+  if (a.family() == AF_INET) return "('" + a.host() + "', " + std::to_string(a.port()) + ")";
+  return a.host();
+}
+
+std::string python_str(const std::exception& e) {
+  auto* se = dynamic_cast<const std::system_error*>(&e);
+  if (!se || dynamic_cast<const MultipleConnectErrors*>(&e)) return e.what();
+  std::string msg = se->what();
+  const std::string suffix = ": " + se->code().message();
+  if (msg == se->code().message()) {
+    msg.clear();
+  } else if (msg.size() >= suffix.size() &&
+             msg.compare(msg.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    msg.resize(msg.size() - suffix.size());
+  }
+  if (msg.empty()) msg = se->code().message();
+  return "[Errno " + std::to_string(se->code().value()) + "] " + msg;
 }
 
 void UniqueFd::reset(int fd) {
@@ -126,7 +158,7 @@ Coroutine<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, int 
 }
 
 Coroutine<void> connect(EventLoop& loop, int fd, int family, SocketAddress addr) {
-  const std::string what = "Connect call failed " + addr.to_string();
+  const std::string what = "Connect call failed " + python_str(addr);
   for (;;) {
     if (::connect(fd, addr.data(), addr.size()) == 0) co_return;
     if (errno == EINTR) continue;

@@ -33,6 +33,15 @@ Coroutine<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, int 
 /// An OSError-like exception: the errno and a message naming what failed.
 std::system_error os_error(int err, const std::string& what);
 
+/// An address as asyncio's messages print it: Python's repr of the sockaddr tuple,
+/// "('127.0.0.1', 80)", "('::1', 80, 0, 0)", or the quoted path of a unix address ('/tmp/s').
+std::string python_repr(const SocketAddress& address);
+/// As Python's str() of the address (f'{address}'): the tuple, or the bare unix path.
+std::string python_str(const SocketAddress& address);
+/// Python's str() of an OSError: "[Errno 111] Connect call failed ('127.0.0.1', 80)" (what()
+/// without the ": <strerror>" that std::system_error appends); what() for other exceptions.
+std::string python_str(const std::exception& e);
+
 /// Owns a file descriptor until released.
 class UniqueFd {
  public:

@@ -127,7 +127,8 @@ TEST_CASE("a refused connect raises std::system_error with ECONNREFUSED") {
     FAIL("connect succeeded");
   } catch (const std::system_error& e) {
     CHECK(e.code().value() == ECONNREFUSED);
-    CHECK_THAT(e.what(), Catch::Contains(bound.to_string()));
+    CHECK_THAT(e.what(), Catch::Contains("Connect call failed ('127.0.0.1', " +
+                                         std::to_string(bound.port()) + ")"));
   }
   CHECK_FALSE(lp.remove_writer(s));  // the wait was unregistered
   lp.close();
