@@ -74,6 +74,13 @@ void say_exc(const std::string& what, const std::exception& e, int port = -1,
   say(what, diff::exception_name(e), norm(e.what(), port, path));
 }
 
+// Type and errno only: where libloop's message names the address and asyncio re-raises the
+// bare OSError (README, "departs from asyncio on purpose").
+void say_kind(const std::string& what, const std::exception& e) {
+  auto* se = dynamic_cast<const std::system_error*>(&e);
+  say(what, diff::exception_name(e), se ? se->code().value() : 0);
+}
+
 // The text of a message up to `upto` (the rest names an object that varies).
 std::string prefix(const std::string& s, const std::string& upto) {
   auto i = s.find(upto);
@@ -530,7 +537,7 @@ SCENARIO(unix_connection_to_a_missing_path) {
       auto conn = lp.create_unix_connection(make_proto, path);
       auto pair = co_await std::move(conn);
     } catch (const std::exception& e) {
-      say_exc("missing:", e, -1, path);
+      say_kind("missing:", e);
     }
     std::filesystem::remove_all(d);
   });
@@ -547,7 +554,7 @@ SCENARIO(unix_connection_to_a_socket_nobody_listens_on) {
       auto conn = lp.create_unix_connection(make_proto, path);
       auto pair = co_await std::move(conn);
     } catch (const std::exception& e) {
-      say_exc("refused:", e, -1, path);
+      say_kind("refused:", e);
     }
     ::close(s);
     std::filesystem::remove_all(d);
@@ -615,7 +622,7 @@ SCENARIO(unix_server_in_a_missing_directory) {
       auto made = lp.create_unix_server(make_proto, path);
       auto srv = co_await std::move(made);
     } catch (const std::exception& e) {
-      say_exc("missing dir:", e, -1, path);
+      say_kind("missing dir:", e);
     }
     std::filesystem::remove_all(d);
   });
@@ -634,7 +641,7 @@ SCENARIO(datagram_bind_in_use) {
       auto again = lp.create_datagram_endpoint(make_dproto, o2);
       auto pair = co_await std::move(again);
     } catch (const std::exception& e) {
-      say_exc("in use:", e, port);
+      say_kind("in use:", e);
     }
     t1->close();
   });

@@ -18,6 +18,8 @@ std::string exception_name(const std::exception& e) {
   if (dynamic_cast<const loop::SendfileNotAvailableError*>(&e)) return "SendfileNotAvailableError";
   if (dynamic_cast<const loop::IncompleteReadError*>(&e)) return "IncompleteReadError";
   if (dynamic_cast<const loop::LimitOverrunError*>(&e)) return "LimitOverrunError";
+  // asyncio's "Multiple exceptions: ..." is a plain OSError, whatever the first errno.
+  if (dynamic_cast<const loop::MultipleConnectErrors*>(&e)) return "OSError";
   if (auto* se = dynamic_cast<const std::system_error*>(&e)) {
     // Python raises the OSError subclass of the errno.
     switch (se->code().value()) {
