@@ -5,6 +5,7 @@
 // README "departs from asyncio 3.7 on purpose").
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <any>
@@ -742,6 +743,290 @@ SCENARIO(stream_close_while_drain_waits_then_the_peer_resets) {
     pair.srv->close();
     co_await pair.srv->wait_closed();
   });
+}
+
+// FlowControlMixin.connection_lost(None) wakes a paused drain with no error; the next drain
+// raises ConnectionResetError.
+SCENARIO(stream_abort_while_drain_waits) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto done = lp.create_future<bool>();
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      std::string got = co_await r->read();  // what the kernel had taken before the abort
+      done.set_result(0 < got.size() && got.size() < kBig);
+      w->close();
+      co_await w->wait_closed();
+    };
+    auto pair = co_await paused_writer_pair(handle);
+    auto w = pair.w;
+    w->write(std::string(kBig, 'z'));
+    auto draining = [&]() -> loop::Coroutine<void> {
+      try {
+        co_await w->drain();
+        say("drain returned");
+      } catch (const std::exception& e) {
+        say("drain raised", err(e));
+      }
+    };
+    auto d = lp.create_task(draining());
+    co_await loop::sleep(0);
+    say("drain waits", !d.done());
+    ticker(lp, 3);
+    w->transport()->abort();
+    say("aborted: is_closing", w->is_closing(), "buffered",
+        w->transport()->get_write_buffer_size());
+    co_await d;
+    try {
+      co_await w->drain();
+      say("drain again returned");
+    } catch (const std::system_error& e) {
+      say("drain again raised", err(e));
+    }
+    co_await w->wait_closed();
+    say("wait_closed returned");
+    std::string got = co_await pair.r->read();
+    say("client: read", B(got));
+    bool less = co_await done;
+    say("server: read less than was written", less);
+    pair.srv->close();
+    co_await pair.srv->wait_closed();
+  });
+}
+
+SCENARIO(stream_peer_reset_while_drain_waits) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto go = lp.create_future<void>();
+    auto done = lp.create_future<void>();
+    auto handle = [&](Reader, Writer w) -> loop::Coroutine<void> {
+      co_await go;
+      linger_zero(fd_of(w));
+      w->transport()->abort();
+      done.set_result();
+    };
+    auto pair = co_await paused_writer_pair(handle);
+    auto r = pair.r;
+    auto w = pair.w;
+    w->write(std::string(kBig, 'z'));
+    auto draining = [&]() -> loop::Coroutine<void> {
+      try {
+        co_await w->drain();
+        say("drain returned");
+      } catch (const std::exception& e) {
+        say("drain raised", err(e));
+      }
+    };
+    auto d = lp.create_task(draining());
+    co_await loop::sleep(0);
+    say("drain waits", !d.done());
+    go.set_result();
+    co_await d;
+    say("exception()", err(r->exception()), "is_closing", w->is_closing());
+    try {
+      co_await r->read();
+    } catch (const std::system_error& e) {
+      say("read raised", err(e));
+    }
+    try {
+      co_await w->wait_closed();
+    } catch (const std::system_error& e) {
+      say("wait_closed raised", err(e));
+    }
+    say("buffered", w->transport()->get_write_buffer_size());
+    co_await done;
+    pair.srv->close();
+    co_await pair.srv->wait_closed();
+  });
+}
+
+SCENARIO(stream_lowering_the_high_water_mark_pauses_at_once) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto go = lp.create_future<void>();
+    auto done = lp.create_future<std::size_t>();
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      co_await go;
+      std::string got = co_await r->readexactly(kBig);
+      done.set_result(got.size());
+      w->close();
+      co_await w->wait_closed();
+    };
+    auto pair = co_await paused_writer_pair(handle);
+    auto w = pair.w;
+    auto t = w->transport();
+    t->set_write_buffer_limits(2 * kBig);
+    w->write(std::string(kBig, 'z'));
+    say("buffered", t->get_write_buffer_size() > 0);
+    co_await w->drain();
+    say("drain below the high-water mark returned");
+    t->set_write_buffer_limits(1024);
+    say("lowered to", limits(t->get_write_buffer_limits()));
+    loop::Coroutine<void> drain_coro = w->drain();
+    auto d = lp.create_task(std::move(drain_coro));
+    for (int i = 0; i < 3; ++i) co_await loop::sleep(0);
+    say("drain waits", !d.done());
+    go.set_result();
+    co_await d;
+    say("drain returned; buffered <= 256", t->get_write_buffer_size() <= 256);
+    std::size_t n = co_await done;
+    say("server got", n);
+    w->close();
+    co_await w->wait_closed();
+    pair.srv->close();
+    co_await pair.srv->wait_closed();
+  });
+}
+
+SCENARIO(stream_drain_cancelled_then_drain_again) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto go = lp.create_future<void>();
+    auto done = lp.create_future<std::size_t>();
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      co_await go;
+      std::string got = co_await r->readexactly(kBig);
+      done.set_result(got.size());
+      w->close();
+      co_await w->wait_closed();
+    };
+    auto pair = co_await paused_writer_pair(handle);
+    auto w = pair.w;
+    w->write(std::string(kBig, 'z'));
+    loop::Coroutine<void> drain1 = w->drain();
+    auto d1 = lp.create_task(std::move(drain1));
+    co_await loop::sleep(0);
+    bool c = d1.cancel();
+    say("cancel", c);
+    try {
+      co_await d1;
+    } catch (const loop::CancelledError&) {
+      say("first drain cancelled", d1.cancelled());
+    }
+    loop::Coroutine<void> drain2 = w->drain();
+    auto d2 = lp.create_task(std::move(drain2));
+    for (int i = 0; i < 3; ++i) co_await loop::sleep(0);
+    say("second drain waits", !d2.done());
+    go.set_result();
+    co_await d2;
+    say("second drain returned");
+    std::size_t n = co_await done;
+    say("server got", n);
+    w->close();
+    co_await w->wait_closed();
+    pair.srv->close();
+    co_await pair.srv->wait_closed();
+  });
+}
+
+// close() with data buffered waits for it to be sent: a write() meanwhile joins the buffer.
+SCENARIO(stream_write_after_close_with_data_buffered_is_still_sent) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto go = lp.create_future<void>();
+    auto done = lp.create_future<std::pair<std::size_t, std::string>>();
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      co_await go;
+      std::string got = co_await r->read();
+      std::string tail = got.size() >= 11 ? got.substr(got.size() - 11) : got;
+      done.set_result({got.size(), tail});
+      w->close();
+      co_await w->wait_closed();
+    };
+    auto pair = co_await paused_writer_pair(handle);
+    auto w = pair.w;
+    w->write(std::string(kBig, 'z'));
+    w->close();
+    w->write("after close");
+    say("closing", w->is_closing(), "buffered", w->transport()->get_write_buffer_size() > 0);
+    go.set_result();
+    co_await w->wait_closed();
+    say("wait_closed returned");
+    auto [n, tail] = co_await done;
+    say("server got", n, B(tail));
+    pair.srv->close();
+    co_await pair.srv->wait_closed();
+  });
+}
+
+// asyncio 3.7 / 3.11: serve_forever's wait_closed() returns at once on a closed server; libloop
+// does not wait for the connections there either (README).
+SCENARIO(server_serve_forever_cancelled_with_a_live_connection_returns_at_once) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto done = lp.create_future<void>();
+    auto connected = lp.create_future<void>();
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      connected.set_result();
+      std::string line = co_await r->readline();
+      w->write("echo " + line);
+      co_await w->drain();
+      std::string rest = co_await r->read();
+      say("server: read at EOF", B(rest));
+      w->close();
+      co_await w->wait_closed();
+      done.set_result();
+    };
+    auto srv = co_await loop::start_server(handle, "127.0.0.1", 0);
+    auto t = lp.create_task(srv->serve_forever());
+    auto [r, w] = co_await loop::open_connection("127.0.0.1", port_of(srv));
+    co_await connected;
+    bool c = t.cancel();
+    say("cancel", c);
+    try {
+      co_await t;
+    } catch (const loop::CancelledError&) {
+      say("serve_forever cancelled", t.cancelled(), "is_serving", srv->is_serving());
+    }
+    w->write("still open\n");
+    std::string got = co_await r->readline();
+    say("client: got", B(got));
+    w->close();
+    co_await w->wait_closed();
+    co_await done;
+    co_await srv->wait_closed();
+    say("wait_closed returned");
+  });
+}
+
+namespace {
+// Python's repr() of a socket name: None, or the quoted host / path.
+std::string name_repr(const std::any& a) {
+  if (!a.has_value()) return "None";
+  return "'" + std::any_cast<loop::SocketAddress>(a).host() + "'";
+}
+
+std::string name_str(const std::any& a) {
+  return a.has_value() ? std::any_cast<loop::SocketAddress>(a).host() : std::string("<None>");
+}
+}  // namespace
+
+// An unnamed unix socket's name is '' (not None); the server leaves its file behind (3.7 to
+// 3.12; 3.13 removes it).
+SCENARIO(stream_unix_extra_info_names) {
+  std::string path = "/tmp/libloop-diff-servers-" + std::to_string(::getpid()) + ".sock";
+  run([&](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto view = lp.create_future<std::pair<std::any, std::any>>();
+    auto done = lp.create_future<void>();
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      view.set_result({w->get_extra_info("sockname"), w->get_extra_info("peername")});
+      co_await r->read();
+      w->close();
+      co_await w->wait_closed();
+      done.set_result();
+    };
+    auto srv = co_await loop::start_unix_server(handle, path);
+    say("server sockets", srv->sockets().size());
+    auto [r, w] = co_await loop::open_unix_connection(path);
+    std::any local = w->get_extra_info("sockname");
+    std::any peer = w->get_extra_info("peername");
+    say("client sockname", name_repr(local), "peername is the path", name_str(peer) == path);
+    auto names = co_await view;
+    say("server sockname is the path", name_str(names.first) == path, "peername",
+        name_repr(names.second));
+    w->close();
+    co_await w->wait_closed();
+    co_await done;
+    srv->close();
+    struct stat st;
+    bool exists = ::stat(path.c_str(), &st) == 0;
+    say("closed: sockets", srv->sockets().size(), "file still there", exists);
+    co_await srv->wait_closed();
+  });
+  ::unlink(path.c_str());
 }
 
 // ---- Resets --------------------------------------------------------------------------------

@@ -645,6 +645,278 @@ def stream_close_while_drain_waits_then_the_peer_resets():
     run(body)
 
 
+@scenario
+def stream_abort_while_drain_waits():
+    # FlowControlMixin.connection_lost(None) wakes a paused drain with no error; the next
+    # drain raises ConnectionResetError.
+    async def body():
+        lp = asyncio.get_running_loop()
+        done = lp.create_future()
+
+        async def handle(r, w):
+            got = await r.read()  # what the kernel had taken before the abort
+            done.set_result(0 < len(got) < BIG)
+            w.close()
+            await w.wait_closed()
+
+        srv, r, w = await paused_writer_pair(lp, handle)
+        w.write(b"z" * BIG)
+
+        async def draining():
+            try:
+                await w.drain()
+                say("drain returned")
+            except Exception as e:
+                say("drain raised", err(e))
+
+        d = lp.create_task(draining())
+        await asyncio.sleep(0)
+        say("drain waits", not d.done())
+        ticker(lp, 3)
+        w.transport.abort()
+        say("aborted: is_closing", w.is_closing(), "buffered", w.transport.get_write_buffer_size())
+        await d
+        try:
+            await w.drain()
+            say("drain again returned")
+        except ConnectionResetError as e:
+            say("drain again raised", err(e))
+        await w.wait_closed()
+        say("wait_closed returned")
+        say("client: read", await r.read())
+        say("server: read less than was written", await done)
+        srv.close()
+        await srv.wait_closed()
+    run(body)
+
+
+@scenario
+def stream_peer_reset_while_drain_waits():
+    async def body():
+        lp = asyncio.get_running_loop()
+        go = lp.create_future()
+        done = lp.create_future()
+
+        async def handle(r, w):
+            await go
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.transport.abort()
+            done.set_result(None)
+
+        srv, r, w = await paused_writer_pair(lp, handle)
+        w.write(b"z" * BIG)
+
+        async def draining():
+            try:
+                await w.drain()
+                say("drain returned")
+            except Exception as e:
+                say("drain raised", err(e))
+
+        d = lp.create_task(draining())
+        await asyncio.sleep(0)
+        say("drain waits", not d.done())
+        go.set_result(None)
+        await d
+        say("exception()", err(r.exception()), "is_closing", w.is_closing())
+        try:
+            await r.read()
+        except ConnectionResetError as e:
+            say("read raised", err(e))
+        try:
+            await w.wait_closed()
+        except ConnectionResetError as e:
+            say("wait_closed raised", err(e))
+        say("buffered", w.transport.get_write_buffer_size())
+        await done
+        srv.close()
+        await srv.wait_closed()
+    run(body)
+
+
+@scenario
+def stream_lowering_the_high_water_mark_pauses_at_once():
+    async def body():
+        lp = asyncio.get_running_loop()
+        go = lp.create_future()
+        done = lp.create_future()
+
+        async def handle(r, w):
+            await go
+            got = await r.readexactly(BIG)
+            done.set_result(len(got))
+            w.close()
+            await w.wait_closed()
+
+        srv, r, w = await paused_writer_pair(lp, handle)
+        t = w.transport
+        t.set_write_buffer_limits(high=2 * BIG)
+        w.write(b"z" * BIG)
+        say("buffered", t.get_write_buffer_size() > 0)
+        await w.drain()
+        say("drain below the high-water mark returned")
+        t.set_write_buffer_limits(high=1024)
+        say("lowered to", t.get_write_buffer_limits())
+        d = lp.create_task(w.drain())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        say("drain waits", not d.done())
+        go.set_result(None)
+        await d
+        say("drain returned; buffered <= 256", t.get_write_buffer_size() <= 256)
+        say("server got", await done)
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+    run(body)
+
+
+@scenario
+def stream_drain_cancelled_then_drain_again():
+    async def body():
+        lp = asyncio.get_running_loop()
+        go = lp.create_future()
+        done = lp.create_future()
+
+        async def handle(r, w):
+            await go
+            got = await r.readexactly(BIG)
+            done.set_result(len(got))
+            w.close()
+            await w.wait_closed()
+
+        srv, r, w = await paused_writer_pair(lp, handle)
+        w.write(b"z" * BIG)
+        d1 = lp.create_task(w.drain())
+        await asyncio.sleep(0)
+        say("cancel", d1.cancel())
+        try:
+            await d1
+        except asyncio.CancelledError:
+            say("first drain cancelled", d1.cancelled())
+        d2 = lp.create_task(w.drain())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        say("second drain waits", not d2.done())
+        go.set_result(None)
+        await d2
+        say("second drain returned")
+        say("server got", await done)
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+    run(body)
+
+
+@scenario
+def stream_write_after_close_with_data_buffered_is_still_sent():
+    # close() with data buffered waits for it to be sent: a write() meanwhile joins the buffer
+    async def body():
+        lp = asyncio.get_running_loop()
+        go = lp.create_future()
+        done = lp.create_future()
+
+        async def handle(r, w):
+            await go
+            got = await r.read()
+            done.set_result((len(got), got[-11:]))
+            w.close()
+            await w.wait_closed()
+
+        srv, r, w = await paused_writer_pair(lp, handle)
+        w.write(b"z" * BIG)
+        w.close()
+        w.write(b"after close")
+        say("closing", w.is_closing(), "buffered", w.transport.get_write_buffer_size() > 0)
+        go.set_result(None)
+        await w.wait_closed()
+        say("wait_closed returned")
+        n, tail = await done
+        say("server got", n, tail)
+        srv.close()
+        await srv.wait_closed()
+    run(body)
+
+
+@scenario
+def server_serve_forever_cancelled_with_a_live_connection_returns_at_once():
+    # asyncio 3.7 / 3.11: serve_forever's wait_closed() returns at once on a closed server;
+    # libloop does not wait for the connections there either (README).
+    async def body():
+        lp = asyncio.get_running_loop()
+        done = lp.create_future()
+        connected = lp.create_future()
+
+        async def handle(r, w):
+            connected.set_result(None)
+            line = await r.readline()
+            w.write(b"echo " + line)
+            await w.drain()
+            say("server: read at EOF", await r.read())
+            w.close()
+            await w.wait_closed()
+            done.set_result(None)
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        t = lp.create_task(srv.serve_forever())
+        r, w = await asyncio.open_connection("127.0.0.1", port_of(srv))
+        await connected
+        say("cancel", t.cancel())
+        try:
+            await t
+        except asyncio.CancelledError:
+            say("serve_forever cancelled", t.cancelled(), "is_serving", srv.is_serving())
+        w.write(b"still open\n")
+        say("client: got", await r.readline())
+        w.close()
+        await w.wait_closed()
+        await done
+        await srv.wait_closed()
+        say("wait_closed returned")
+    run(body)
+
+
+@scenario
+def stream_unix_extra_info_names():
+    # An unnamed unix socket's name is '' (not None); the server leaves its file behind (3.7
+    # to 3.12; 3.13 removes it).
+    path = "/tmp/libloop-diff-servers-%d.sock" % os.getpid()
+
+    async def body():
+        lp = asyncio.get_running_loop()
+        view = lp.create_future()
+        done = lp.create_future()
+
+        async def handle(r, w):
+            view.set_result((w.get_extra_info("sockname"), w.get_extra_info("peername")))
+            await r.read()
+            w.close()
+            await w.wait_closed()
+            done.set_result(None)
+
+        srv = await asyncio.start_unix_server(handle, path)
+        say("server sockets", len(srv.sockets))
+        r, w = await asyncio.open_unix_connection(path)
+        local, peer = w.get_extra_info("sockname"), w.get_extra_info("peername")
+        say("client sockname", repr(local), "peername is the path", peer == path)
+        s_local, s_peer = await view
+        say("server sockname is the path", s_local == path, "peername", repr(s_peer))
+        w.close()
+        await w.wait_closed()
+        await done
+        srv.close()
+        say("closed: sockets", len(srv.sockets), "file still there", os.path.exists(path))
+        await srv.wait_closed()
+    try:
+        run(body)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 # ---- Resets --------------------------------------------------------------------------------
 
 @scenario
