@@ -366,6 +366,84 @@ SCENARIO(server_close_keeps_accepted_connections) {
   });
 }
 
+// start_serving=false: the socket is bound but does not listen yet.
+SCENARIO(server_not_serving_refuses_then_serves) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto done = lp.create_future<void>();
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      std::string got = co_await r->read();
+      say("server: got", B(got));
+      w->close();
+      co_await w->wait_closed();
+      done.set_result();
+    };
+    auto srv = co_await loop::start_server(handle, "127.0.0.1", 0, not_serving());
+    int port = port_of(srv);
+    try {
+      auto early = co_await loop::open_connection("127.0.0.1", port);
+      say("connected (unexpected)");
+      early.second->close();
+    } catch (const std::system_error& e) {
+      say("before start_serving:", err(e));
+    }
+    co_await srv->start_serving();
+    auto [r, w] = co_await loop::open_connection("127.0.0.1", port);
+    say("after start_serving: connected");
+    w->write("hi");
+    w->write_eof();
+    co_await done;
+    w->close();
+    co_await w->wait_closed();
+    srv->close();
+    co_await srv->wait_closed();
+
+    auto never = co_await loop::start_server(handle, "127.0.0.1", 0, not_serving());
+    never->close();
+    say("never served, closed: is_serving", never->is_serving(), "sockets",
+        never->sockets().size());
+    co_await never->wait_closed();
+    say("wait_closed returned");
+  });
+}
+
+SCENARIO(server_accepts_queued_connections_in_order) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto srv_done = lp.create_future<void>();
+    std::vector<int> clients;
+    std::vector<int> order;
+    auto handle = [&](Reader r, Writer w) -> loop::Coroutine<void> {
+      int port = addr_info(w, "peername").port();
+      int i = -1;
+      for (std::size_t k = 0; k < clients.size(); ++k) {
+        loop::SocketAddress a;
+        socklen_t len = loop::SocketAddress::capacity();
+        ::getsockname(clients[k], a.data(), &len);
+        a.set_size(len);
+        if (a.port() == port) i = static_cast<int>(k);
+      }
+      say("server: client", i, "connected");
+      std::string got = co_await r->readexactly(2);
+      say("server: client", i, "got", B(got));
+      order.push_back(i);
+      w->close();
+      if (order.size() == 3) srv_done.set_result();
+    };
+    auto srv = co_await loop::start_server(handle, "127.0.0.1", 0);
+    for (int i = 0; i < 3; ++i) {
+      int c = blocking_client(port_of(srv));
+      std::string msg = "c" + std::to_string(i);
+      ::send(c, msg.data(), msg.size(), MSG_NOSIGNAL);
+      clients.push_back(c);
+    }
+    ticker(lp, 6);
+    co_await srv_done;
+    for (int c : clients) ::close(c);
+    srv->close();
+    co_await srv->wait_closed();
+    for (int i = 0; i < 3; ++i) co_await loop::sleep(0);
+  });
+}
+
 // ---- Limits ----------------------------------------------------------------------------------
 
 SCENARIO(stream_start_server_limit_reaches_readline) {

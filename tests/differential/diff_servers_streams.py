@@ -276,6 +276,80 @@ def port_of_peer(w):
     return w.get_extra_info("peername")[1]
 
 
+@scenario
+def server_not_serving_refuses_then_serves():
+    # start_serving=False: the socket is bound but does not listen yet
+    async def body():
+        lp = asyncio.get_running_loop()
+        done = lp.create_future()
+
+        async def handle(r, w):
+            say("server: got", await r.read())
+            w.close()
+            await w.wait_closed()
+            done.set_result(None)
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0, start_serving=False)
+        port = port_of(srv)
+        try:
+            await asyncio.open_connection("127.0.0.1", port)
+            say("connected (unexpected)")
+        except ConnectionRefusedError as e:
+            say("before start_serving:", err(e))
+        await srv.start_serving()
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        say("after start_serving: connected")
+        w.write(b"hi")
+        w.write_eof()
+        await done
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+
+        never = await asyncio.start_server(handle, "127.0.0.1", 0, start_serving=False)
+        never.close()
+        say("never served, closed: is_serving", never.is_serving(), "sockets", len(never.sockets))
+        await never.wait_closed()
+        say("wait_closed returned")
+    run(body)
+
+
+@scenario
+def server_accepts_queued_connections_in_order():
+    async def body():
+        lp = asyncio.get_running_loop()
+        srv_done = lp.create_future()
+        clients = []
+        order = []
+
+        async def handle(r, w):
+            port = w.get_extra_info("peername")[1]
+            i = [c.getsockname()[1] for c in clients].index(port)
+            say("server: client", i, "connected")
+            say("server: client", i, "got", await r.readexactly(2))
+            order.append(i)
+            w.close()
+            if len(order) == 3:
+                srv_done.set_result(None)
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        for i in range(3):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.connect(("127.0.0.1", port_of(srv)))
+            c.send(b"c%d" % i)
+            clients.append(c)
+        ticker(lp, 6)
+        await srv_done
+        for c in clients:
+            c.close()
+        srv.close()
+        await srv.wait_closed()
+        for _ in range(3):
+            await asyncio.sleep(0)
+    run(body)
+
+
 # ---- Limits ----------------------------------------------------------------------------------
 
 @scenario
