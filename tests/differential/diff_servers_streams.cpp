@@ -444,6 +444,41 @@ SCENARIO(server_accepts_queued_connections_in_order) {
   });
 }
 
+SCENARIO(server_wait_closed_woken_by_a_cancelled_serve_forever) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto srv = co_await loop::start_server(nothing, "127.0.0.1", 0);
+    auto serving = [&]() -> loop::Coroutine<void> {
+      try {
+        co_await srv->serve_forever();
+      } catch (...) {
+        say("serve_forever leaves");
+        throw;
+      }
+      say("serve_forever leaves");
+    };
+    auto waiting = [&]() -> loop::Coroutine<void> {
+      say("waiter waits");
+      co_await srv->wait_closed();
+      say("waiter woken");
+    };
+    auto t = lp.create_task(serving());
+    auto wt = lp.create_task(waiting());
+    co_await loop::sleep(0);
+    ticker(lp, 4);
+    bool c = t.cancel();
+    say("cancel serve_forever", c);
+    try {
+      co_await t;
+    } catch (const loop::CancelledError&) {
+      say("serve_forever cancelled", t.cancelled(), "waiter done", wt.done());
+    }
+    co_await wt;
+    say("is_serving", srv->is_serving());
+    co_await loop::sleep(0);
+    co_await loop::sleep(0);
+  });
+}
+
 // ---- Limits ----------------------------------------------------------------------------------
 
 SCENARIO(stream_start_server_limit_reaches_readline) {

@@ -350,6 +350,39 @@ def server_accepts_queued_connections_in_order():
     run(body)
 
 
+@scenario
+def server_wait_closed_woken_by_a_cancelled_serve_forever():
+    async def body():
+        lp = asyncio.get_running_loop()
+        srv = await asyncio.start_server(nothing, "127.0.0.1", 0)
+
+        async def serving():
+            try:
+                await srv.serve_forever()
+            finally:
+                say("serve_forever leaves")
+
+        async def waiting():
+            say("waiter waits")
+            await srv.wait_closed()
+            say("waiter woken")
+
+        t = lp.create_task(serving())
+        wt = lp.create_task(waiting())
+        await asyncio.sleep(0)
+        ticker(lp, 4)
+        say("cancel serve_forever", t.cancel())
+        try:
+            await t
+        except asyncio.CancelledError:
+            say("serve_forever cancelled", t.cancelled(), "waiter done", wt.done())
+        await wt
+        say("is_serving", srv.is_serving())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    run(body)
+
+
 # ---- Limits ----------------------------------------------------------------------------------
 
 @scenario
