@@ -144,6 +144,9 @@ void Server::accept_connection(int fd, SocketAddress peer) {
   try {
     protocol = factory_();
     if (!protocol) throw std::runtime_error("protocol_factory returned no protocol");
+    // Closed since the accept: asyncio's Server._attach refuses the transport (an assertion),
+    // so the connection never reaches the protocol, and wait_closed() stays true to its word.
+    if (closed_) throw std::runtime_error("the server was closed before the connection was made");
     if (ssl_) {
       detail::accept_ssl_connection(*loop_, owned.release(), peer, shared_from_this(), protocol,
                                     {ssl_, true, std::nullopt, ssl_handshake_timeout_});

@@ -494,3 +494,35 @@ TEST_CASE("a failing protocol factory closes the connection; reported in debug m
   else
     CHECK(reported.empty());
 }
+
+TEST_CASE("a connection accepted just before close() gets no transport") {
+  // Accepted in one iteration, made into a transport in the next (asyncio's
+  // _accept_connection2): a close() in between wins. asyncio's Server._attach refuses it (an
+  // assertion), so the protocol never hears of it; wait_closed's promise stays (3.12: no
+  // connection after it).
+  loop::EventLoop lp;
+  std::vector<std::string> events;
+  struct Made : loop::Protocol {
+    std::vector<std::string>* events;
+    explicit Made(std::vector<std::string>* e) : events(e) {}
+    void connection_made(loop::BaseTransport&) override { events->push_back("connection_made"); }
+  };
+  auto srv = lp.run_until_complete(lp.create_server(
+      [&]() -> std::shared_ptr<loop::Protocol> { return std::make_shared<Made>(&events); },
+      "127.0.0.1", 0));
+  int client = ::socket(AF_INET, SOCK_STREAM, 0);
+  auto addr = srv->sockets().at(0);
+  REQUIRE(::connect(client, addr.data(), addr.size()) == 0);  // in the backlog now
+  // Runs before the accept of this iteration, so its close() runs before the transport is made.
+  lp.call_soon([&] { lp.call_soon([&] { srv->close(); }); });
+  // Bounded: before the fix the connection lived on, and wait_closed waited for it.
+  CHECK_NOTHROW(lp.run_until_complete(loop::wait_for(srv->wait_closed(), 5)));
+  lp.run_until_complete(loop::sleep(0.01));
+  CHECK(events.empty());
+  timeval two_seconds{2, 0};
+  ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &two_seconds, sizeof two_seconds);
+  char c;
+  CHECK(::recv(client, &c, 1, 0) == 0);  // closed by the server: EOF
+  ::close(client);
+  lp.close();
+}
