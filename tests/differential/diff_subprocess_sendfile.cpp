@@ -478,6 +478,21 @@ SCENARIO(close_in_process_exited_while_a_grandchild_holds_the_pipes) {
   });
 }
 
+SCENARIO(close_kills_a_running_process) {
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto done = lp.create_future<void>();
+    auto a = args("-c", "exec sleep 30");
+    auto started =
+        co_await lp.subprocess_exec([&] { return std::make_shared<Logger>(done); }, "/bin/sh", a);
+    auto t = started.first;
+    t->close();
+    say("closed", t->is_closing(), opt(t->get_returncode()));
+    t->close();
+    co_await done;
+    say("after", t->get_returncode() == -SIGKILL);
+  });
+}
+
 // ---- asyncio.subprocess.Process --------------------------------------------------------------
 
 SCENARIO(process_communicate_with_cat) {
@@ -543,6 +558,28 @@ SCENARIO(process_communicate_child_ignores_input) {
                                                       stdio(loop::PIPE, loop::PIPE, loop::DEVNULL));
     auto res = co_await proc.communicate(std::string(300000, 'x'));
     say("communicate", B(res.first), proc.std_err ? B(res.second) : "None", opt(proc.returncode()));
+  });
+}
+
+SCENARIO(process_drain_when_the_child_closes_stdin) {
+  // A megabyte waits in the transport when the child, after one line, closes its stdin.
+  run([](loop::EventLoop&) -> loop::Coroutine<void> {
+    auto a = args("-c", "read x; exec 0<&-; exec sleep 30");
+    auto proc = co_await loop::create_subprocess_exec(
+        "/bin/sh", a, stdio(loop::PIPE, loop::DEVNULL, loop::DEVNULL));
+    proc.std_in->write("x\n" + std::string(1 << 20, 'y'));
+    for (int i = 1; i <= 2; ++i) {
+      try {
+        co_await proc.std_in->drain();
+        say("drain", i, "ok");
+      } catch (const std::exception& e) {
+        say("drain", i, err_name(e));
+      }
+    }
+    say("closing", proc.std_in->is_closing());
+    proc.kill();
+    int rc = co_await proc.wait();
+    say("wait", rc == -SIGKILL);
   });
 }
 
@@ -836,5 +873,56 @@ SCENARIO(loop_sendfile_refusals) {
                               }
                               say("position", f.tell());
                             });
+  });
+}
+
+SCENARIO(loop_sendfile_write_while_in_progress) {
+  // 32 MiB through loopback take many iterations; the server runs on the same loop.
+  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    auto done = lp.create_future<void>();
+    struct Counter : loop::Protocol {
+      loop::Future<void> done;
+      std::size_t n = 0;
+      explicit Counter(loop::Future<void> d) : done(std::move(d)) {}
+      void data_received(std::string_view d) override { n += d.size(); }
+      bool eof_received() override {
+        say("server got", n);
+        done.set_result();
+        return false;
+      }
+    };
+    auto server = co_await lp.create_server([done] { return std::make_shared<Counter>(done); },
+                                            "127.0.0.1", 0);
+    int port = server->sockets().at(0).port();
+    auto conn = co_await lp.create_connection([] { return std::make_shared<loop::Protocol>(); },
+                                              "127.0.0.1", port);
+    auto t = conn.first;
+    {
+      TempFile f(std::string(32 << 20, 's'));
+      int fd = f.fd;
+      loop::Transport* tp = t.get();
+      auto send = [&lp, tp, fd]() -> loop::Coroutine<std::size_t> {
+        std::size_t n = co_await lp.sendfile(*tp, fd);
+        co_return n;
+      };
+      auto task = lp.create_task(send());
+      co_await loop::sleep(0);
+      co_await loop::sleep(0);
+      say("in progress", !task.done(), "reading", t->is_reading());
+      try {
+        t->write("mid");
+        say("wrote");
+      } catch (const std::exception& e) {
+        say_exc("write", e);
+      }
+      std::size_t n = co_await task;
+      say("sent", n, "reading", t->is_reading());
+    }
+    t->write("end");
+    t->write_eof();
+    co_await done;
+    t->close();
+    server->close();
+    co_await server->wait_closed();
   });
 }

@@ -351,6 +351,20 @@ def close_in_process_exited_while_a_grandchild_holds_the_pipes():
     run(body)
 
 
+@scenario
+def close_kills_a_running_process():
+    async def body():
+        lp = asyncio.get_running_loop()
+        done = lp.create_future()
+        t, p = await lp.subprocess_exec(lambda: Logger(done), "/bin/sh", "-c", "exec sleep 30")
+        t.close()
+        say("closed", t.is_closing(), t.get_returncode())
+        t.close()
+        await done
+        say("after", t.get_returncode() == -signal.SIGKILL)
+    run(body)
+
+
 # ---- asyncio.subprocess.Process ------------------------------------------------------------
 
 @scenario
@@ -417,6 +431,27 @@ def process_communicate_child_ignores_input():
                                                     stdin=PIPE, stdout=PIPE, stderr=DEVNULL)
         out, err = await proc.communicate(b"x" * 300000)
         say("communicate", out, err, proc.returncode)
+    run(body)
+
+
+@scenario
+def process_drain_when_the_child_closes_stdin():
+    # A megabyte waits in the transport when the child, after one line, closes its stdin.
+    async def body():
+        proc = await asyncio.create_subprocess_exec("/bin/sh", "-c",
+                                                    "read x; exec 0<&-; exec sleep 30",
+                                                    stdin=PIPE, stdout=DEVNULL, stderr=DEVNULL)
+        proc.stdin.write(b"x\n" + b"y" * (1 << 20))
+        for i in (1, 2):
+            try:
+                await proc.stdin.drain()
+                say("drain", i, "ok")
+            except Exception as e:
+                say("drain", i, type(e).__name__)
+        say("closing", proc.stdin.is_closing())
+        proc.kill()
+        rc = await proc.wait()
+        say("wait", rc == -signal.SIGKILL)
     run(body)
 
 
@@ -691,6 +726,47 @@ def loop_sendfile_refusals():
                 say_exc("closing", e)
             say("position", f.tell())
     run(lambda: transport_case(body))
+
+
+@scenario
+def loop_sendfile_write_while_in_progress():
+    # 32 MiB through loopback take many iterations; the server runs on the same loop.
+    async def body():
+        lp = asyncio.get_running_loop()
+        done = lp.create_future()
+
+        class Counter(asyncio.Protocol):
+            n = 0
+
+            def data_received(self, data):
+                self.n += len(data)
+
+            def eof_received(self):
+                say("server got", self.n)
+                done.set_result(None)
+
+        server = await lp.create_server(Counter, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        t, p = await lp.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        with temp_file(b"s" * (32 << 20)) as f:
+            task = lp.create_task(lp.sendfile(t, f))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            say("in progress", not task.done(), "reading", t.is_reading())
+            try:
+                t.write(b"mid")
+                say("wrote")
+            except Exception as e:
+                say_exc("write", e)
+            n = await task
+            say("sent", n, "reading", t.is_reading())
+        t.write(b"end")
+        t.write_eof()
+        await done
+        t.close()
+        server.close()
+        await server.wait_closed()
+    run(body)
 
 
 if __name__ == "__main__":
