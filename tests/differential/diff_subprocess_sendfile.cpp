@@ -369,53 +369,33 @@ SCENARIO(signals_on_running_exited_and_finished_process) {
   });
 }
 
-SCENARIO(exec_program_not_found) {
+SCENARIO(exec_spawn_errors) {
   run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
     int calls = 0;
-    try {
-      auto started = co_await lp.subprocess_exec(
-          [&] {
-            ++calls;
-            return std::make_shared<loop::SubprocessProtocol>();
-          },
-          "/nonexistent_w7/prog", {}, kNoPipes);
-      say("started?");
-    } catch (const std::exception& e) {
-      say_oserror("exec", e);
-    }
-    say("factory calls", calls);
-    try {
-      auto started = co_await lp.subprocess_exec(
-          [] { return std::make_shared<loop::SubprocessProtocol>(); }, "no_such_program_w7");
-      say("started?");
-    } catch (const std::exception& e) {
-      say_oserror("exec from PATH", e);
-    }
-  });
-}
-
-SCENARIO(exec_program_not_executable) {
-  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
-    try {
-      auto started = co_await lp.subprocess_exec(
-          [] { return std::make_shared<loop::SubprocessProtocol>(); }, "/etc/passwd", {}, kNoPipes);
-      say("started?");
-    } catch (const std::exception& e) {
-      say_oserror("exec", e);
-    }
-  });
-}
-
-SCENARIO(exec_cwd_missing) {
-  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
-    auto options = kNoPipes;
-    options.cwd = "/nonexistent_w7_dir";
-    try {
-      auto started = co_await lp.subprocess_exec(
-          [] { return std::make_shared<loop::SubprocessProtocol>(); }, "/bin/true", {}, options);
-      say("started?");
-    } catch (const std::exception& e) {
-      say_oserror("exec", e);
+    struct Case {
+      const char* label;
+      const char* program;
+      const char* cwd;
+    };
+    const Case cases[] = {{"missing", "/nonexistent_w7/prog", nullptr},
+                          {"from PATH", "no_such_program_w7", nullptr},
+                          {"not executable", "/etc/passwd", nullptr},
+                          {"cwd missing", "/bin/true", "/nonexistent_w7_dir"}};
+    for (const Case& c : cases) {
+      auto options = kNoPipes;
+      if (c.cwd) options.cwd = c.cwd;
+      try {
+        auto started = co_await lp.subprocess_exec(
+            [&] {
+              ++calls;
+              return std::make_shared<loop::SubprocessProtocol>();
+            },
+            c.program, {}, options);
+        say("started?");
+      } catch (const std::exception& e) {
+        say_oserror(c.label, e);
+      }
+      say("factory calls", calls);
     }
   });
 }
@@ -605,14 +585,10 @@ loop::Coroutine<void> sock_sendfile_case(loop::EventLoop& lp, std::string data, 
 
 }  // namespace
 
-SCENARIO(sock_sendfile_whole_file) {
+SCENARIO(sock_sendfile_results_offset_and_count) {
   run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
     co_await sock_sendfile_case(lp, "0123456789", "whole");
-  });
-}
-
-SCENARIO(sock_sendfile_offset_and_count) {
-  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
+    co_await sock_sendfile_case(lp, "", "empty");
     co_await sock_sendfile_case(lp, "0123456789", "offset 2 count 5", 2, 5);
     co_await sock_sendfile_case(lp, "0123456789", "offset 8 count 10", 8, 10);
     co_await sock_sendfile_case(lp, "0123456789", "offset 4", 4);
@@ -624,12 +600,6 @@ SCENARIO(sock_sendfile_position_is_offset_plus_sent) {
     co_await sock_sendfile_case(lp, "0123456789", "from 7, offset 0 count 2", 0, 2, 7);
     co_await sock_sendfile_case(lp, "0123456789", "from 7, offset 20", 20, std::nullopt, 7);
     co_await sock_sendfile_case(lp, "0123456789", "from 3, offset 10 count 1", 10, 1, 3);
-  });
-}
-
-SCENARIO(sock_sendfile_empty_file) {
-  run([](loop::EventLoop& lp) -> loop::Coroutine<void> {
-    co_await sock_sendfile_case(lp, "", "empty");
   });
 }
 

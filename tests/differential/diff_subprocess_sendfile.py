@@ -253,7 +253,7 @@ def signals_on_running_exited_and_finished_process():
 
 
 @scenario
-def exec_program_not_found():
+def exec_spawn_errors():
     async def body():
         lp = asyncio.get_running_loop()
         calls = []
@@ -262,44 +262,17 @@ def exec_program_not_found():
             calls.append(1)
             return asyncio.SubprocessProtocol()
 
-        try:
-            await lp.subprocess_exec(factory, "/nonexistent_w7/prog", stdin=DEVNULL,
-                                     stdout=DEVNULL, stderr=DEVNULL)
-            say("started?")
-        except OSError as e:
-            say_oserror("exec", e)
-        say("factory calls", len(calls))
-        try:
-            await lp.subprocess_exec(asyncio.SubprocessProtocol, "no_such_program_w7")
-        except OSError as e:
-            say_oserror("exec from PATH", e)
-    run(body)
-
-
-@scenario
-def exec_program_not_executable():
-    async def body():
-        lp = asyncio.get_running_loop()
-        try:
-            await lp.subprocess_exec(asyncio.SubprocessProtocol, "/etc/passwd", stdin=DEVNULL,
-                                     stdout=DEVNULL, stderr=DEVNULL)
-            say("started?")
-        except OSError as e:
-            say_oserror("exec", e)
-    run(body)
-
-
-@scenario
-def exec_cwd_missing():
-    async def body():
-        lp = asyncio.get_running_loop()
-        try:
-            await lp.subprocess_exec(asyncio.SubprocessProtocol, "/bin/true",
-                                     cwd="/nonexistent_w7_dir", stdin=DEVNULL, stdout=DEVNULL,
-                                     stderr=DEVNULL)
-            say("started?")
-        except OSError as e:
-            say_oserror("exec", e)
+        for label, program, cwd in (("missing", "/nonexistent_w7/prog", None),
+                                    ("from PATH", "no_such_program_w7", None),
+                                    ("not executable", "/etc/passwd", None),
+                                    ("cwd missing", "/bin/true", "/nonexistent_w7_dir")):
+            try:
+                await lp.subprocess_exec(factory, program, cwd=cwd, stdin=DEVNULL,
+                                         stdout=DEVNULL, stderr=DEVNULL)
+                say("started?")
+            except OSError as e:
+                say_oserror(label, e)
+            say("factory calls", len(calls))
     run(body)
 
 
@@ -473,13 +446,10 @@ async def sock_sendfile_case(data, label, offset=0, count=None, start=0):
 
 
 @scenario
-def sock_sendfile_whole_file():
-    run(lambda: sock_sendfile_case(b"0123456789", "whole"))
-
-
-@scenario
-def sock_sendfile_offset_and_count():
+def sock_sendfile_results_offset_and_count():
     async def body():
+        await sock_sendfile_case(b"0123456789", "whole")
+        await sock_sendfile_case(b"", "empty")
         await sock_sendfile_case(b"0123456789", "offset 2 count 5", 2, 5)
         await sock_sendfile_case(b"0123456789", "offset 8 count 10", 8, 10)
         await sock_sendfile_case(b"0123456789", "offset 4", 4)
@@ -493,11 +463,6 @@ def sock_sendfile_position_is_offset_plus_sent():
         await sock_sendfile_case(b"0123456789", "from 7, offset 20", 20, None, start=7)
         await sock_sendfile_case(b"0123456789", "from 3, offset 10 count 1", 10, 1, start=3)
     run(body)
-
-
-@scenario
-def sock_sendfile_empty_file():
-    run(lambda: sock_sendfile_case(b"", "empty"))
 
 
 @scenario
