@@ -40,8 +40,12 @@ void update_filepos(int file_fd, std::size_t offset, std::size_t total_sent) {
 Coroutine<std::size_t> sendfile_native(EventLoop& loop, int sock, int file_fd, std::size_t offset,
                                        std::optional<std::size_t> count) {
   struct stat st;
-  if (::fstat(file_fd, &st) != 0 || !S_ISREG(st.st_mode))
-    throw SendfileNotAvailableError("not a regular file");
+  if (::fstat(file_fd, &st) != 0) throw SendfileNotAvailableError("not a regular file");
+  // With a count, sendfile(2) judges the file, as in asyncio: a pipe or socket is refused by
+  // the kernel ("os.sendfile call failed" below), a file it can read is sent natively. Without
+  // one, a non-regular file's size means nothing (asyncio would send 0 bytes): the fallback
+  // reads it to EOF instead.
+  if (!S_ISREG(st.st_mode) && !count) throw SendfileNotAvailableError("not a regular file");
   std::size_t fsize = static_cast<std::size_t>(st.st_size);
   std::size_t blocksize = count ? *count : fsize;
   if (blocksize == 0) co_return 0;  // an empty file

@@ -133,6 +133,12 @@ TEST_CASE("sock_sendfile from a pipe: the fallback copies it, fallback=false ref
     StreamPair sp;
     CHECK_THROWS_AS(lp.run_until_complete(lp.sock_sendfile(sp.a, r, 0, std::nullopt, false)),
                     loop::SendfileNotAvailableError);
+    // With a count, sendfile(2) itself refuses the pipe, in asyncio's words; nothing is read.
+    REQUIRE(::write(w, "hello", 5) == 5);
+    CHECK_THROWS_WITH(lp.run_until_complete(lp.sock_sendfile(sp.a, r, 0, 3, false)),
+                      "os.sendfile call failed");
+    char left[8];
+    CHECK(::read(r, left, sizeof left) == 5);
   }
   int p[2];
   REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
