@@ -40,6 +40,10 @@ std::string exception_name(const std::exception& e) {
         return "PermissionError";
       case EAGAIN:
         return "BlockingIOError";
+      case ESRCH:
+        return "ProcessLookupError";
+      case ECHILD:
+        return "ChildProcessError";
       default:
         return "OSError";
     }
