@@ -60,6 +60,9 @@ void say(const Args&... args) {
   std::fflush(stdout);  // a crash keeps the lines before it, for the diff
 }
 
+/// Python's repr() of a bytes object: b'ab\n', b"it's".
+std::string B(std::string_view s);
+
 /// The name Python gives the exception class, for the asyncio exceptions the scenarios meet.
 std::string exception_name(const std::exception& e);
 
